@@ -1,0 +1,245 @@
+"""The daemon's lifecycle: lock, start-up clean-up and catch-up, events, rescans, heartbeat, signals, stop."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from . import fsio
+from .logs import get_logger
+from .observe import EventSource, ObserverKind
+from .pipeline import Outcome, Pipeline
+from .protocol import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
+from .runners import SubprocessRunner
+from .scheduler import Scheduler
+from .schemas import Health, utc_now_iso
+from .settings import WatcherSettings
+
+log = get_logger("modelgen_watcher.daemon")
+
+SHUTDOWN_BUDGET = 8.0
+"""Seconds a stop may take in all; container engines kill at 10."""
+
+
+class AlreadyRunning(Exception):
+    """Another watcher holds this watch dir's lock."""
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
+
+
+def build_pipeline(settings: WatcherSettings, layout: Layout) -> tuple[Pipeline, SubprocessRunner]:
+    """The pipeline and runner one settings object describes (shared by ``run`` and ``score``)."""
+    runner = SubprocessRunner(settings.command_template, cwd=settings.model_cwd, kill_grace=settings.kill_grace)
+    pipeline = Pipeline(
+        layout,
+        runner,
+        model_label=settings.model_label,
+        model_timeout=settings.model_timeout,
+        max_input_bytes=settings.max_input_bytes,
+        settle=settings.settle,
+    )
+    return pipeline, runner
+
+
+class Daemon:
+    """One watcher on one directory. ``run()`` blocks until ``request_stop()`` or a signal."""
+
+    def __init__(self, settings: WatcherSettings) -> None:
+        self.settings = settings
+        self.layout = Layout(settings.watch_dir.resolve(), settings.names)
+        self.pipeline, self.runner = build_pipeline(settings, self.layout)
+        self.scheduler = Scheduler(
+            self.pipeline.process, workers=settings.workers, debounce=settings.debounce / 1000.0
+        )
+        self.events: EventSource | None = None
+        self._stop = threading.Event()
+        self._lock_fh: IO[str] | None = None
+        self._seen: dict[str, tuple[int, int, int, int]] = {}
+        self._rejected: set[str] = set()
+        self._started_at = utc_now_iso()
+        self.exit_code = 0
+
+    # -- start-up ---------------------------------------------------------
+
+    def _prepare(self) -> None:
+        root = self.layout.root
+        root.mkdir(parents=True, exist_ok=True)
+        self.layout.state_dir.mkdir(exist_ok=True)
+        self._lock_fh = open(self.layout.lock_file, "a+")  # noqa: SIM115 - held for the daemon's life
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_fh.seek(0)
+            holder = self._lock_fh.read().strip() or "unknown"
+            self._lock_fh.close()
+            raise AlreadyRunning(f"another modelgen-watcher (pid {holder}) is serving {root}") from exc
+        self._lock_fh.seek(0)
+        self._lock_fh.truncate()
+        self._lock_fh.write(str(os.getpid()))
+        self._lock_fh.flush()
+        self._clean_stale()
+
+    def _clean_stale(self) -> None:
+        """Temp files of an earlier run can only be leftovers of a crash: remove them."""
+        removed = 0
+        for entry in os.scandir(self.layout.root):
+            if entry.name.startswith(WATCHER_TEMP_PREFIX) and not entry.is_dir(follow_symlinks=False):
+                removed += fsio.remove_quietly(Path(entry.path))
+        if self.layout.tmp_dir.exists():
+            removed += sum(1 for _ in self.layout.tmp_dir.iterdir())
+            shutil.rmtree(self.layout.tmp_dir, ignore_errors=True)
+        if self.layout.workspace.exists():
+            for path in self.layout.workspace.glob(MODEL_OUTPUT_PREFIX + "*"):
+                removed += fsio.remove_quietly(path)
+        self.layout.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.workspace.mkdir(parents=True, exist_ok=True)
+        if removed:
+            log.info("startup.cleaned", removed=removed)
+
+    # -- events and scans -------------------------------------------------
+
+    def on_name(self, name: str) -> None:
+        """A file event for ``name``: schedule it if it is an input, log a refusal once if it is a bad one."""
+        parsed = self.layout.names.parse(name)
+        if isinstance(parsed, Request):
+            self.scheduler.notify(parsed)
+        elif isinstance(parsed, Rejected) and name not in self._rejected:
+            self._rejected.add(name)
+            log.warning("input.refused", file=name, reason=parsed.reason)
+
+    def rescan(self, *, everything: bool = False) -> int:
+        """List the watch dir and schedule inputs that changed since the last scan (or all of them).
+
+        This is what makes dropped events harmless: inotify queue overflows, missed
+        moves, or a mount that stops delivering events are all caught here.
+        """
+        current: dict[str, tuple[int, int, int, int]] = {}
+        scheduled = 0
+        for entry in os.scandir(self.layout.root):
+            parsed = self.layout.names.parse(entry.name)
+            if parsed is None:
+                continue
+            if isinstance(parsed, Rejected):
+                self.on_name(entry.name)
+                continue
+            try:
+                sig = _signature(entry.stat(follow_symlinks=False))
+            except FileNotFoundError:
+                continue
+            current[entry.name] = sig
+            if everything or self._seen.get(entry.name) != sig:
+                self.scheduler.notify(parsed)
+                scheduled += 1
+        self._seen = current
+        return scheduled
+
+    # -- heartbeat --------------------------------------------------------
+
+    def _write_health(self, observer: ObserverKind, ready: bool) -> None:
+        health = Health(
+            pid=os.getpid(),
+            started_at=self._started_at,
+            heartbeat_at=utc_now_iso(),
+            observer=observer,
+            ready=ready,
+        )
+        fsio.atomic_write_json(self.layout.health_file, health.model_dump(), temp_prefix=WATCHER_TEMP_PREFIX)
+
+    def _ticker(self, observer: ObserverKind) -> None:
+        """Heartbeat every few seconds and rescan periodically; stop the daemon if a part of it died."""
+        next_rescan = time.monotonic() + self.settings.rescan_interval
+        while not self._stop.wait(self.settings.heartbeat_interval):
+            if not (self.scheduler.is_alive() and self.events is not None and self.events.is_alive()):
+                log.error("daemon.unhealthy", reason="the scheduler or the observer stopped; exiting to be restarted")
+                self.exit_code = 1
+                self._stop.set()
+                return
+            try:
+                if time.monotonic() >= next_rescan:
+                    self.rescan()
+                    next_rescan = time.monotonic() + self.settings.rescan_interval
+                self._write_health(observer, ready=True)
+            except OSError as exc:
+                log.error("daemon.io_error", error=str(exc))
+
+    # -- lifecycle --------------------------------------------------------
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> int:
+        """Serve until stopped; returns the exit code."""
+        self._install_signals()
+        self._prepare()
+        self.scheduler.start()
+        if self.settings.once:
+            return self._run_once()
+        self.events = EventSource(
+            self.layout.root, self.on_name, mode=self.settings.observer, poll_interval=self.settings.poll_interval
+        )
+        observer = self.events.start()
+        pending = self.rescan(everything=True)
+        self._write_health(observer, ready=True)
+        log.info(
+            "daemon.ready",
+            watch_dir=str(self.layout.root),
+            observer=observer,
+            workers=self.settings.workers,
+            model=self.settings.model_label,
+            pending=pending,
+        )
+        ticker = threading.Thread(target=self._ticker, args=(observer,), name="ticker", daemon=True)
+        ticker.start()
+        while not self._stop.wait(1.0):
+            pass
+        self._shutdown(observer)
+        return self.exit_code
+
+    def _run_once(self) -> int:
+        pending = self.rescan(everything=True)
+        log.info("once.start", watch_dir=str(self.layout.root), pending=pending)
+        while not self._stop.is_set() and not self.scheduler.wait_idle(timeout=0.5):
+            pass
+        self._shutdown(None)
+        errors = self.scheduler.outcomes[Outcome.error]
+        log.info(
+            "once.done",
+            ok=self.scheduler.outcomes[Outcome.ok],
+            errors=errors,
+            skipped=self.scheduler.outcomes[Outcome.skipped],
+        )
+        if self.exit_code == 0 and self._stop.is_set():
+            return 0
+        return 1 if errors else self.exit_code
+
+    def _shutdown(self, observer: ObserverKind | None) -> None:
+        t0 = time.monotonic()
+        log.info("daemon.stopping")
+        self._stop.set()
+        self.scheduler.halt()
+        if self.events is not None:
+            self.events.stop()
+        # Kill models first so the workers waiting on them return promptly.
+        self.runner.stop()
+        self.scheduler.stop(timeout=max(0.5, SHUTDOWN_BUDGET - (time.monotonic() - t0)))
+        if observer is not None:
+            try:
+                self._write_health(observer, ready=False)
+            except OSError:
+                pass
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+        log.info("daemon.stopped", seconds=round(time.monotonic() - t0, 3))

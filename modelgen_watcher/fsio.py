@@ -1,0 +1,161 @@
+"""Safe file primitives: atomic publish, guarded reads of untrusted inputs, hashing.
+
+Every file the watcher, client or server publishes goes through `atomic_write`, and
+every input they read goes through `safe_read`, so the guarantees live in one place.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable; best effort where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, temp_prefix: str = ".tmp-") -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never a part.
+
+    The temp file is a dot-file in the same directory (a rename across file systems
+    would not be atomic), flushed and fsynced before the rename, and the directory is
+    fsynced after it so the new name survives a crash.
+    """
+    directory = path.parent
+    tmp = directory / f"{temp_prefix}{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def dump_json(obj: Any) -> bytes:
+    """The one JSON encoding used for every published file."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def atomic_write_json(path: Path, obj: Any, *, temp_prefix: str = ".tmp-") -> None:
+    atomic_write(path, dump_json(obj), temp_prefix=temp_prefix)
+
+
+class UnsafeFile(Exception):
+    """The path exists but must not be read: not a regular file, a symlink, or too large."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The exact bytes read from an input, their hash, and the file's identity when read."""
+
+    data: bytes
+    sha256: str
+    mtime_ns: int
+    size: int
+
+
+def describe_mode(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def safe_read(path: Path, max_bytes: int) -> Snapshot:
+    """Read a regular file without following symlinks, blocking on FIFOs, or reading past ``max_bytes``.
+
+    Raises FileNotFoundError when the file is gone, UnsafeFile when it must not be
+    read, and OSError for other I/O failures. The size is checked before reading and
+    the read is capped, so a file that grows meanwhile cannot exhaust memory.
+    """
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeFile(f"{path.name} is {describe_mode(st.st_mode)}, not a regular file")
+    if st.st_size > max_bytes:
+        raise UnsafeFile(f"{path.name} is {st.st_size} bytes, over the limit of {max_bytes} bytes")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(f"{path.name} is a symlink, not a regular file") from exc
+        raise
+    try:
+        fst = os.fstat(fd)
+        if not stat.S_ISREG(fst.st_mode):
+            raise UnsafeFile(f"{path.name} is {describe_mode(fst.st_mode)}, not a regular file")
+        chunks: list[bytes] = []
+        remaining = max_bytes + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise UnsafeFile(f"{path.name} is over the limit of {max_bytes} bytes")
+    return Snapshot(data=data, sha256=sha256_hex(data), mtime_ns=fst.st_mtime_ns, size=len(data))
+
+
+def read_json_file(path: Path, max_bytes: int) -> Any:
+    """Parse a small JSON file we own (status, health); None when missing or unreadable."""
+    try:
+        return json.loads(safe_read(path, max_bytes).data)
+    except (OSError, UnsafeFile, ValueError):
+        return None
+
+
+def remove_quietly(path: Path) -> bool:
+    """Unlink a file if present; True when something was removed."""
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,137 @@
+"""File events from watchdog, native or polling, reduced to "this name in the watch dir may have changed".
+
+``auto`` starts the native observer and proves it with a probe file; where no event
+arrives (network and some bind mounts deliver none) it falls back to polling.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from .logs import get_logger
+from .protocol import WATCHER_TEMP_PREFIX
+
+log = get_logger("modelgen_watcher.observe")
+
+ObserverKind = Literal["native", "polling"]
+PROBE_PREFIX = WATCHER_TEMP_PREFIX + "probe-"
+PROBE_TIMEOUT = 2.0
+
+# Opened and closed-without-write are left out: our own reads of an input cause them.
+_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, root: Path, on_name: Callable[[str], None]) -> None:
+        self._root = os.fsdecode(root)
+        self._on_name = on_name
+        self.probe_name: str | None = None
+        self.probe_seen = threading.Event()
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
+        if os.path.dirname(path) != self._root:
+            return
+        name = os.path.basename(path)
+        if self.probe_name is not None and name == self.probe_name:
+            self.probe_seen.set()
+            return
+        self._on_name(name)
+
+
+class EventSource:
+    """Owns the watchdog observer for one directory (top level only)."""
+
+    def __init__(
+        self,
+        root: Path,
+        on_name: Callable[[str], None],
+        *,
+        mode: Literal["auto", "native", "polling"] = "auto",
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.root = root
+        self.mode = mode
+        self.poll_interval = poll_interval
+        self._handler = _Handler(root, on_name)
+        self._observer: BaseObserver | None = None
+        self.kind: ObserverKind = "polling"
+
+    def _start(self, kind: ObserverKind) -> BaseObserver:
+        observer: BaseObserver = PollingObserver(timeout=self.poll_interval) if kind == "polling" else Observer()
+        observer.schedule(self._handler, os.fsdecode(self.root), recursive=False, event_filter=_EVENTS)
+        observer.start()
+        return observer
+
+    def start(self) -> ObserverKind:
+        if self.mode == "polling":
+            return self._use("polling")
+        try:
+            observer = self._start("native")
+        except OSError as exc:
+            if self.mode == "native":
+                raise
+            log.warning("observer.fallback", reason=f"native observer failed: {exc}", observer="polling")
+            return self._use("polling")
+        if self.mode == "auto" and not self._probe():
+            observer.stop()
+            observer.join(2)
+            log.warning(
+                "observer.fallback",
+                reason="no file events arrive in the watch dir (network or bind mount?)",
+                observer="polling",
+                poll_interval=self.poll_interval,
+            )
+            return self._use("polling")
+        self._observer, self.kind = observer, "native"
+        return self.kind
+
+    def _use(self, kind: ObserverKind) -> ObserverKind:
+        self._observer, self.kind = self._start(kind), kind
+        return kind
+
+    def _probe(self) -> bool:
+        """Write a file of our own and wait for its event: do native events really arrive here?"""
+        name = f"{PROBE_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+        self._handler.probe_name = name
+        path = self.root / name
+        try:
+            path.write_bytes(b"probe")
+            return self._handler.probe_seen.wait(PROBE_TIMEOUT)
+        finally:
+            path.unlink(missing_ok=True)
+            self._handler.probe_name = None
+
+    def is_alive(self) -> bool:
+        return self._observer is not None and self._observer.is_alive()
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(3)

@@ -1,0 +1,337 @@
+"""One request from snapshot to published status: read, validate, run, normalise, publish.
+
+Every exit path of ``Pipeline.process`` leaves the volume consistent: either a result
+whose ``meta.input_sha256`` names the scored bytes followed by an ``ok`` status, or an
+``error`` status and no result claiming that input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import fsio
+from .logs import get_logger
+from .protocol import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
+from .runners.base import ModelJob, ModelRunner, RunReport
+from .schemas import (
+    ErrorInfo,
+    ErrorKind,
+    ResultMeta,
+    RouteRequest,
+    ScoredRoute,
+    State,
+    Status,
+    format_validation_error,
+    utc_now_iso,
+)
+
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+STATUS_MAX_BYTES = 1024 * 1024
+DETAIL_LINES = 20
+
+log = get_logger("modelgen_watcher.pipeline")
+
+
+class Outcome(str, Enum):
+    ok = "ok"
+    error = "error"
+    skipped = "skipped"
+    """Already scored with the same bytes (idempotence)."""
+    deferred = "deferred"
+    """Looks half-written; try again later."""
+    cancelled = "cancelled"
+    """Shutdown interrupted the model; the ``running`` status makes the next start redo it."""
+    gone = "gone"
+
+
+@dataclass(frozen=True)
+class Processed:
+    outcome: Outcome
+    retry_after: float | None = None
+
+
+class RequestFailed(Exception):
+    """Ends a request with an error status; raised at the step that found the problem."""
+
+    def __init__(self, kind: ErrorKind, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.info = ErrorInfo(kind=kind, message=message, detail=detail)
+
+
+class _StillWriting(Exception):
+    """The input changed while it was read; read it again once it is quiet."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("input still being written")
+        self.retry_after = retry_after
+
+
+def read_status(path: Path) -> Status | None:
+    """The status document at ``path``, or None when missing or not a valid status."""
+    raw = fsio.read_json_file(path, STATUS_MAX_BYTES)
+    if raw is None:
+        return None
+    try:
+        return Status.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def decode_model_output(raw: bytes) -> ScoredRoute:
+    """Parse a model's output, unwrapping upstream's JSON-string-holding-JSON form."""
+    if not raw.strip():
+        raise RequestFailed(ErrorKind.invalid_output, "the model wrote an empty output file")
+    try:
+        doc: Any = json.loads(raw)
+        if isinstance(doc, str):
+            doc = json.loads(doc)
+    except ValueError as exc:
+        raise RequestFailed(
+            ErrorKind.invalid_output, f"the model's output is not JSON: {exc}", _preview(raw)
+        ) from exc
+    try:
+        return ScoredRoute.model_validate(doc)
+    except ValidationError as exc:
+        raise RequestFailed(
+            ErrorKind.invalid_output,
+            f"the model's output is not a scored route: {format_validation_error(exc)}",
+            _preview(raw),
+        ) from exc
+
+
+def _preview(raw: bytes, limit: int = 500) -> str:
+    text = raw[:limit].decode("utf-8", errors="replace")
+    return text + ("…" if len(raw) > limit else "")
+
+
+def _tail_lines(text: str, lines: int = DETAIL_LINES) -> str | None:
+    kept = text.rstrip().splitlines()[-lines:]
+    return "\n".join(kept) if kept else None
+
+
+def _exit_description(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def failure_from_report(report: RunReport, timeout: float) -> RequestFailed | None:
+    """The error a finished run amounts to, or None when it succeeded."""
+    if report.launch_error:
+        return RequestFailed(ErrorKind.model_failed, report.launch_error)
+    detail = _tail_lines(report.stderr_tail) or _tail_lines(report.stdout_tail)
+    if report.timed_out:
+        return RequestFailed(
+            ErrorKind.model_timeout,
+            f"the model did not finish within {timeout:g} s and was killed with its process group",
+            detail,
+        )
+    if report.exit_code != 0:
+        last = (detail or "").splitlines()[-1:] or [""]
+        hint = f": {last[0].strip()}" if last[0].strip() else ""
+        return RequestFailed(
+            ErrorKind.model_failed, f"the model {_exit_description(report.exit_code or 0)}{hint}", detail
+        )
+    return None
+
+
+class Pipeline:
+    """Turns one request's current input into a published result or error status."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        runner: ModelRunner,
+        *,
+        model_label: str,
+        model_timeout: float,
+        max_input_bytes: int,
+        settle: float = 2.0,
+    ) -> None:
+        self.layout = layout
+        self.runner = runner
+        self.model_label = model_label
+        self.model_timeout = model_timeout
+        self.max_input_bytes = max_input_bytes
+        self.settle = settle
+
+    # -- publishing -------------------------------------------------------
+
+    def _write_status(self, req: Request, status: Status) -> None:
+        fsio.atomic_write_json(
+            self.layout.status(req.key), status.model_dump(mode="json"), temp_prefix=WATCHER_TEMP_PREFIX
+        )
+
+    def _publish_error(self, req: Request, sha: str | None, started_at: str, t0: float, info: ErrorInfo) -> None:
+        fsio.remove_quietly(self.layout.result(req.key))
+        self._write_status(
+            req,
+            Status(
+                state=State.error,
+                key=req.key,
+                input_sha256=sha,
+                started_at=started_at,
+                finished_at=utc_now_iso(),
+                duration_ms=int((time.monotonic() - t0) * 1000),
+                error=info,
+            ),
+        )
+
+    # -- the request ------------------------------------------------------
+
+    def process(self, req: Request) -> Processed:
+        """Never raises for bad input, model failure or I/O trouble: each ends in a status."""
+        t0 = time.monotonic()
+        started_at = utc_now_iso()
+        sha: str | None = None
+        bound = log.bind(key=req.key, input_sha256=None)
+        try:
+            snap = self._snapshot(req)
+            if snap is None:
+                return Processed(Outcome.gone)
+            sha = snap.sha256
+            bound = bound.bind(input_sha256=sha)
+            if self._already_done(req, sha):
+                bound.debug("request.skipped", reason="already scored with the same input")
+                return Processed(Outcome.skipped)
+            route = self._parse_input(snap)
+            if isinstance(route, Processed):
+                return route
+            self._write_status(req, Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at))
+            report, scored = self._run_model(req, snap.data)
+            if report.cancelled:
+                bound.info("request.interrupted", outcome="cancelled", reason="shutdown; redone at next start")
+                return Processed(Outcome.cancelled)
+            assert scored is not None
+            scored.meta = ResultMeta(
+                input_sha256=sha,
+                model=self.model_label,
+                duration_ms=int(report.duration_s * 1000),
+                scored_at=utc_now_iso(),
+            )
+            fsio.atomic_write_json(
+                self.layout.result(req.key), scored.model_dump(mode="json"), temp_prefix=WATCHER_TEMP_PREFIX
+            )
+            duration_ms = int((time.monotonic() - t0) * 1000)
+            self._write_status(
+                req,
+                Status(
+                    state=State.ok,
+                    key=req.key,
+                    input_sha256=sha,
+                    started_at=started_at,
+                    finished_at=utc_now_iso(),
+                    duration_ms=duration_ms,
+                ),
+            )
+            bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)
+            return Processed(Outcome.ok)
+        except _StillWriting as busy:
+            return Processed(Outcome.deferred, retry_after=busy.retry_after)
+        except RequestFailed as failed:
+            return self._fail(req, sha, started_at, t0, failed.info, bound)
+        except OSError as exc:
+            info = ErrorInfo(kind=ErrorKind.io_error, message=f"I/O error while serving the request: {exc}")
+            return self._fail(req, sha, started_at, t0, info, bound)
+
+    def _fail(self, req: Request, sha: str | None, started_at: str, t0: float, info: ErrorInfo, bound: Any) -> Processed:
+        try:
+            self._publish_error(req, sha, started_at, t0, info)
+        except OSError as exc:
+            bound.error("request.status_unwritable", error=str(exc))
+        bound.info(
+            "request.done",
+            outcome="error",
+            duration_ms=int((time.monotonic() - t0) * 1000),
+            error_kind=info.kind.value,
+            error=info.message,
+        )
+        return Processed(Outcome.error)
+
+    def _snapshot(self, req: Request) -> fsio.Snapshot | None:
+        """The input's bytes, read once and checked not to have changed while read."""
+        path = self.layout.input(req.key)
+        try:
+            snap = fsio.safe_read(path, self.max_input_bytes)
+            after = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except fsio.UnsafeFile as exc:
+            raise RequestFailed(ErrorKind.invalid_input, f"refused to read the input: {exc}") from exc
+        except PermissionError as exc:
+            raise RequestFailed(ErrorKind.io_error, f"cannot read the input: {exc.strerror}") from exc
+        if after.st_mtime_ns != snap.mtime_ns or after.st_size != snap.size:
+            # Still being written: read again once it is quiet (the caller sees "deferred").
+            raise _StillWriting(0.05)
+        return snap
+
+    def _already_done(self, req: Request, sha: str) -> bool:
+        status = read_status(self.layout.status(req.key))
+        if status is None or status.input_sha256 != sha:
+            return False
+        if status.state is State.error:
+            return True
+        if status.state is State.ok:
+            return self.layout.result(req.key).is_file()
+        return False
+
+    def _parse_input(self, snap: fsio.Snapshot) -> RouteRequest | Processed:
+        try:
+            doc = json.loads(snap.data)
+        except ValueError as exc:
+            age = time.time() - snap.mtime_ns / 1e9
+            if age < self.settle:
+                # Likely a writer that writes in place and has not finished: give it time.
+                return Processed(Outcome.deferred, retry_after=max(0.05, self.settle - age))
+            what = "the input is empty" if not snap.data.strip() else f"the input is not valid JSON: {exc}"
+            raise RequestFailed(ErrorKind.invalid_input, what) from exc
+        try:
+            return RouteRequest.model_validate(doc)
+        except ValidationError as exc:
+            raise RequestFailed(
+                ErrorKind.invalid_input, f"the input is not a route: {format_validation_error(exc)}"
+            ) from exc
+
+    def _run_model(self, req: Request, data: bytes) -> tuple[RunReport, ScoredRoute | None]:
+        """Run the model on a private copy of ``data``; the scored route, or RequestFailed."""
+        token = f"{req.label}-{secrets.token_hex(4)}"
+        self.layout.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.workspace.mkdir(parents=True, exist_ok=True)
+        snapshot = self.layout.tmp_dir / f"input-{token}.json"
+        output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
+        snapshot.write_bytes(data)
+        try:
+            job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout)
+            report = self.runner.run(job)
+            if report.cancelled:
+                return report, None
+            failed = failure_from_report(report, self.model_timeout)
+            if failed:
+                raise failed
+            try:
+                raw = fsio.safe_read(output, MAX_OUTPUT_BYTES).data
+            except FileNotFoundError as exc:
+                raise RequestFailed(
+                    ErrorKind.invalid_output,
+                    "the model exited 0 but wrote no output file",
+                    _tail_lines(report.stderr_tail) or _tail_lines(report.stdout_tail),
+                ) from exc
+            except fsio.UnsafeFile as exc:
+                raise RequestFailed(ErrorKind.invalid_output, f"the model's output was refused: {exc}") from exc
+            return report, decode_model_output(raw)
+        finally:
+            fsio.remove_quietly(snapshot)
+            fsio.remove_quietly(output)

@@ -1,0 +1,159 @@
+"""The shared volume's names: which file is an input, a result or a status, and for which key.
+
+Watcher, client and server all derive names here, so the three can never disagree
+about what `gps_scored_route.<key>.status.json` belongs to.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_INPUT_NAME = "gps_input_route.json"
+DEFAULT_OUTPUT_NAME = "gps_scored_route.json"
+
+KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+_KEY_RE = re.compile(KEY_PATTERN)
+RESERVED_KEYS = frozenset({"status"})
+
+STATE_DIR = ".modelgen"
+"""The watcher's private area under the watch dir (health, workspace, temp files)."""
+WATCHER_TEMP_PREFIX = ".modelgen-"
+"""Top-level temp files of the watcher; every one is stale at start."""
+CLIENT_TEMP_PREFIX = ".client-"
+"""Temp files of writers using the client library (dot-files the watcher ignores)."""
+HEALTH_FILE = "health.json"
+LOCK_FILE = "lock"
+WORKSPACE_DIR = "workspace"
+TMP_DIR = "tmp"
+MODEL_OUTPUT_PREFIX = "modelgen-out-"
+
+
+def is_valid_key(key: str) -> bool:
+    """True for a key that may appear in a file name (and is not reserved)."""
+    return bool(_KEY_RE.fullmatch(key)) and key not in RESERVED_KEYS
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    """Split at the last dot: ``gps_input_route.json`` -> (``gps_input_route``, ``.json``)."""
+    dot = name.rfind(".")
+    if dot <= 0:
+        return name, ""
+    return name[:dot], name[dot:]
+
+
+def _insert(name: str, part: str) -> str:
+    stem, suffix = _split_suffix(name)
+    return f"{stem}.{part}{suffix}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request on the volume; ``key`` is None for the legacy single-user name."""
+
+    key: str | None
+
+    @property
+    def label(self) -> str:
+        return self.key if self.key is not None else "-"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A name that looks like an input but must never be read (invalid or reserved key)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Names:
+    """The configured base names and every name derived from them."""
+
+    input_name: str = DEFAULT_INPUT_NAME
+    output_name: str = DEFAULT_OUTPUT_NAME
+
+    def input(self, key: str | None) -> str:
+        return self.input_name if key is None else _insert(self.input_name, key)
+
+    def result(self, key: str | None) -> str:
+        return self.output_name if key is None else _insert(self.output_name, key)
+
+    def status(self, key: str | None) -> str:
+        return _insert(self.result(key), "status")
+
+    def parse(self, name: str) -> Request | Rejected | None:
+        """Classify a file name found in the watch dir.
+
+        Returns a Request for an exact input name, Rejected for a name shaped like a
+        keyed input whose key is invalid, and None for everything else (results,
+        statuses, dot-files, unrelated files).
+        """
+        if name == self.input_name:
+            return Request(None)
+        if name.startswith("."):
+            return None
+        stem, suffix = _split_suffix(self.input_name)
+        head = stem + "."
+        if not (name.startswith(head) and name.endswith(suffix)) or len(name) <= len(head) + len(suffix):
+            return None
+        key = name[len(head) : len(name) - len(suffix)] if suffix else name[len(head) :]
+        if key in RESERVED_KEYS:
+            return Rejected(name, f"key {key!r} is reserved")
+        if not _KEY_RE.fullmatch(key):
+            return Rejected(name, f"key {key!r} does not match {KEY_PATTERN}")
+        return Request(key)
+
+    def check(self) -> str | None:
+        """Why this pair of names cannot work, or None when it can."""
+        for label, value in (("input-name", self.input_name), ("output-name", self.output_name)):
+            if not value or "/" in value or "\\" in value or value in (".", ".."):
+                return f"{label} must be a plain file name, got {value!r}"
+            if value.startswith("."):
+                return f"{label} must not start with a dot (dot-files are ignored), got {value!r}"
+            if not _split_suffix(value)[1]:
+                return f"{label} needs a suffix such as .json, got {value!r}"
+        if self.input_name == self.output_name:
+            return "input-name and output-name must differ"
+        for derived in (self.result(None), self.status(None), self.result("k"), self.status("k")):
+            if self.parse(derived) is not None:
+                return f"output name {derived!r} would be read as an input; choose names with different stems"
+        return None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one watch dir: the public files and the watcher's private area."""
+
+    root: Path
+    names: Names
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def health_file(self) -> Path:
+        return self.state_dir / HEALTH_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / LOCK_FILE
+
+    @property
+    def workspace(self) -> Path:
+        return self.state_dir / WORKSPACE_DIR
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.state_dir / TMP_DIR
+
+    def input(self, key: str | None) -> Path:
+        return self.root / self.names.input(key)
+
+    def result(self, key: str | None) -> Path:
+        return self.root / self.names.result(key)
+
+    def status(self, key: str | None) -> Path:
+        return self.root / self.names.status(key)

@@ -1,0 +1,168 @@
+"""Per-request single flight with one queued rerun, debounce, and a bounded worker pool.
+
+However many events a request gets, it has at most one run in flight and one rerun
+queued behind it; the rerun reads the file afresh, so the content scored last is the
+content present last. Different requests run in parallel up to ``workers``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .logs import get_logger
+from .pipeline import Outcome, Processed
+from .protocol import Request
+
+log = get_logger("modelgen_watcher.scheduler")
+
+
+@dataclass
+class _Entry:
+    due: float | None = None
+    first_event: float | None = None
+    running: bool = False
+    dirty: bool = False
+    """An event arrived while running: one rerun is owed."""
+
+
+class Scheduler:
+    """Turns a stream of "this request may have changed" notices into few, ordered runs."""
+
+    def __init__(
+        self,
+        handler: Callable[[Request], Processed],
+        *,
+        workers: int = 1,
+        debounce: float = 0.05,
+        max_delay: float | None = None,
+    ) -> None:
+        self._handler = handler
+        self._workers = workers
+        self._debounce = debounce
+        # A writer that never pauses must not starve its request forever.
+        self._max_delay = max_delay if max_delay is not None else max(1.0, 10 * debounce)
+        self._cond = threading.Condition()
+        self._entries: dict[Request, _Entry] = {}
+        self._heap: list[tuple[float, int, Request]] = []
+        self._seq = 0
+        self._active = 0
+        self._stopping = False
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-worker")
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self.outcomes: dict[Outcome, int] = {o: 0 for o in Outcome}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def notify(self, req: Request, delay: float | None = None) -> None:
+        """Something happened to ``req``'s input; process it once things are quiet."""
+        now = time.monotonic()
+        with self._cond:
+            if self._stopping:
+                return
+            entry = self._entries.setdefault(req, _Entry())
+            if entry.running:
+                entry.dirty = True
+                return
+            if entry.first_event is None:
+                entry.first_event = now
+            due = now + (self._debounce if delay is None else delay)
+            entry.due = min(due, entry.first_event + self._max_delay)
+            self._push(req, entry.due)
+
+    def _push(self, req: Request, due: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, req))
+        self._cond.notify_all()
+
+    def _loop(self) -> None:
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                # Drop heap items that no longer match their entry (superseded by a later notice).
+                while self._heap:
+                    due, _, req = self._heap[0]
+                    entry = self._entries.get(req)
+                    if entry is None or entry.running or entry.due != due:
+                        heapq.heappop(self._heap)
+                        continue
+                    break
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                due, _, req = self._heap[0]
+                if due > now:
+                    self._cond.wait(due - now)
+                    continue
+                if self._active >= self._workers:
+                    self._cond.wait()
+                    continue
+                heapq.heappop(self._heap)
+                entry = self._entries[req]
+                entry.running, entry.due, entry.first_event, entry.dirty = True, None, None, False
+                self._active += 1
+                self._pool.submit(self._run, req)
+
+    def _run(self, req: Request) -> None:
+        result = Processed(Outcome.error)
+        try:
+            result = self._handler(req)
+        except Exception:  # a bug must cost one request, never the daemon
+            log.exception("request.crashed", key=req.key)
+        with self._cond:
+            self.outcomes[result.outcome] += 1
+            self._active -= 1
+            entry = self._entries[req]
+            entry.running = False
+            delay: float | None = None
+            if entry.dirty:
+                delay = self._debounce
+            if result.outcome is Outcome.deferred and result.retry_after is not None:
+                delay = result.retry_after if delay is None else min(delay, result.retry_after)
+            if delay is not None and not self._stopping:
+                now = time.monotonic()
+                entry.first_event = now
+                entry.due = now + delay
+                self._push(req, entry.due)
+            elif entry.due is None:
+                del self._entries[req]
+            self._cond.notify_all()
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._entries
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is queued or running (for ``--once``); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._entries:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def halt(self) -> None:
+        """Take no more work: nothing queued is started from now on."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Halt, then wait up to ``timeout`` for runs in flight (the caller cancels them first)."""
+        self.halt()
+        self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._active and time.monotonic() < deadline:
+                self._cond.wait(max(0.0, deadline - time.monotonic()))

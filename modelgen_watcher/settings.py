@@ -1,0 +1,146 @@
+"""Settings of every command: flags and MODELGEN_* environment variables, validated in one place.
+
+The command line passes only the flags a user gave as init values, so pydantic-settings
+gives them precedence over the environment, and the environment over the defaults.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .protocol import DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, Names
+
+ENV_PREFIX = "MODELGEN_"
+PLACEHOLDERS = ("input", "output", "workspace", "output_name", "key")
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+REFERENCE_MODEL_CMD = (
+    f"{shlex.quote(sys.executable)} -m modelgen_watcher.reference_model "
+    "--workspace={workspace} --routefile={input} --dumpresponse={output_name}"
+)
+"""The embedded default: the reference model run as a subprocess in upstream's command-line shape."""
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, protected_namespaces=()
+    )
+
+    log_format: Literal["json", "console"] | None = Field(
+        default=None, description="json or console; default: console on a terminal, json otherwise"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class ModelSettings(_Base):
+    """How to run the model; shared by the daemon and by the one-shot ``score`` command."""
+
+    model_cmd: str | None = Field(default=None, description="argument template; default: the embedded reference model")
+    model_cwd: Path | None = None
+    model_timeout: float = Field(default=120.0, gt=0, le=86400)
+    model_name: str | None = Field(default=None, description="name recorded in meta.model")
+    kill_grace: float = Field(default=3.0, gt=0, le=60)
+    max_input_bytes: int = Field(default=5 * 1024 * 1024, ge=1, le=1024**3)
+    input_name: str = DEFAULT_INPUT_NAME
+    output_name: str = DEFAULT_OUTPUT_NAME
+
+    @field_validator("model_cmd")
+    @classmethod
+    def _check_cmd(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split like a shell command: {exc}") from exc
+        if not argv:
+            raise ValueError("is empty")
+        unknown = sorted({m for m in _PLACEHOLDER_RE.findall(value) if m not in PLACEHOLDERS})
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{unknown[0]}}}; known: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            )
+        return value
+
+    @field_validator("model_cwd")
+    @classmethod
+    def _check_cwd(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
+
+    @model_validator(mode="after")
+    def _check_names(self) -> ModelSettings:
+        problem = self.names.check()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def names(self) -> Names:
+        return Names(self.input_name, self.output_name)
+
+    @property
+    def command_template(self) -> list[str]:
+        return shlex.split(self.model_cmd or REFERENCE_MODEL_CMD)
+
+    @property
+    def model_label(self) -> str:
+        """What meta.model says: the explicit name, ``reference``, or the model script's name."""
+        if self.model_name:
+            return self.model_name
+        if self.model_cmd is None:
+            return "reference"
+        argv = self.command_template
+        scripts = [Path(a).name for a in argv if a.endswith(".py")]
+        return scripts[0] if scripts else Path(argv[0]).name
+
+
+class WatcherSettings(ModelSettings):
+    """The daemon (``run``)."""
+
+    watch_dir: Path = Path("data")
+    workers: int = Field(default=1, ge=1, le=64)
+    observer: Literal["auto", "native", "polling"] = "auto"
+    poll_interval: float = Field(default=1.0, gt=0, le=60)
+    debounce: int = Field(default=50, ge=0, le=60000, description="quiet time in ms before an input is read")
+    settle: float = Field(
+        default=2.0, ge=0, le=600, description="seconds an unparsable, just-modified input is given to be completed"
+    )
+    rescan_interval: float = Field(default=10.0, gt=0, le=3600)
+    heartbeat_interval: float = Field(default=2.0, gt=0, le=5)
+    once: bool = False
+
+
+class HealthSettings(_Base):
+    """The ``health`` probe."""
+
+    watch_dir: Path = Path("data")
+    max_age: float = Field(default=30.0, gt=0)
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming the setting (as flag and environment variable) and what is wrong."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc:
+        return f"invalid settings: {msg}"
+    field = loc[0]
+    return f"invalid setting {_flag(field)} ({ENV_PREFIX}{field.upper()}): {msg}"
