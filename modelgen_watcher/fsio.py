@@ -148,7 +148,7 @@ def read_json_file(path: Path, max_bytes: int) -> Any:
     """Parse a small JSON file we own (status, health); None when missing or unreadable."""
     try:
         return json.loads(safe_read(path, max_bytes).data)
-    except (OSError, UnsafeFile, ValueError):
+    except (OSError, UnsafeFile, ValueError, RecursionError):
         return None
 
 

@@ -95,7 +95,7 @@ def decode_model_output(raw: bytes) -> ScoredRoute:
         doc: Any = json.loads(raw)
         if isinstance(doc, str):
             doc = json.loads(doc)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise RequestFailed(
             ErrorKind.invalid_output, f"the model's output is not JSON: {exc}", _preview(raw)
         ) from exc
@@ -291,6 +291,8 @@ class Pipeline:
     def _parse_input(self, snap: fsio.Snapshot) -> RouteRequest | Processed:
         try:
             doc = json.loads(snap.data)
+        except RecursionError as exc:
+            raise RequestFailed(ErrorKind.invalid_input, "the input is nested too deeply to be a route") from exc
         except ValueError as exc:
             age = time.time() - snap.mtime_ns / 1e9
             if age < self.settle:

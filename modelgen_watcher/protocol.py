@@ -116,6 +116,14 @@ class Names:
                 return f"{label} needs a suffix such as .json, got {value!r}"
         if self.input_name == self.output_name:
             return "input-name and output-name must differ"
+        # Every derived name is "<stem>.<...>", so two stems where one is the other plus a
+        # dotted part can produce the same name for some key: demand stems that cannot.
+        istem, ostem = _split_suffix(self.input_name)[0], _split_suffix(self.output_name)[0]
+        if istem == ostem or istem.startswith(ostem + ".") or ostem.startswith(istem + "."):
+            return (
+                f"input-name {self.input_name!r} and output-name {self.output_name!r} could name the same file "
+                "for some key; choose names whose stems differ before the first dot"
+            )
         for derived in (self.result(None), self.status(None), self.result("k"), self.status("k")):
             if self.parse(derived) is not None:
                 return f"output name {derived!r} would be read as an input; choose names with different stems"

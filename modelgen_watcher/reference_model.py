@@ -55,8 +55,9 @@ def score_route(doc: Any) -> dict[str, Any]:
     rider = doc.get("rider") or {}
     if not isinstance(rider, dict):
         raise BadRoute("'rider' must be an object")
-    daylight = bool(rider.get("daylight", True))
-    motorist_at_fault = bool(rider.get("motorist_at_fault", True))
+    daylight, motorist_at_fault = rider.get("daylight", True), rider.get("motorist_at_fault", True)
+    if not isinstance(daylight, bool) or not isinstance(motorist_at_fault, bool):
+        raise BadRoute("'rider.daylight' and 'rider.motorist_at_fault' must be true or false")
     routes: list[list[dict[str, float]]] = []
     totals: list[float] = []
     for i, route in enumerate(doc["routes"]):

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ErrorInfo",
@@ -75,8 +75,8 @@ class Rider(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    daylight: bool = True
-    motorist_at_fault: bool = True
+    daylight: StrictBool = True
+    motorist_at_fault: StrictBool = True
 
 
 class RouteRequest(_Open):

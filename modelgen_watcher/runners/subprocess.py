@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -13,25 +14,21 @@ from typing import IO
 
 from .base import ModelJob, RunReport
 
+_PLACEHOLDER_RE = re.compile(r"\{(input|output|workspace|output_name|key)\}")
 TAIL_BYTES = 16 * 1024
 """How much of each stream is kept for the error status; the rest is read and dropped."""
 
 
 def render_argv(template: list[str], job: ModelJob) -> list[str]:
-    """Fill the placeholders in each argument; no shell is involved, so no quoting issues."""
+    """Fill the placeholders in each argument in one pass (a value is never re-scanned); no shell is involved."""
     values = {
-        "{input}": str(job.input_path),
-        "{output}": str(job.output_path),
-        "{workspace}": str(job.workspace),
-        "{output_name}": job.output_name,
-        "{key}": job.key or "",
+        "input": str(job.input_path),
+        "output": str(job.output_path),
+        "workspace": str(job.workspace),
+        "output_name": job.output_name,
+        "key": job.key or "",
     }
-    out = []
-    for arg in template:
-        for placeholder, value in values.items():
-            arg = arg.replace(placeholder, value)
-        out.append(arg)
-    return out
+    return [_PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), arg) for arg in template]
 
 
 class _Tail:

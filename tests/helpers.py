@@ -1,0 +1,201 @@
+"""Test helpers: route builders, file writers, bounded polls, and a real daemon in a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+MODELS = Path(__file__).parent / "models"
+PY = shlex.quote(sys.executable)
+T = TypeVar("T")
+
+
+def route(steps: list[str] | None = None, *, routes: int = 1, lat0: float = 30.2894657, lng0: float = -97.7367919,
+          **extra: Any) -> dict[str, Any]:
+    """A DirectionsResult with ``routes`` routes whose first leg has one step per maneuver in ``steps``."""
+    steps = ["", "turn-left"] if steps is None else steps
+    out = []
+    for r in range(routes):
+        legs = [{"steps": [
+            {"end_location": {"lat": lat0 + 0.001 * i + 0.01 * r, "lng": lng0 - 0.001 * i}, "maneuver": m,
+             "distance": {"text": "0.1 mi", "value": 160}}
+            for i, m in enumerate(steps)
+        ]}]
+        out.append({"legs": legs, "summary": f"route {r}"})
+    return {"routes": out, "geocoded_waypoints": [], **extra}
+
+
+def encode(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def input_name(key: str | None) -> str:
+    return "gps_input_route.json" if key is None else f"gps_input_route.{key}.json"
+
+
+def result_name(key: str | None) -> str:
+    return "gps_scored_route.json" if key is None else f"gps_scored_route.{key}.json"
+
+
+def status_name(key: str | None) -> str:
+    return "gps_scored_route.status.json" if key is None else f"gps_scored_route.{key}.status.json"
+
+
+def drop(watch_dir: Path, data: bytes | dict[str, Any], key: str | None = None) -> bytes:
+    """Publish an input the recommended way: temp dot-file in the same directory, then rename."""
+    raw = encode(data) if isinstance(data, dict) else data
+    tmp = watch_dir / f".writer-{os.getpid()}-{time.monotonic_ns()}.tmp"
+    tmp.write_bytes(raw)
+    os.replace(tmp, watch_dir / input_name(key))
+    return raw
+
+
+def wait_for(fn: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.02, what: str = "") -> T:
+    """Poll ``fn`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}")
+        time.sleep(interval)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def status_of(watch_dir: Path, key: str | None = None) -> dict[str, Any] | None:
+    return read_json(watch_dir / status_name(key))
+
+
+def result_of(watch_dir: Path, key: str | None = None) -> dict[str, Any] | None:
+    return read_json(watch_dir / result_name(key))
+
+
+def wait_final(watch_dir: Path, key: str | None, input_sha: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Wait until the status is final (ok or error) for exactly this input hash."""
+
+    def final() -> dict[str, Any] | None:
+        st = status_of(watch_dir, key)
+        if st and st.get("input_sha256") == input_sha and st.get("state") in ("ok", "error"):
+            return st
+        return None
+
+    return wait_for(final, timeout, what=f"final status of {key or 'legacy'} for {input_sha[:12]}")
+
+
+def wait_error(watch_dir: Path, key: str | None, timeout: float = 30.0) -> dict[str, Any]:
+    """Wait for an error status (for inputs that have no readable hash, such as a FIFO)."""
+
+    def err() -> dict[str, Any] | None:
+        st = status_of(watch_dir, key)
+        return st if st and st.get("state") == "error" else None
+
+    return wait_for(err, timeout, what=f"error status of {key}")
+
+
+def fake_model_cmd(mode: str, *extra: str) -> str:
+    """The ``--model-cmd`` for tests/models/fake_model.py in ``mode``."""
+    args = " ".join(shlex.quote(e) for e in extra)
+    return f"{PY} {shlex.quote(str(MODELS / 'fake_model.py'))} {mode} --input {{input}} --output {{output}} {args}".strip()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Daemon:
+    """``python -m modelgen_watcher`` on a directory, with its JSON log captured to a file."""
+
+    def __init__(self, watch_dir: Path, *args: str, env: dict[str, str] | None = None, log_path: Path | None = None):
+        self.watch_dir = watch_dir
+        self.args = list(args)
+        self.env = {**os.environ, "MODELGEN_LOG_FORMAT": "json", **(env or {})}
+        self.log_path = log_path or watch_dir.parent / f"daemon-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_ready: bool = True) -> Daemon:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelgen_watcher", "run", "--watch-dir", str(self.watch_dir), *self.args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+        )
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.proc is not None
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_text()}")
+            h = read_json(self.watch_dir / ".modelgen" / "health.json")
+            return bool(h and h.get("pid") == self.proc.pid and h.get("ready"))
+
+        wait_for(ready, timeout, what="daemon ready")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or rec.get("event") == name:
+                out.append(rec)
+        return out
+
+    def runs(self, key: str | None = "__any__") -> list[dict[str, Any]]:
+        """Requests that reached a final outcome (each one model run or validation failure)."""
+        return [e for e in self.events("request.done") if key == "__any__" or e.get("key") == key]
+
+    def wait_runs(self, key: str | None, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The request.done lines for ``key`` once there are at least ``count`` (logged after the status)."""
+        return wait_for(lambda: len(self.runs(key)) >= count and self.runs(key), timeout, what=f"{count} runs of {key}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> tuple[int, float]:
+        """Signal the daemon and wait; returns (exit code, seconds it took)."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            return self.proc.returncode, 0.0
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._log.close()
+        return rc, time.monotonic() - t0

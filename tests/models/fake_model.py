@@ -1,0 +1,78 @@
+"""A model double whose misbehaviour is chosen on the command line (tests only).
+
+    fake_model.py MODE --input {input} --output {output} [--sleep S]
+
+Modes: ok (plain JSON), double (upstream's JSON string holding JSON), fail (traceback,
+exit 1), hang (sleeps forever with a child process), chatty (megabytes on stdout and
+stderr, then ok), garbage (not JSON), nothing (exit 0, no file), badshape (JSON of the
+wrong shape), slow (sleep, then ok), trapterm (ignores SIGTERM while hanging).
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def score(doc):
+    routes, totals = [], []
+    for route in doc["routes"]:
+        pts = [
+            {"score": 0.5 if s.get("maneuver") else 0.9, "lat": s["end_location"]["lat"], "lng": s["end_location"]["lng"]}
+            for s in route["legs"][0]["steps"]
+        ]
+        routes.append(pts)
+        totals.append(sum(p["score"] for p in pts) / len(pts))
+    return {"routes": routes, "totalScores": totals}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--pidfile")
+    a = p.parse_args()
+    if a.pidfile:
+        with open(a.pidfile, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+    if a.sleep:
+        time.sleep(a.sleep)
+    with open(a.input) as fh:
+        doc = json.load(fh)
+    if a.mode in ("hang", "trapterm"):
+        if a.mode == "trapterm":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        if a.pidfile:
+            with open(a.pidfile, "a") as fh:
+                fh.write(f"{child.pid}\n")
+        time.sleep(3600)
+    if a.mode == "fail":
+        raise RuntimeError("the model blew up on purpose")
+    if a.mode == "chatty":
+        line = ("x" * 1023 + "\n").encode()
+        for _ in range(3 * 1024):
+            sys.stdout.buffer.write(line)
+            sys.stderr.buffer.write(line)
+        sys.stderr.buffer.write(b"chatty model: last line of stderr\n")
+    if a.mode == "nothing":
+        return 0
+    with open(a.output, "w") as fh:
+        if a.mode == "garbage":
+            fh.write("<html>this is not json")
+        elif a.mode == "badshape":
+            json.dump({"routes": "nope"}, fh)
+        elif a.mode == "double":
+            fh.write(json.dumps(json.dumps(score(doc))))
+        else:
+            json.dump(score(doc), fh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Atomic publish and guarded reads of untrusted files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from modelgen_watcher.fsio import UnsafeFile, atomic_write, read_json_file, safe_read
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_atomic_write_creates_and_replaces_without_leftovers(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    atomic_write(target, b"first")
+    atomic_write(target, b"second, longer content")
+    assert target.read_bytes() == b"second, longer content"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_write_file_is_world_readable(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    atomic_write(target, b"{}")
+    mode = stat.S_IMODE(target.stat().st_mode)
+    assert mode == 0o666 & ~_umask()
+    if _umask() == 0o022:
+        assert mode == 0o644
+
+
+def test_atomic_write_failure_leaves_no_temp_file(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(OSError):
+        atomic_write(tmp_path / "taken", b"data")  # cannot replace a directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_safe_read_returns_bytes_and_sha256(tmp_path: Path) -> None:
+    f = tmp_path / "in.json"
+    f.write_bytes(b'{"routes": []}')
+    snap = safe_read(f, max_bytes=1024)
+    assert snap.data == b'{"routes": []}'
+    assert snap.sha256 == hashlib.sha256(b'{"routes": []}').hexdigest()
+    assert snap.size == len(snap.data)
+
+
+def test_safe_read_size_limit(tmp_path: Path) -> None:
+    f = tmp_path / "in.json"
+    f.write_bytes(b"x" * 10)
+    assert safe_read(f, max_bytes=10).data == b"x" * 10
+    with pytest.raises(UnsafeFile, match="limit"):
+        safe_read(f, max_bytes=9)
+
+
+def test_safe_read_refuses_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real.json"
+    real.write_bytes(b"{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    with pytest.raises(UnsafeFile, match="symlink"):
+        safe_read(link, max_bytes=1024)
+
+
+def test_safe_read_refuses_directory(tmp_path: Path) -> None:
+    with pytest.raises(UnsafeFile, match="directory"):
+        safe_read(tmp_path, max_bytes=1024)
+
+
+def test_safe_read_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        safe_read(tmp_path / "nope.json", max_bytes=1024)
+
+
+def test_safe_read_refuses_fifo_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "in.json"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            safe_read(fifo, max_bytes=1024)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            outcome.append(exc)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(5)
+    if t.is_alive():  # unblock the reader so the thread can end, then fail
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        pytest.fail("safe_read blocked on a FIFO")
+    assert len(outcome) == 1 and isinstance(outcome[0], UnsafeFile)
+    assert "FIFO" in str(outcome[0])
+
+
+def test_read_json_file(tmp_path: Path) -> None:
+    good, bad, empty = tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "empty.json"
+    good.write_bytes(b'{"state": "ok"}')
+    bad.write_bytes(b"{not json")
+    empty.write_bytes(b"")
+    assert read_json_file(good, 1024) == {"state": "ok"}
+    assert read_json_file(bad, 1024) is None
+    assert read_json_file(empty, 1024) is None
+    assert read_json_file(tmp_path / "missing.json", 1024) is None
+    assert read_json_file(good, 3) is None  # over the limit
