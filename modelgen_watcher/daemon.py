@@ -213,6 +213,7 @@ class Daemon:
         log.info("once.start", watch_dir=str(self.layout.root), pending=pending)
         while not self._stop.is_set() and not self.scheduler.wait_idle(timeout=0.5):
             pass
+        interrupted = self._stop.is_set()
         self._shutdown(None)
         errors = self.scheduler.outcomes[Outcome.error]
         log.info(
@@ -221,8 +222,8 @@ class Daemon:
             errors=errors,
             skipped=self.scheduler.outcomes[Outcome.skipped],
         )
-        if self.exit_code == 0 and self._stop.is_set():
-            return 0
+        if interrupted:  # a signal ended the run: interrupted work is redone next time
+            return self.exit_code
         return 1 if errors else self.exit_code
 
     def _shutdown(self, observer: ObserverKind | None) -> None:

@@ -1,0 +1,125 @@
+"""The command line as a user meets it: health, score, --once, bad settings, --version."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import drop, encode, read_json, route, sha, status_of, wait_for
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd=None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "modelgen_watcher", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd,
+    )
+
+
+def test_version():
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.startswith("modelgen-watcher ")
+
+
+def test_health_follows_the_daemon(daemon_factory, watch_dir):
+    assert cli("health", "--watch-dir", str(watch_dir)).returncode == 1  # nothing running yet
+    d = daemon_factory()
+    ok = cli("health", "--watch-dir", str(watch_dir))
+    assert ok.returncode == 0 and "healthy" in ok.stdout
+    assert read_json(watch_dir / ".modelgen" / "health.json")["observer"] in ("native", "polling")
+    d.stop()
+    assert cli("health", "--watch-dir", str(watch_dir)).returncode == 1
+
+
+def test_health_reports_a_stale_heartbeat(daemon_factory, watch_dir):
+    d = daemon_factory()
+    d.proc.kill()  # SIGKILL: no chance to say goodbye
+    d.proc.wait()
+    health = watch_dir / ".modelgen" / "health.json"
+    doc = json.loads(health.read_text())
+    doc["heartbeat_at"] = "2020-01-01T00:00:00.000Z"
+    health.write_text(json.dumps(doc))
+    out = cli("health", "--watch-dir", str(watch_dir), "--max-age", "30")
+    assert out.returncode == 1 and "heartbeat" in out.stdout
+
+
+def test_heartbeat_is_refreshed(daemon_factory, watch_dir):
+    daemon_factory()
+    first = read_json(watch_dir / ".modelgen" / "health.json")["heartbeat_at"]
+    wait_for(lambda: read_json(watch_dir / ".modelgen" / "health.json")["heartbeat_at"] != first, 10,
+             what="a newer heartbeat")
+
+
+def test_score_to_stdout_and_file(tmp_path):
+    src = tmp_path / "route.json"
+    src.write_bytes(encode(route(["", "turn-left"])))
+    out = cli("score", str(src))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["meta"]["input_sha256"] == sha(src.read_bytes())
+    assert [p["score"] for p in doc["routes"][0]] == [0.939394, 0.911523]
+    dest = tmp_path / "scored.json"
+    assert cli("score", str(src), "-o", str(dest)).returncode == 0
+    assert json.loads(dest.read_text())["routes"] == doc["routes"]
+
+
+def test_score_bad_route_says_why(tmp_path):
+    src = tmp_path / "route.json"
+    src.write_text('{"routes": 5}')
+    out = cli("score", str(src))
+    assert out.returncode == 1
+    assert "invalid_input" in out.stderr and "routes" in out.stderr
+    assert cli("score", str(tmp_path / "missing.json")).returncode == 1
+
+
+def test_once_processes_pending_and_exits(watch_dir):
+    good = drop(watch_dir, route([""]), key="good")
+    drop(watch_dir, route([""]))
+    out = cli("--once", "--watch-dir", str(watch_dir))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert status_of(watch_dir, "good")["input_sha256"] == sha(good)
+    assert status_of(watch_dir, None)["state"] == "ok"
+    drop(watch_dir, b"{not json", key="bad")
+    out = cli("run", "--once", "--watch-dir", str(watch_dir), "--settle", "0")
+    assert out.returncode == 1
+    assert status_of(watch_dir, "bad")["state"] == "error"
+
+
+def test_defaults_watch_dir_is_created(tmp_path):
+    out = cli("--once", cwd=tmp_path)
+    assert out.returncode == 0
+    assert (tmp_path / "data" / ".modelgen").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--workers", "0"], {}, "--workers (MODELGEN_WORKERS)"),
+        (["--model-timeout", "soon"], {}, "--model-timeout"),
+        ([], {"MODELGEN_OBSERVER": "magic"}, "--observer (MODELGEN_OBSERVER)"),
+        (["--model-cmd", "m {inptu}"], {}, "unknown placeholder {inptu}"),
+        (["--input-name", "same.json", "--output-name", "same.json"], {}, "must differ"),
+        (["--model-cwd", "/nonexistent"], {}, "--model-cwd"),
+        (["--no-such-flag"], {}, "unrecognized arguments"),
+    ],
+)
+def test_bad_setting_exits_2_with_one_line(tmp_path, args, env, words):
+    out = cli(*args, "--watch-dir", str(tmp_path / "d"), env=env)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], out.stderr
+    assert not (tmp_path / "d").exists()  # nothing was started
+
+
+def test_flag_wins_over_environment(watch_dir):
+    out = cli("--once", "--watch-dir", str(watch_dir), "--workers", "1", env={"MODELGEN_WORKERS": "0"})
+    assert out.returncode == 0
+
+
+def test_environment_sets_the_watch_dir(tmp_path):
+    d = tmp_path / "from-env"
+    out = cli("--once", env={"MODELGEN_WATCH_DIR": str(d)})
+    assert out.returncode == 0 and (d / ".modelgen").is_dir()
