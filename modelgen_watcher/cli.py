@@ -6,14 +6,12 @@ import argparse
 import json
 import sys
 import tempfile
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 
-COMMANDS = ("run", "health", "score")
+COMMANDS = ("run", "health", "score", "serve")
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -57,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(run, "--debounce", "milliseconds of quiet before an input is read (default 50)")
     _opt(run, "--settle", "seconds a just-modified unparsable input is given to be completed (default 2)")
     _opt(run, "--rescan-interval", "seconds between full rescans that catch dropped events (default 10)")
+    _opt(run, "--retention", "seconds keyed request files are kept; 0 keeps them (default 604800, 7 days)")
     _opt(run, "--once", "process everything pending, then exit", action="store_true")
     _logging_flags(run)
 
@@ -70,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("-o", "--output", type=Path, default=None, help="write the result here (default stdout)")
     _model_flags(score)
     _logging_flags(score)
+
+    serve = sub.add_parser("serve", help="the reference server: cyclesafe's REST API through files only")
+    _opt(serve, "--watch-dir", "the shared volume (default ./data)")
+    _opt(serve, "--host", "address to listen on (default 127.0.0.1; 0.0.0.0 in containers)")
+    _opt(serve, "--port", "port to listen on (default 8009; 0 picks a free one)")
+    _opt(serve, "--static-dir", "folder of static files; / serves directions.html")
+    _opt(serve, "--input-name", "input file name (default gps_input_route.json)")
+    _opt(serve, "--output-name", "result file name (default gps_scored_route.json)")
+    _opt(serve, "--max-input-bytes", "largest upload accepted (default 5 MiB)")
+    _opt(serve, "--max-wait", "longest ?wait= a GET may ask for, seconds (default 60)")
+    _opt(serve, "--legacy-wait", "seconds the key-less GET waits for the last upload's result (default 30)")
+    _opt(serve, "--health-max-age", "heartbeat age after which the watcher counts as down (default 30)")
+    _logging_flags(serve)
     return parser
 
 
@@ -105,30 +117,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from . import fsio
-    from .protocol import HEALTH_FILE, STATE_DIR
+    from . import health
     from .settings import HealthSettings
 
     settings = _settings(HealthSettings, args)
-    path = settings.watch_dir / STATE_DIR / HEALTH_FILE
-    doc = fsio.read_json_file(path, 64 * 1024)
-    if not isinstance(doc, dict):
-        print(f"unhealthy: no heartbeat at {path}")
-        return EXIT_FAIL
-    try:
-        beat = datetime.fromisoformat(str(doc["heartbeat_at"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError):
-        print(f"unhealthy: heartbeat file {path} is malformed")
-        return EXIT_FAIL
-    age = time.time() - beat
-    if not doc.get("ready"):
-        print(f"unhealthy: watcher (pid {doc.get('pid')}) is not ready")
-        return EXIT_FAIL
-    if age > settings.max_age:
-        print(f"unhealthy: last heartbeat {age:.1f} s ago (max {settings.max_age:g} s)")
-        return EXIT_FAIL
-    print(f"healthy: pid {doc.get('pid')}, observer {doc.get('observer')}, heartbeat {age:.1f} s ago")
-    return EXIT_OK
+    result = health.check(settings.watch_dir, settings.max_age)
+    print(("healthy: " if result.healthy else "unhealthy: ") + result.message)
+    return EXIT_OK if result.healthy else EXIT_FAIL
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -170,10 +165,24 @@ def cmd_score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import logs
+    from .server import serve
+    from .settings import ServerSettings
+
+    settings = _settings(ServerSettings, args)
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        return serve(settings)
+    except OSError as exc:
+        print(f"modelgen-watcher serve: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "health": cmd_health, "score": cmd_score}
+    handlers = {"run": cmd_run, "health": cmd_health, "score": cmd_score, "serve": cmd_serve}
     return handlers[args.command](args)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from . import fsio
+from . import fsio, retention
 from .logs import get_logger
 from .observe import EventSource, ObserverKind
 from .pipeline import Outcome, Pipeline
@@ -141,6 +141,13 @@ class Daemon:
         self._seen = current
         return scheduled
 
+    def _expire(self) -> None:
+        if not self.settings.retention:
+            return
+        expired = retention.expire(self.layout, self.settings.retention, self.scheduler.busy)
+        if expired:
+            log.info("retention.removed", keys=len(expired), max_age_s=self.settings.retention)
+
     # -- heartbeat --------------------------------------------------------
 
     def _write_health(self, observer: ObserverKind, ready: bool) -> None:
@@ -165,6 +172,7 @@ class Daemon:
             try:
                 if time.monotonic() >= next_rescan:
                     self.rescan()
+                    self._expire()
                     next_rescan = time.monotonic() + self.settings.rescan_interval
                 self._write_health(observer, ready=True)
             except OSError as exc:

@@ -105,6 +105,16 @@ class Names:
             return Rejected(name, f"key {key!r} does not match {KEY_PATTERN}")
         return Request(key)
 
+    def output_key(self, name: str) -> str | None:
+        """The key of a keyed result or status file name, else None."""
+        stem, suffix = _split_suffix(self.output_name)
+        head = stem + "."
+        if not (name.startswith(head) and name.endswith(suffix)):
+            return None
+        middle = name[len(head) : len(name) - len(suffix)] if suffix else name[len(head) :]
+        middle = middle.removesuffix(".status")
+        return middle if is_valid_key(middle) else None
+
     def check(self) -> str | None:
         """Why this pair of names cannot work, or None when it can."""
         for label, value in (("input-name", self.input_name), ("output-name", self.output_name)):

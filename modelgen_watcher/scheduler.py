@@ -136,6 +136,11 @@ class Scheduler:
                 del self._entries[req]
             self._cond.notify_all()
 
+    def busy(self, req: Request) -> bool:
+        """True while ``req`` is queued or running."""
+        with self._cond:
+            return req in self._entries
+
     def idle(self) -> bool:
         with self._cond:
             return not self._entries

@@ -121,6 +121,9 @@ class WatcherSettings(ModelSettings):
     )
     rescan_interval: float = Field(default=10.0, gt=0, le=3600)
     heartbeat_interval: float = Field(default=2.0, gt=0, le=5)
+    retention: float = Field(
+        default=7 * 24 * 3600, ge=0, description="seconds keyed request files are kept; 0 keeps them forever"
+    )
     once: bool = False
 
 
@@ -144,3 +147,32 @@ def describe_error(exc: ValidationError) -> str:
         return f"invalid settings: {msg}"
     field = loc[0]
     return f"invalid setting {_flag(field)} ({ENV_PREFIX}{field.upper()}): {msg}"
+
+
+class ServerSettings(_Base):
+    """The reference server (``serve``)."""
+
+    watch_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8009, ge=0, le=65535)
+    static_dir: Path | None = None
+    input_name: str = DEFAULT_INPUT_NAME
+    output_name: str = DEFAULT_OUTPUT_NAME
+    max_input_bytes: int = Field(default=5 * 1024 * 1024, ge=1, le=1024**3)
+    max_wait: float = Field(default=60.0, ge=0, le=600, description="longest ?wait= a GET may ask for")
+    legacy_wait: float = Field(default=30.0, ge=0, le=600, description="how long the key-less GET waits")
+    health_max_age: float = Field(default=30.0, gt=0)
+
+    @field_validator("static_dir")
+    @classmethod
+    def _check_static(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
+
+    @model_validator(mode="after")
+    def _check_names(self) -> ServerSettings:
+        problem = Names(self.input_name, self.output_name).check()
+        if problem:
+            raise ValueError(problem)
+        return self

@@ -1,0 +1,220 @@
+"""The server side of the file protocol: publish a route, then wait for *its* outcome.
+
+Usable from any server, with no web framework. A result is only ever returned when its
+``meta.input_sha256`` is the hash of the bytes this client wrote, so a reader can never
+be handed an older result or another user's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import fsio
+from .protocol import CLIENT_TEMP_PREFIX, DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, Layout, Names, is_valid_key
+from .schemas import RouteRequest, ScoredRoute, State, Status, format_validation_error
+
+POLL_INTERVAL = 0.25
+"""The bounded poll under the file events: waiting works even where no event arrives."""
+DEFAULT_MAX_INPUT_BYTES = 5 * 1024 * 1024
+_DOC_MAX_BYTES = 64 * 1024 * 1024
+
+
+class InvalidRoute(ValueError):
+    """The route cannot be submitted: not JSON, not a route, or too large (``too_large``)."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+class ModelError(Exception):
+    """The watcher finished the request with an error status: ``kind``, ``message``, ``detail``."""
+
+    def __init__(self, kind: str, message: str, detail: str | None = None) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind, self.message, self.detail = kind, message, detail
+
+
+class WaitTimeout(TimeoutError):
+    """No final outcome for this submission within the deadline; the request may still finish."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    key: str | None
+    input_sha256: str
+
+
+def new_key() -> str:
+    """A fresh, unguessable request key that matches the protocol's key pattern."""
+    return secrets.token_urlsafe(12).replace("_", "x").replace("-", "y")
+
+
+class _StatusEvents:
+    """One watchdog observer per client, waking waiters when their status file changes.
+
+    Started lazily; if it cannot start (no inotify left, odd mount) waiters simply rely
+    on the bounded poll.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._observer: Any = None
+        self._lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        with self._lock:
+            if self._observer is not None:
+                return
+            try:
+                from watchdog.events import FileSystemEvent, FileSystemEventHandler
+                from watchdog.observers import Observer
+
+                cond = self._cond
+                outer = self
+
+                class _Wake(FileSystemEventHandler):
+                    def on_any_event(self, event: FileSystemEvent) -> None:
+                        with cond:
+                            outer._generation += 1
+                            cond.notify_all()
+
+                observer = Observer()
+                observer.daemon = True
+                observer.schedule(_Wake(), os.fsdecode(self._root), recursive=False)
+                observer.start()
+                self._observer = observer
+            except Exception:  # noqa: BLE001 - events are an optimisation; polling still works
+                self._observer = False
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Block until something changed in the directory after ``seen``, or ``timeout``."""
+        with self._cond:
+            if self._generation == seen:
+                self._cond.wait(timeout)
+            return self._generation
+
+    @property
+    def generation(self) -> int:
+        with self._cond:
+            return self._generation
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._observer:
+                self._observer.stop()
+                self._observer.join(2)
+            self._observer = None
+
+
+class Client:
+    """Submits routes to a watch dir and waits for their outcome."""
+
+    def __init__(
+        self,
+        watch_dir: Path | str,
+        *,
+        input_name: str = DEFAULT_INPUT_NAME,
+        output_name: str = DEFAULT_OUTPUT_NAME,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        use_events: bool = True,
+    ) -> None:
+        self.layout = Layout(Path(watch_dir), Names(input_name, output_name))
+        self.max_input_bytes = max_input_bytes
+        self._events = _StatusEvents(self.layout.root) if use_events else None
+
+    # -- submit -----------------------------------------------------------
+
+    def encode_route(self, route: Any) -> bytes:
+        """Validate a route (dict, or JSON bytes/str) and return the exact bytes to publish."""
+        if isinstance(route, (bytes, str)):
+            raw = route.encode() if isinstance(route, str) else route
+            if len(raw) > self.max_input_bytes:
+                raise InvalidRoute(f"the route is {len(raw)} bytes, over the limit of {self.max_input_bytes}",
+                                   too_large=True)
+            try:
+                doc = json.loads(raw)
+            except (ValueError, RecursionError) as exc:
+                raise InvalidRoute(f"not valid JSON: {exc}") from exc
+        else:
+            doc, raw = route, fsio.dump_json(route)
+        try:
+            RouteRequest.model_validate(doc)
+        except ValidationError as exc:
+            raise InvalidRoute(f"not a route: {format_validation_error(exc)}") from exc
+        if len(raw) > self.max_input_bytes:
+            raise InvalidRoute(f"the route is {len(raw)} bytes, over the limit of {self.max_input_bytes}",
+                               too_large=True)
+        return raw
+
+    def submit(self, route: Any, key: str | None = "") -> Submission:
+        """Publish ``route`` atomically under ``key`` (a fresh key when ``""``; the legacy name when None)."""
+        if key == "":
+            key = new_key()
+        if key is not None and not is_valid_key(key):
+            raise ValueError(f"invalid key {key!r}")
+        raw = self.encode_route(route)
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        fsio.atomic_write(self.layout.input(key), raw, temp_prefix=CLIENT_TEMP_PREFIX)
+        return Submission(key=key, input_sha256=fsio.sha256_hex(raw))
+
+    # -- outcome ----------------------------------------------------------
+
+    def status(self, key: str | None) -> Status | None:
+        raw = fsio.read_json_file(self.layout.status(key), 1024 * 1024)
+        try:
+            return Status.model_validate(raw) if raw is not None else None
+        except ValidationError:
+            return None
+
+    def poll(self, sub: Submission) -> dict[str, Any] | None:
+        """The result if it is ready, None while pending; raises ModelError if the request failed."""
+        status = self.status(sub.key)
+        if status is None or status.input_sha256 != sub.input_sha256 or status.state is State.running:
+            return None
+        if status.state is State.error:
+            err = status.error
+            raise ModelError(err.kind.value if err else "model_failed", err.message if err else "failed",
+                             err.detail if err else None)
+        doc = fsio.read_json_file(self.layout.result(sub.key), _DOC_MAX_BYTES)
+        try:
+            result = ScoredRoute.model_validate(doc)
+        except ValidationError:
+            return None  # replaced between status and result: a newer outcome is on its way
+        if result.meta is None or result.meta.input_sha256 != sub.input_sha256:
+            return None
+        return doc  # type: ignore[no-any-return]
+
+    def wait(self, sub: Submission, timeout: float = 60.0) -> dict[str, Any]:
+        """Block until ``sub`` is scored (its result) or failed (ModelError); WaitTimeout after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        if self._events is not None:
+            self._events.ensure_started()
+        seen = self._events.generation if self._events else 0
+        while True:
+            result = self.poll(sub)
+            if result is not None:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(f"no outcome for key {sub.key} within {timeout:g} s")
+            step = min(remaining, POLL_INTERVAL)
+            if self._events is not None:
+                seen = self._events.wait(seen, step)
+            else:
+                time.sleep(step)
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.stop()

@@ -1,0 +1,40 @@
+"""Retention: keyed request files (input, result, status) idle longer than a limit are removed.
+
+Only keyed requests expire; the legacy single-user files are overwritten in place and
+never pile up. A request is judged by its newest file, so an input re-submitted
+yesterday keeps its week-old status alive.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from . import fsio
+from .protocol import Layout, Request
+
+
+def expire(layout: Layout, max_age: float, busy: Callable[[Request], bool], now: float | None = None) -> list[str]:
+    """Remove the files of every keyed request idle for more than ``max_age`` seconds; returns the keys."""
+    now = time.time() if now is None else now
+    newest: dict[str, float] = {}
+    for entry in os.scandir(layout.root):
+        parsed = layout.names.parse(entry.name)
+        key = parsed.key if isinstance(parsed, Request) else layout.names.output_key(entry.name)
+        if key is None:
+            continue
+        try:
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        newest[key] = max(newest.get(key, 0.0), mtime)
+    expired = []
+    for key, mtime in newest.items():
+        if now - mtime <= max_age or busy(Request(key)):
+            continue
+        # Input first: once it is gone nothing will recreate the outputs.
+        for path in (layout.input(key), layout.result(key), layout.status(key)):
+            fsio.remove_quietly(path)
+        expired.append(key)
+    return expired
