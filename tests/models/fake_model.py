@@ -36,6 +36,7 @@ def main():
     p.add_argument("--output", required=True)
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--pidfile")
+    p.add_argument("--fail-marked", action="store_true", help="fail (exit 1) on inputs with \"fail_me\": true")
     a = p.parse_args()
     if a.pidfile:
         with open(a.pidfile, "a") as fh:
@@ -44,6 +45,8 @@ def main():
         time.sleep(a.sleep)
     with open(a.input) as fh:
         doc = json.load(fh)
+    if a.fail_marked and doc.get("fail_me"):
+        raise RuntimeError("this route was marked to fail")
     if a.mode in ("hang", "trapterm"):
         if a.mode == "trapterm":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)

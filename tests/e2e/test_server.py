@@ -1,0 +1,188 @@
+"""The watcher and the reference server as subprocesses on one folder, requests over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+from tests.helpers import encode, fake_model_cmd, route, sha
+
+
+def upload(server, doc) -> dict:
+    resp = server.post_route(encode(doc))
+    assert resp.status == 200, resp.body
+    return resp.json()
+
+
+def test_upload_then_retrieve(daemon_factory, server_factory):
+    daemon_factory()
+    server = server_factory()
+    doc = route(["", "turn-left"])
+    ack = upload(server, doc)
+    assert set(ack) == {"key", "input_sha256"}  # no echo of the body
+    assert ack["input_sha256"] == sha(encode(doc))
+    resp = server.get(f"/rest/score/retrieve?key={ack['key']}&wait=20")
+    assert resp.status == 200
+    result = resp.json()
+    assert result["meta"]["input_sha256"] == ack["input_sha256"]
+    assert [p["score"] for p in result["routes"][0]] == [0.939394, 0.911523]
+
+
+def test_legacy_get_is_double_encoded_for_upstreams_page(daemon_factory, server_factory):
+    daemon_factory()
+    server = server_factory()
+    assert server.get("/rest/score/retrieve").status == 404  # nothing uploaded yet
+    upload(server, route(["turn-left"]))
+    resp = server.get("/rest/score/retrieve")
+    assert resp.status == 200
+    text = resp.body.decode()
+    result = json.loads(json.loads(text))  # what the page does: JSON.parse(JSON.parse(text))
+    assert result["totalScores"] == [0.911523]
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "words"),
+    [
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b'{"routes": [{"legs": []}]}', "application/json", 400, "routes.0.legs"),
+        (b'{"routes": []}', "text/plain", 415, "application/json"),
+        (b"x" * 2000, "application/json", 413, "over the limit"),
+    ],
+)
+def test_upload_errors(daemon_factory, server_factory, body, ctype, status, words):
+    daemon_factory()
+    server = server_factory("--max-input-bytes", "1000")
+    resp = server.post_route(body, ctype)
+    assert resp.status == status
+    assert words in resp.json()["message"]
+
+
+def test_retrieve_errors(daemon_factory, server_factory):
+    daemon_factory()
+    server = server_factory()
+    assert server.get("/rest/score/retrieve?key=bad%20key").status == 400
+    assert server.get("/rest/score/retrieve?key=status").status == 400
+    assert server.get("/rest/score/retrieve?key=nosuchkey").status == 404
+    assert server.get("/rest/score/retrieve?key=abc&wait=-1").status == 400
+    assert server.get("/rest/score/retrieve?key=abc&wait=soon").status == 400
+
+
+def test_pending_answers_202_with_retry_after(daemon_factory, server_factory):
+    daemon_factory("--model-cmd", fake_model_cmd("slow", "--sleep", "3"))
+    server = server_factory()
+    ack = upload(server, route([""]))
+    resp = server.get(f"/rest/score/retrieve?key={ack['key']}")
+    assert resp.status == 202
+    assert resp.headers["retry-after"] == "1"
+    assert resp.json()["state"] == "pending"
+    assert server.get(f"/rest/score/retrieve?key={ack['key']}&wait=30").status == 200
+
+
+def test_model_failure_is_502_and_the_next_request_succeeds(daemon_factory, server_factory):
+    daemon_factory("--model-cmd", fake_model_cmd("ok", "--fail-marked"))
+    server = server_factory()
+    bad = upload(server, {**route([""]), "fail_me": True})
+    resp = server.get(f"/rest/score/retrieve?key={bad['key']}&wait=20")
+    assert resp.status == 502
+    assert resp.json()["error"] == "model_failed"
+    assert "this route was marked to fail" in resp.json()["message"]
+    good = upload(server, route(["turn-left"]))
+    resp = server.get(f"/rest/score/retrieve?key={good['key']}&wait=20")
+    assert resp.status == 200 and resp.json()["meta"]["input_sha256"] == good["input_sha256"]
+
+
+def test_watcher_not_alive_is_504(daemon_factory, server_factory):
+    d = daemon_factory()
+    server = server_factory()
+    assert server.get("/readyz").status == 200
+    d.stop()
+    ack = upload(server, route([""]))
+    resp = server.get(f"/rest/score/retrieve?key={ack['key']}&wait=5")
+    assert resp.status == 504
+    assert server.get("/readyz").status == 503
+    assert server.get("/healthz").status == 200
+
+
+def test_fifty_clients_at_once_each_get_their_own_result(daemon_factory, server_factory):
+    daemon_factory("--workers", "2")
+    server = server_factory()
+    outcomes: dict[int, tuple[int, dict]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(50)
+
+    def client(i: int) -> None:
+        try:
+            doc = route(["turn-left"] * (i % 5 + 1), lat0=29.0 + i / 1000)
+            start.wait(30)
+            ack = upload(server, doc)
+            assert ack["input_sha256"] == sha(encode(doc))
+            resp = server.get(f"/rest/score/retrieve?key={ack['key']}&wait=60", timeout=90)
+            outcomes[i] = (resp.status, resp.json() | {"expected_sha": ack["input_sha256"]})
+        except BaseException as exc:  # reported below, with the client's number
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert len(outcomes) == 50
+    for i, (status, result) in outcomes.items():
+        assert status == 200, (i, result)
+        assert result["meta"]["input_sha256"] == result["expected_sha"]
+        assert len(result["routes"][0]) == i % 5 + 1
+        assert result["routes"][0][0]["lat"] == 29.0 + i / 1000
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_upstream_style_curl_check(daemon_factory, server_factory, tmp_path):
+    """Upstream #25: curl --fail-with-body, then check the body, not just the exit code."""
+    daemon_factory()
+    server = server_factory()
+    src = tmp_path / "route.json"
+    src.write_bytes(encode(route(["", "turn-left"])))
+    base = f"http://127.0.0.1:{server.port}/rest/score"
+    post = subprocess.run(["curl", "-sS", "--fail-with-body", "-H", "Content-Type: application/json",
+                           "--data-binary", f"@{src}", f"{base}/upload"], capture_output=True, text=True, timeout=60)
+    assert post.returncode == 0, post.stdout + post.stderr
+    key = json.loads(post.stdout)["key"]
+    get = subprocess.run(["curl", "-sS", "--fail-with-body", f"{base}/retrieve?key={key}&wait=20"],
+                         capture_output=True, text=True, timeout=60)
+    assert get.returncode == 0, get.stdout + get.stderr
+    assert json.loads(get.stdout)["totalScores"] == [(0.939394 + 0.911523) / 2]
+    bad = subprocess.run(["curl", "-sS", "--fail-with-body", f"{base}/retrieve?key=unknown"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 22 and "unknown_key" in bad.stdout
+
+
+def test_static_files_never_leave_the_folder(daemon_factory, server_factory, tmp_path):
+    static = tmp_path / "static"
+    (static / "js").mkdir(parents=True)
+    (static / "directions.html").write_text("<html>page</html>")
+    (static / "js" / "app.js").write_text("console.log(1)")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    os.symlink(secret, static / "link.txt")
+    os.symlink(tmp_path, static / "up")
+    server = server_factory("--static-dir", str(static))
+    assert server.get("/").body == b"<html>page</html>"
+    resp = server.get("/js/app.js")
+    assert resp.status == 200 and "javascript" in resp.headers["content-type"]
+    for path in ["/../secret.txt", "/js/../../secret.txt", "/%2e%2e/secret.txt", "/js/%2E%2E/%2e%2e/secret.txt",
+                 "//etc/passwd", "/%2Fetc%2Fpasswd", "/link.txt", "/up/secret.txt", "/nothing.html",
+                 "/js/..%2f..%2fsecret.txt"]:
+        resp = server.request("GET", path)
+        assert resp.status == 404, path
+        assert b"top secret" not in resp.body and b"root:" not in resp.body
+
+
+def test_without_static_dir_other_gets_are_404(server_factory):
+    server = server_factory()
+    assert server.get("/").status == 404
+    assert server.get("/directions.html").status == 404
