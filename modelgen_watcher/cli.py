@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import tempfile
@@ -106,14 +107,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(WatcherSettings, args)
     logs.configure(settings.log_format, settings.log_level)
     try:
-        daemon = Daemon(settings)
-        return daemon.run()
+        code = Daemon(settings).run()
     except AlreadyRunning as exc:
         print(f"modelgen-watcher: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except OSError as exc:
         print(f"modelgen-watcher: cannot serve {settings.watch_dir}: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    # Everything is stopped and flushed; do not let a worker thread still stuck in a
+    # model's pipe hold the process past the container's stop timeout.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_health(args: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ from .settings import WatcherSettings
 
 log = get_logger("modelgen_watcher.daemon")
 
+MISSED_EVENT_AGE = 2.0
+"""A change older than this that no event reported counts as a missed event."""
 SHUTDOWN_BUDGET = 8.0
 """Seconds a stop may take in all; container engines kill at 10."""
 
@@ -64,6 +66,8 @@ class Daemon:
         self._lock_fh: IO[str] | None = None
         self._seen: dict[str, tuple[int, int, int, int]] = {}
         self._rejected: set[str] = set()
+        self._evented: set[str] = set()
+        self._stop_requested = False
         self._started_at = utc_now_iso()
         self.exit_code = 0
 
@@ -93,6 +97,8 @@ class Daemon:
         for entry in os.scandir(self.layout.root):
             if entry.name.startswith(WATCHER_TEMP_PREFIX) and not entry.is_dir(follow_symlinks=False):
                 removed += fsio.remove_quietly(Path(entry.path))
+        for path in self.layout.state_dir.glob(WATCHER_TEMP_PREFIX + "*"):
+            removed += fsio.remove_quietly(path)
         if self.layout.tmp_dir.exists():
             removed += sum(1 for _ in self.layout.tmp_dir.iterdir())
             shutil.rmtree(self.layout.tmp_dir, ignore_errors=True)
@@ -110,6 +116,7 @@ class Daemon:
         """A file event for ``name``: schedule it if it is an input, log a refusal once if it is a bad one."""
         parsed = self.layout.names.parse(name)
         if isinstance(parsed, Request):
+            self._evented.add(name)
             self.scheduler.notify(parsed)
         elif isinstance(parsed, Rejected) and name not in self._rejected:
             self._rejected.add(name)
@@ -122,7 +129,9 @@ class Daemon:
         moves, or a mount that stops delivering events are all caught here.
         """
         current: dict[str, tuple[int, int, int, int]] = {}
-        scheduled = 0
+        scheduled = missed = 0
+        evented, self._evented = self._evented, set()
+        settled_before = time.time() - MISSED_EVENT_AGE
         for entry in os.scandir(self.layout.root):
             parsed = self.layout.names.parse(entry.name)
             if parsed is None:
@@ -136,10 +145,24 @@ class Daemon:
                 continue
             current[entry.name] = sig
             if everything or self._seen.get(entry.name) != sig:
+                # A change no event told us about, old enough that its event cannot still be in flight.
+                if not everything and entry.name not in evented and sig[2] / 1e9 < settled_before:
+                    missed += 1
                 self.scheduler.notify(parsed)
                 scheduled += 1
         self._seen = current
+        if missed:
+            self._on_missed_events(missed)
         return scheduled
+
+    def _on_missed_events(self, missed: int) -> None:
+        """Native events are not arriving for some writers (NFS, WSL and other shared mounts): poll instead."""
+        if self.events is not None and self.events.kind == "native" and self.settings.observer == "auto":
+            log.warning("observer.fallback", reason=f"a rescan found {missed} changed inputs no event reported",
+                        observer="polling", poll_interval=self.settings.poll_interval)
+            self.events.switch_to_polling()
+        else:
+            log.warning("events.missed", inputs=missed, observer=self.events.kind if self.events else None)
 
     def _expire(self) -> None:
         if not self.settings.retention:
@@ -160,33 +183,41 @@ class Daemon:
         )
         fsio.atomic_write_json(self.layout.health_file, health.model_dump(), temp_prefix=WATCHER_TEMP_PREFIX)
 
-    def _ticker(self, observer: ObserverKind) -> None:
+    def _ticker(self) -> None:
         """Heartbeat every few seconds and rescan periodically; stop the daemon if a part of it died."""
         next_rescan = time.monotonic() + self.settings.rescan_interval
         while not self._stop.wait(self.settings.heartbeat_interval):
-            if not (self.scheduler.is_alive() and self.events is not None and self.events.is_alive()):
+            assert self.events is not None
+            if not (self.scheduler.is_alive() and self.events.is_alive()):
                 log.error("daemon.unhealthy", reason="the scheduler or the observer stopped; exiting to be restarted")
                 self.exit_code = 1
-                self._stop.set()
+                self._stop_requested = True
                 return
             try:
                 if time.monotonic() >= next_rescan:
                     self.rescan()
                     self._expire()
                     next_rescan = time.monotonic() + self.settings.rescan_interval
-                self._write_health(observer, ready=True)
+                if os.getpid() == 1:
+                    self.runner.reap_orphans()
+                self._write_health(self.events.kind, ready=True)
             except OSError as exc:
                 log.error("daemon.io_error", error=str(exc))
 
     # -- lifecycle --------------------------------------------------------
 
     def request_stop(self, *_: object) -> None:
-        self._stop.set()
+        """Signal handler: only sets a flag (taking a lock here could deadlock the main thread)."""
+        self._stop_requested = True
 
     def _install_signals(self) -> None:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
+
+    def _wait_for_stop(self) -> None:
+        while not self._stop_requested:
+            time.sleep(0.2)  # sleep is interrupted by signals; the flag is checked right after
 
     def run(self) -> int:
         """Serve until stopped; returns the exit code."""
@@ -209,21 +240,19 @@ class Daemon:
             model=self.settings.model_label,
             pending=pending,
         )
-        ticker = threading.Thread(target=self._ticker, args=(observer,), name="ticker", daemon=True)
-        ticker.start()
-        while not self._stop.wait(1.0):
-            pass
-        self._shutdown(observer)
+        threading.Thread(target=self._ticker, name="ticker", daemon=True).start()
+        self._wait_for_stop()
+        self._shutdown()
         return self.exit_code
 
     def _run_once(self) -> int:
         pending = self.rescan(everything=True)
         log.info("once.start", watch_dir=str(self.layout.root), pending=pending)
-        while not self._stop.is_set() and not self.scheduler.wait_idle(timeout=0.5):
+        while not self._stop_requested and not self.scheduler.wait_idle(timeout=0.2):
             pass
-        interrupted = self._stop.is_set()
-        self._shutdown(None)
-        errors = self.scheduler.outcomes[Outcome.error]
+        interrupted = self._stop_requested
+        self._shutdown()
+        errors = self.scheduler.outcomes[Outcome.error] + self.scheduler.outcomes[Outcome.skipped_error]
         log.info(
             "once.done",
             ok=self.scheduler.outcomes[Outcome.ok],
@@ -234,7 +263,7 @@ class Daemon:
             return self.exit_code
         return 1 if errors else self.exit_code
 
-    def _shutdown(self, observer: ObserverKind | None) -> None:
+    def _shutdown(self) -> None:
         t0 = time.monotonic()
         log.info("daemon.stopping")
         self._stop.set()
@@ -244,9 +273,9 @@ class Daemon:
         # Kill models first so the workers waiting on them return promptly.
         self.runner.stop()
         self.scheduler.stop(timeout=max(0.5, SHUTDOWN_BUDGET - (time.monotonic() - t0)))
-        if observer is not None:
+        if self.events is not None:
             try:
-                self._write_health(observer, ready=False)
+                self._write_health(self.events.kind, ready=False)
             except OSError:
                 pass
         if self._lock_fh is not None:

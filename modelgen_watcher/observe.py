@@ -128,6 +128,15 @@ class EventSource:
             path.unlink(missing_ok=True)
             self._handler.probe_name = None
 
+    def switch_to_polling(self) -> None:
+        """Replace a native observer that misses events with the polling one."""
+        if self.kind == "polling" or self._observer is None:
+            return
+        old = self._observer
+        self._use("polling")
+        old.stop()
+        old.join(2)
+
     def is_alive(self) -> bool:
         return self._observer is not None and self._observer.is_alive()
 

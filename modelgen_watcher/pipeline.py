@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -47,6 +48,8 @@ class Outcome(str, Enum):
     error = "error"
     skipped = "skipped"
     """Already scored with the same bytes (idempotence)."""
+    skipped_error = "skipped_error"
+    """These bytes were already refused as invalid input; refusing again would say the same."""
     deferred = "deferred"
     """Looks half-written; try again later."""
     cancelled = "cancelled"
@@ -148,6 +151,21 @@ def failure_from_report(report: RunReport, timeout: float) -> RequestFailed | No
     return None
 
 
+def check_shape(route: RouteRequest, scored: ScoredRoute) -> None:
+    """One inner list per input route, one point per step of its first leg (the contract's result shape)."""
+    if len(scored.routes) != len(route.routes):
+        raise RequestFailed(
+            ErrorKind.invalid_output,
+            f"the model scored {len(scored.routes)} routes but the input has {len(route.routes)}",
+        )
+    for i, (points, r) in enumerate(zip(scored.routes, route.routes, strict=True)):
+        if len(points) != len(r.legs[0].steps):
+            raise RequestFailed(
+                ErrorKind.invalid_output,
+                f"the model gave {len(points)} points for route {i} but its first leg has {len(r.legs[0].steps)} steps",
+            )
+
+
 class Pipeline:
     """Turns one request's current input into a published result or error status."""
 
@@ -167,6 +185,8 @@ class Pipeline:
         self.model_timeout = model_timeout
         self.max_input_bytes = max_input_bytes
         self.settle = settle
+        self._first_seen: dict[tuple[Request, str], float] = {}
+        self._first_seen_lock = threading.Lock()
 
     # -- publishing -------------------------------------------------------
 
@@ -204,10 +224,11 @@ class Pipeline:
                 return Processed(Outcome.gone)
             sha = snap.sha256
             bound = bound.bind(input_sha256=sha)
-            if self._already_done(req, sha):
-                bound.debug("request.skipped", reason="already scored with the same input")
-                return Processed(Outcome.skipped)
-            route = self._parse_input(snap)
+            done = self._already_done(req, sha)
+            if done is not None:
+                bound.debug("request.skipped", reason="already finished with the same input", state=done.value)
+                return Processed(Outcome.skipped if done is State.ok else Outcome.skipped_error)
+            route = self._parse_input(req, snap)
             if isinstance(route, Processed):
                 return route
             self._write_status(req, Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at))
@@ -216,6 +237,7 @@ class Pipeline:
                 bound.info("request.interrupted", outcome="cancelled", reason="shutdown; redone at next start")
                 return Processed(Outcome.cancelled)
             assert scored is not None
+            check_shape(route, scored)
             scored.meta = ResultMeta(
                 input_sha256=sha,
                 model=self.model_label,
@@ -278,26 +300,31 @@ class Pipeline:
             raise _StillWriting(0.05)
         return snap
 
-    def _already_done(self, req: Request, sha: str) -> bool:
+    def _already_done(self, req: Request, sha: str) -> State | None:
+        """The final state these exact bytes already have, if running again would not change it.
+
+        Only an ``invalid_input`` error is final: a model that failed, timed out or hit
+        an I/O error may succeed after a fix and a restart, so those are redone.
+        """
         status = read_status(self.layout.status(req.key))
         if status is None or status.input_sha256 != sha:
-            return False
-        if status.state is State.error:
-            return True
-        if status.state is State.ok:
-            return self.layout.result(req.key).is_file()
-        return False
+            return None
+        if status.state is State.error and status.error and status.error.kind is ErrorKind.invalid_input:
+            return State.error
+        if status.state is State.ok and self.layout.result(req.key).is_file():
+            return State.ok
+        return None
 
-    def _parse_input(self, snap: fsio.Snapshot) -> RouteRequest | Processed:
+    def _parse_input(self, req: Request, snap: fsio.Snapshot) -> RouteRequest | Processed:
         try:
             doc = json.loads(snap.data)
         except RecursionError as exc:
             raise RequestFailed(ErrorKind.invalid_input, "the input is nested too deeply to be a route") from exc
         except ValueError as exc:
-            age = time.time() - snap.mtime_ns / 1e9
-            if age < self.settle:
+            wait = self._settle_left(req, snap)
+            if wait > 0:
                 # Likely a writer that writes in place and has not finished: give it time.
-                return Processed(Outcome.deferred, retry_after=max(0.05, self.settle - age))
+                return Processed(Outcome.deferred, retry_after=wait)
             what = "the input is empty" if not snap.data.strip() else f"the input is not valid JSON: {exc}"
             raise RequestFailed(ErrorKind.invalid_input, what) from exc
         try:
@@ -307,6 +334,23 @@ class Pipeline:
                 ErrorKind.invalid_input, f"the input is not a route: {format_validation_error(exc)}"
             ) from exc
 
+    def _settle_left(self, req: Request, snap: fsio.Snapshot) -> float:
+        """Seconds an unparsable input still gets to be completed; 0 when it is final.
+
+        An input modified within ``settle`` seconds (by its mtime; a future mtime from a
+        skewed clock counts as recent) gets ``settle`` seconds from when these exact
+        bytes were first seen, measured on our own monotonic clock, so no timestamp can
+        make the wait longer than ``settle``.
+        """
+        if self.settle <= 0 or time.time() - snap.mtime_ns / 1e9 >= self.settle:
+            return 0.0
+        now = time.monotonic()
+        with self._first_seen_lock:  # workers share it
+            seen = self._first_seen.setdefault((req, snap.sha256), now)
+            for stale in [k for k, t in self._first_seen.items() if now - t > 10 * self.settle + 60]:
+                del self._first_seen[stale]
+        return max(0.0, seen + self.settle - now)
+
     def _run_model(self, req: Request, data: bytes) -> tuple[RunReport, ScoredRoute | None]:
         """Run the model on a private copy of ``data``; the scored route, or RequestFailed."""
         token = f"{req.label}-{secrets.token_hex(4)}"
@@ -314,8 +358,8 @@ class Pipeline:
         self.layout.workspace.mkdir(parents=True, exist_ok=True)
         snapshot = self.layout.tmp_dir / f"input-{token}.json"
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
-        snapshot.write_bytes(data)
         try:
+            snapshot.write_bytes(data)
             job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout)
             report = self.runner.run(job)
             if report.cancelled:

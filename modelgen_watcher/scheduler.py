@@ -166,7 +166,8 @@ class Scheduler:
         """Halt, then wait up to ``timeout`` for runs in flight (the caller cancels them first)."""
         self.halt()
         self._thread.join(timeout)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Not cancel_futures: a cancelled _run would never give back its slot in _active.
+        self._pool.shutdown(wait=False)
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._active and time.monotonic() < deadline:

@@ -234,10 +234,11 @@ def serve(settings: ServerSettings) -> int:
     import signal
 
     server = ScoreServer(settings)
-    stop = threading.Event()
+    stop_requested = False
 
-    def _stop(*_: object) -> None:
-        stop.set()
+    def _stop(*_: object) -> None:  # only a flag: taking a lock in a signal handler can deadlock
+        nonlocal stop_requested
+        stop_requested = True
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -246,8 +247,8 @@ def serve(settings: ServerSettings) -> int:
     host, port = server.server_address[:2]
     log.info("server.ready", host=host, port=port, watch_dir=str(settings.watch_dir),
              static_dir=str(server.static_root) if server.static_root else None)
-    while not stop.wait(1.0):
-        pass
+    while not stop_requested:
+        time.sleep(0.2)
     log.info("server.stopping")
     server.shutdown()
     server.server_close()

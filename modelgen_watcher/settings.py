@@ -6,8 +6,10 @@ gives them precedence over the environment, and the environment over the default
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +32,11 @@ REFERENCE_MODEL_CMD = (
 
 class _Base(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, protected_namespaces=()
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        validate_default=True,
+        protected_namespaces=(),
+        env_ignore_empty=True,  # compose files often set VAR= to mean "unset"
     )
 
     log_format: Literal["json", "console"] | None = Field(
@@ -44,17 +50,33 @@ class _Base(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
 
-class ModelSettings(_Base):
+class _NamedFiles(_Base):
+    """The volume's base names, shared by every command that reads or writes requests."""
+
+    input_name: str = DEFAULT_INPUT_NAME
+    output_name: str = DEFAULT_OUTPUT_NAME
+
+    @model_validator(mode="after")
+    def _check_names(self) -> _NamedFiles:
+        problem = self.names.check()
+        if problem:
+            raise ValueError(f"--input-name/--output-name: {problem}")
+        return self
+
+    @property
+    def names(self) -> Names:
+        return Names(self.input_name, self.output_name)
+
+
+class ModelSettings(_NamedFiles):
     """How to run the model; shared by the daemon and by the one-shot ``score`` command."""
 
     model_cmd: str | None = Field(default=None, description="argument template; default: the embedded reference model")
     model_cwd: Path | None = None
     model_timeout: float = Field(default=120.0, gt=0, le=86400)
     model_name: str | None = Field(default=None, description="name recorded in meta.model")
-    kill_grace: float = Field(default=3.0, gt=0, le=60)
+    kill_grace: float = Field(default=3.0, gt=0, le=5, description="capped so a stop fits in 10 s")
     max_input_bytes: int = Field(default=5 * 1024 * 1024, ge=1, le=1024**3)
-    input_name: str = DEFAULT_INPUT_NAME
-    output_name: str = DEFAULT_OUTPUT_NAME
 
     @field_validator("model_cmd")
     @classmethod
@@ -82,15 +104,18 @@ class ModelSettings(_Base):
         return value
 
     @model_validator(mode="after")
-    def _check_names(self) -> ModelSettings:
-        problem = self.names.check()
-        if problem:
-            raise ValueError(problem)
+    def _check_program(self) -> ModelSettings:
+        """A model that cannot start is a setting error, found before the first request."""
+        program = self.command_template[0]
+        if "/" in program:
+            path = Path(program)
+            if not path.is_absolute():
+                path = (self.model_cwd or Path.cwd()) / path
+            if not (path.is_file() and os.access(path, os.X_OK)):
+                raise ValueError(f"--model-cmd: program {program!r} is not an executable file")
+        elif shutil.which(program) is None:
+            raise ValueError(f"--model-cmd: program {program!r} is not on PATH")
         return self
-
-    @property
-    def names(self) -> Names:
-        return Names(self.input_name, self.output_name)
 
     @property
     def command_template(self) -> list[str]:
@@ -126,6 +151,13 @@ class WatcherSettings(ModelSettings):
     )
     once: bool = False
 
+    @field_validator("watch_dir")
+    @classmethod
+    def _check_watch_dir(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} exists and is not a directory")
+        return value
+
 
 class HealthSettings(_Base):
     """The ``health`` probe."""
@@ -149,15 +181,13 @@ def describe_error(exc: ValidationError) -> str:
     return f"invalid setting {_flag(field)} ({ENV_PREFIX}{field.upper()}): {msg}"
 
 
-class ServerSettings(_Base):
+class ServerSettings(_NamedFiles):
     """The reference server (``serve``)."""
 
     watch_dir: Path = Path("data")
     host: str = "127.0.0.1"
     port: int = Field(default=8009, ge=0, le=65535)
     static_dir: Path | None = None
-    input_name: str = DEFAULT_INPUT_NAME
-    output_name: str = DEFAULT_OUTPUT_NAME
     max_input_bytes: int = Field(default=5 * 1024 * 1024, ge=1, le=1024**3)
     max_wait: float = Field(default=60.0, ge=0, le=600, description="longest ?wait= a GET may ask for")
     legacy_wait: float = Field(default=30.0, ge=0, le=600, description="how long the key-less GET waits")
@@ -169,10 +199,3 @@ class ServerSettings(_Base):
         if value is not None and not value.is_dir():
             raise ValueError(f"{value} is not a directory")
         return value
-
-    @model_validator(mode="after")
-    def _check_names(self) -> ServerSettings:
-        problem = Names(self.input_name, self.output_name).check()
-        if problem:
-            raise ValueError(problem)
-        return self

@@ -12,9 +12,14 @@ import time
 from pathlib import Path
 from typing import IO
 
+from ..logs import get_logger
 from .base import ModelJob, RunReport
 
+log = get_logger("modelgen_watcher.runner")
+
 _PLACEHOLDER_RE = re.compile(r"\{(input|output|workspace|output_name|key)\}")
+PIPE_GRACE = 0.5
+"""Seconds to wait for the output pipes to close once the model's group is gone."""
 TAIL_BYTES = 16 * 1024
 """How much of each stream is kept for the error status; the rest is read and dropped."""
 
@@ -48,8 +53,12 @@ class _Tail:
                 while self._size - len(self._buf[0]) >= TAIL_BYTES:
                     self._size -= len(self._buf.popleft())
 
-    def text(self, join_timeout: float = 2.0) -> str:
-        self._thread.join(join_timeout)
+    def finished(self, deadline: float) -> bool:
+        """Wait for end of stream until ``deadline`` (monotonic); False if something still holds the pipe."""
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def text(self) -> str:
         data = b"".join(self._buf)[-TAIL_BYTES:]
         return data.decode("utf-8", errors="replace")
 
@@ -110,6 +119,12 @@ class SubprocessRunner:
                 self._running.pop(proc.pid, None)
                 cancelled = proc.pid in self._cancelled
                 self._cancelled.discard(proc.pid)
+        # The group is dead; only a descendant that left it (setsid) can still hold our
+        # pipes. Do not let it stall the request: give up on its output after a moment.
+        pipe_deadline = time.monotonic() + PIPE_GRACE
+        if not (out.finished(pipe_deadline) and err.finished(pipe_deadline)):
+            log.warning("model.escaped", pid=proc.pid,
+                        reason="a descendant left the model's process group and still holds its output open")
         return RunReport(
             exit_code=proc.returncode,
             duration_s=time.monotonic() - start,
@@ -127,6 +142,32 @@ class SubprocessRunner:
         except subprocess.TimeoutExpired:
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
+
+    def reap_orphans(self) -> int:
+        """Reap zombie children that are not ours to wait for; needed when we run as PID 1.
+
+        Orphaned descendants of models are re-parented to PID 1, and a container's PID 1
+        must reap them or they pile up. Our own running models are left to ``Popen``:
+        the lock keeps a just-started model from being mistaken for an orphan.
+        """
+        me, reaped = os.getpid(), 0
+        with self._lock:
+            ours = set(self._running)
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit() or int(entry.name) in ours:
+                    continue
+                try:
+                    with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                        fields = fh.read().rsplit(b")", 1)[1].split()
+                except OSError:
+                    continue
+                if fields[0] == b"Z" and int(fields[1]) == me:
+                    try:
+                        os.waitpid(int(entry.name), os.WNOHANG)
+                        reaped += 1
+                    except ChildProcessError:
+                        pass
+        return reaped
 
     def stop(self) -> None:
         with self._lock:

@@ -93,8 +93,18 @@ def test_double_encoded_output_is_decoded(daemon_factory, watch_dir):
     assert [p["score"] for p in res["routes"][0]] == [0.9, 0.5]
 
 
-def test_model_that_cannot_start(daemon_factory, watch_dir):
-    daemon_factory("--model-cmd", "/nonexistent/model --in {input}")
+def test_model_that_cannot_start_is_refused_at_start(daemon_factory, watch_dir):
+    d = daemon_factory("--model-cmd", "/nonexistent/model --in {input}", wait_ready=False)
+    assert d.proc.wait(30) == 2
+    assert "program '/nonexistent/model' is not an executable file" in d.log_text()
+
+
+def test_model_that_vanishes_after_start(daemon_factory, watch_dir, tmp_path):
+    model = tmp_path / "model.sh"
+    model.write_text("#!/bin/sh\nexit 0\n")
+    model.chmod(0o755)
+    daemon_factory("--model-cmd", f"{model} {{input}} {{output}}")
+    model.unlink()
     raw = drop(watch_dir, route([""]), key="nostart")
     st = wait_final(watch_dir, "nostart", sha(raw))
     assert st["error"]["kind"] == "model_failed"

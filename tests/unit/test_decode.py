@@ -143,7 +143,7 @@ def _process(tmp_path: Path, input_bytes: bytes, output: bytes) -> tuple[Process
 
 
 def test_pipeline_publishes_double_encoded_output(tmp_path: Path) -> None:
-    raw = json.dumps(route()).encode()
+    raw = json.dumps(route([""])).encode()  # one step, as SCORED has one point
     done, status = _process(tmp_path, raw, json.dumps(json.dumps(SCORED)).encode())
     assert done.outcome is Outcome.ok
     assert status is not None and status.state is State.ok
@@ -169,3 +169,11 @@ def test_pipeline_deeply_nested_output_is_an_error_status(tmp_path: Path) -> Non
     done, status = _process(tmp_path, json.dumps(route()).encode(), DEEP)
     assert done.outcome is Outcome.error
     assert status is not None and status.error is not None and status.error.kind is ErrorKind.invalid_output
+
+
+def test_pipeline_output_of_the_wrong_shape_for_the_input_is_invalid_output(tmp_path: Path) -> None:
+    """Two steps in, one point out: the result would misplace scores on the map."""
+    done, status = _process(tmp_path, json.dumps(route(["", "turn-left"])).encode(), json.dumps(SCORED).encode())
+    assert done.outcome is Outcome.error
+    assert status is not None and status.error is not None and status.error.kind is ErrorKind.invalid_output
+    assert "1 points for route 0" in status.error.message

@@ -63,18 +63,27 @@ def test_model_cmd_unbalanced_quote_rejected() -> None:
 
 
 def test_model_cmd_from_env_with_known_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
-    cmd = "model --in {input} --out {output} --ws {workspace} --name {output_name} --key {key}"
+    cmd = "python3 model.py --in {input} --out {output} --ws {workspace} --name {output_name} --key {key}"
     monkeypatch.setenv("MODELGEN_MODEL_CMD", cmd)
     s = ModelSettings()
     assert s.model_cmd == cmd
-    assert s.command_template[0] == "model"
+    assert s.command_template[0] == "python3"
+
+
+def test_model_program_must_exist() -> None:
+    with pytest.raises(ValidationError) as info:
+        ModelSettings(model_cmd="no-such-model-program {input}")
+    assert "not on PATH" in describe_error(info.value)
+    with pytest.raises(ValidationError) as info:
+        ModelSettings(model_cmd="./missing/model {input}")
+    assert "not an executable file" in describe_error(info.value)
 
 
 def test_model_label() -> None:
     assert ModelSettings().model_label == "reference"
     upstream = "python3 /opt/cyclesafe/modelmanager/model.py --workspace={workspace} --routefile={input} --dumpresponse={output_name}"
     assert ModelSettings(model_cmd=upstream).model_label == "model.py"
-    assert ModelSettings(model_cmd="/usr/local/bin/scorer {input} {output}").model_label == "scorer"
+    assert ModelSettings(model_cmd="/bin/sh -c true").model_label == "sh"
     assert ModelSettings(model_cmd=upstream, model_name="tree-v2").model_label == "tree-v2"
 
 
