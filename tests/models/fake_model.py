@@ -5,7 +5,8 @@
 Modes: ok (plain JSON), double (upstream's JSON string holding JSON), fail (traceback,
 exit 1), hang (sleeps forever with a child process), chatty (megabytes on stdout and
 stderr, then ok), garbage (not JSON), nothing (exit 0, no file), badshape (JSON of the
-wrong shape), slow (sleep, then ok), trapterm (ignores SIGTERM while hanging).
+wrong shape), slow (sleep, then ok), trapterm (ignores SIGTERM while hanging), orphan
+(leaves a grandchild to be re-parented), escape (a setsid descendant holds stdout open).
 """
 
 import argparse
@@ -45,6 +46,10 @@ def main():
         time.sleep(a.sleep)
     with open(a.input) as fh:
         doc = json.load(fh)
+    if a.mode == "orphan":  # leaves a short-lived grandchild behind, re-parented to PID 1
+        subprocess.Popen([sys.executable, "-c", "import os, time\nif os.fork() == 0:\n    time.sleep(0.3)\n"])
+    if a.mode == "escape":  # a descendant in its own session keeps our stdout open for a minute
+        subprocess.Popen(["setsid", sys.executable, "-c", "import time; time.sleep(60)"])
     if a.fail_marked and doc.get("fail_me"):
         raise RuntimeError("this route was marked to fail")
     if a.mode in ("hang", "trapterm"):
@@ -70,6 +75,8 @@ def main():
             fh.write("<html>this is not json")
         elif a.mode == "badshape":
             json.dump({"routes": "nope"}, fh)
+        elif a.mode in ("orphan", "escape"):
+            json.dump(score(doc), fh)
         elif a.mode == "double":
             fh.write(json.dumps(json.dumps(score(doc))))
         else:
