@@ -31,6 +31,12 @@ def _logging_flags(p: argparse.ArgumentParser) -> None:
     _opt(p, "--log-level", "debug, info, warning or error (default info)")
 
 
+def _volume_flags(p: argparse.ArgumentParser) -> None:
+    _opt(p, "--watch-dir", "the shared volume (default ./data)")
+    _opt(p, "--input-name", "input file name (default gps_input_route.json)")
+    _opt(p, "--output-name", "result file name (default gps_scored_route.json)")
+
+
 def _model_flags(p: argparse.ArgumentParser) -> None:
     _opt(p, "--model-cmd", "model argument template; placeholders {input} {output} {workspace} {output_name} {key}")
     _opt(p, "--model-cwd", "working directory of the model")
@@ -46,9 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="watch the directory and score every input (default)")
-    _opt(run, "--watch-dir", "the shared volume (default ./data)")
-    _opt(run, "--input-name", "input file name (default gps_input_route.json)")
-    _opt(run, "--output-name", "result file name (default gps_scored_route.json)")
+    _volume_flags(run)
     _model_flags(run)
     _opt(run, "--workers", "requests scored in parallel (default 1)")
     _opt(run, "--observer", "auto, native or polling (default auto)")
@@ -72,12 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     _logging_flags(score)
 
     serve = sub.add_parser("serve", help="the reference server: cyclesafe's REST API through files only")
-    _opt(serve, "--watch-dir", "the shared volume (default ./data)")
+    _volume_flags(serve)
     _opt(serve, "--host", "address to listen on (default 127.0.0.1; 0.0.0.0 in containers)")
     _opt(serve, "--port", "port to listen on (default 8009; 0 picks a free one)")
     _opt(serve, "--static-dir", "folder of static files; / serves directions.html")
-    _opt(serve, "--input-name", "input file name (default gps_input_route.json)")
-    _opt(serve, "--output-name", "result file name (default gps_scored_route.json)")
     _opt(serve, "--max-input-bytes", "largest upload accepted (default 5 MiB)")
     _opt(serve, "--max-wait", "longest ?wait= a GET may ask for, seconds (default 60)")
     _opt(serve, "--legacy-wait", "seconds the key-less GET waits for the last upload's result (default 30)")

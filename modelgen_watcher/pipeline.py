@@ -195,20 +195,24 @@ class Pipeline:
             self.layout.status(req.key), status.model_dump(mode="json"), temp_prefix=WATCHER_TEMP_PREFIX
         )
 
-    def _publish_error(self, req: Request, sha: str | None, started_at: str, t0: float, info: ErrorInfo) -> None:
-        fsio.remove_quietly(self.layout.result(req.key))
+    def _write_final(
+        self, req: Request, sha: str | None, started_at: str, t0: float, error: ErrorInfo | None = None
+    ) -> int:
+        """The ok or error status that ends a request; returns its duration in ms."""
+        duration_ms = int((time.monotonic() - t0) * 1000)
         self._write_status(
             req,
             Status(
-                state=State.error,
+                state=State.ok if error is None else State.error,
                 key=req.key,
                 input_sha256=sha,
                 started_at=started_at,
                 finished_at=utc_now_iso(),
-                duration_ms=int((time.monotonic() - t0) * 1000),
-                error=info,
+                duration_ms=duration_ms,
+                error=error,
             ),
         )
+        return duration_ms
 
     # -- the request ------------------------------------------------------
 
@@ -247,18 +251,7 @@ class Pipeline:
             fsio.atomic_write_json(
                 self.layout.result(req.key), scored.model_dump(mode="json"), temp_prefix=WATCHER_TEMP_PREFIX
             )
-            duration_ms = int((time.monotonic() - t0) * 1000)
-            self._write_status(
-                req,
-                Status(
-                    state=State.ok,
-                    key=req.key,
-                    input_sha256=sha,
-                    started_at=started_at,
-                    finished_at=utc_now_iso(),
-                    duration_ms=duration_ms,
-                ),
-            )
+            duration_ms = self._write_final(req, sha, started_at, t0)
             bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)
             return Processed(Outcome.ok)
         except _StillWriting as busy:
@@ -271,7 +264,8 @@ class Pipeline:
 
     def _fail(self, req: Request, sha: str | None, started_at: str, t0: float, info: ErrorInfo, bound: Any) -> Processed:
         try:
-            self._publish_error(req, sha, started_at, t0, info)
+            fsio.remove_quietly(self.layout.result(req.key))  # no result may claim a failed input
+            self._write_final(req, sha, started_at, t0, error=info)
         except OSError as exc:
             bound.error("request.status_unwritable", error=str(exc))
         bound.info(
