@@ -1,15 +1,26 @@
-# Set-up and everyday commands. Each target creates its own venv on first use.
+# Set-up and everyday commands. Each Python target creates its own venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 WATCH_DIR ?= data
 
-.PHONY: run test unit integration bench clean help
+# Container targets (replace cyclesafe's setup.sh). COMPOSE is Docker's by default;
+# `make COMPOSE=podman-compose up` works too.
+COMPOSE ?= docker compose
+COMPOSE_FILES ?= -f compose.yaml
+CS_PORT ?= 8009
+VERIFY_URL ?= http://127.0.0.1:$(CS_PORT)/rest/score
+TAG ?= 0.1.0
+
+.PHONY: help run test unit integration e2e bench static-checks containers-check ci \
+        build up verify logs down clean clean-venv k3d-up k3d-deploy
 
 help:
-	@echo "make run    - start the watcher on ./$(WATCH_DIR) with the embedded reference model"
-	@echo "make test   - run the whole test suite"
-	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make run               - the watcher on ./$(WATCH_DIR) with the embedded reference model"
+	@echo "make test              - the Python test suite (unit, integration, end-to-end)"
+	@echo "make static-checks     - hadolint, Compose schema, kubernetes-validate, checkov"
+	@echo "make containers-check  - build and run the stack with podman, end to end"
+	@echo "make build|up|verify|logs|down|clean  - the stack with Docker Compose"
 
 $(BIN)/modelgen-watcher: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +34,60 @@ run: $(BIN)/modelgen-watcher
 test: $(BIN)/modelgen-watcher
 	$(BIN)/python -m pytest
 
-unit: $(BIN)/modelgen-watcher
-	$(BIN)/python -m pytest tests/unit
-
-integration: $(BIN)/modelgen-watcher
-	$(BIN)/python -m pytest tests/integration
+unit integration e2e: $(BIN)/modelgen-watcher
+	$(BIN)/python -m pytest tests/$@
 
 bench: $(BIN)/modelgen-watcher
 	$(BIN)/python bench/latency.py
 
+static-checks:
+	bash scripts/static-checks.sh
+
+containers-check:
+	bash tests/containers/run.sh
+
+ci: test static-checks containers-check
+
+# --- the stack (what setup.sh used to do) ---------------------------------------
+
+build:
+	$(COMPOSE) $(COMPOSE_FILES) build
+
+up:
+	$(COMPOSE) $(COMPOSE_FILES) up -d --build --wait
+
+verify:
+	@set -e; \
+	printf '%s' '{"routes":[{"legs":[{"steps":[{"end_location":{"lat":30.2894657,"lng":-97.7367919},"maneuver":""},{"end_location":{"lat":30.29,"lng":-97.74},"maneuver":"turn-left"}]}]}]}' > .verify-route.json; \
+	ack=$$(curl -sS --fail-with-body -H 'Content-Type: application/json' --data-binary @.verify-route.json $(VERIFY_URL)/upload); \
+	rm -f .verify-route.json; \
+	key=$$(echo "$$ack" | $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["key"])'); \
+	result=$$(curl -sS --fail-with-body "$(VERIFY_URL)/retrieve?key=$$key&wait=60"); \
+	echo "$$result" | $(PYTHON) -c 'import json,sys; d=json.load(sys.stdin); ack=json.loads(sys.argv[1]); \
+assert d["meta"]["input_sha256"] == ack["input_sha256"], "result is for another input"; \
+assert [p["score"] for p in d["routes"][0]] == [0.939394, 0.911523], d; \
+print("verify: ok, key", ack["key"], "totalScores", d["totalScores"])' "$$ack"
+
+logs:
+	$(COMPOSE) $(COMPOSE_FILES) logs --tail=100
+
+down:
+	$(COMPOSE) $(COMPOSE_FILES) down
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	$(COMPOSE) $(COMPOSE_FILES) down -v --rmi local
+
+clean-venv:
+	rm -rf $(VENV) .tools .podman build *.egg-info .pytest_cache
+
+# --- Kubernetes on a local k3d cluster ------------------------------------------
+
+k3d-up:
+	k3d cluster create --config deploy/k3d.yaml
+
+k3d-deploy:
+	docker build -f Dockerfile.modelgen -t yoinkbird/cs_modelgen:$(TAG) .
+	docker build -f Dockerfile.server -t yoinkbird/cs_server:$(TAG) .
+	k3d image import -c cyclesafe yoinkbird/cs_modelgen:$(TAG) yoinkbird/cs_server:$(TAG)
+	kubectl apply -k deploy/k8s
+	kubectl -n cyclesafe rollout status deployment/cyclesafe --timeout=120s
