@@ -13,6 +13,7 @@ from typing import IO
 
 from . import fsio, retention
 from .logs import get_logger
+from .metrics import Metrics, watcher_metrics
 from .observe import EventSource, ObserverKind
 from .pipeline import Outcome, Pipeline
 from .protocol import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
@@ -37,7 +38,9 @@ def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
-def build_pipeline(settings: WatcherSettings, layout: Layout) -> tuple[Pipeline, SubprocessRunner]:
+def build_pipeline(
+    settings: WatcherSettings, layout: Layout, metrics: Metrics | None = None
+) -> tuple[Pipeline, SubprocessRunner]:
     """The pipeline and runner one settings object describes (shared by ``run`` and ``score``)."""
     runner = SubprocessRunner(settings.command_template, cwd=settings.model_cwd, kill_grace=settings.kill_grace)
     pipeline = Pipeline(
@@ -47,6 +50,7 @@ def build_pipeline(settings: WatcherSettings, layout: Layout) -> tuple[Pipeline,
         model_timeout=settings.model_timeout,
         max_input_bytes=settings.max_input_bytes,
         settle=settings.settle,
+        metrics=metrics,
     )
     return pipeline, runner
 
@@ -57,7 +61,8 @@ class Daemon:
     def __init__(self, settings: WatcherSettings) -> None:
         self.settings = settings
         self.layout = Layout(settings.watch_dir.resolve(), settings.names)
-        self.pipeline, self.runner = build_pipeline(settings, self.layout)
+        self.metrics = watcher_metrics()
+        self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics)
         self.scheduler = Scheduler(
             self.pipeline.process, workers=settings.workers, debounce=settings.debounce / 1000.0
         )
@@ -116,6 +121,7 @@ class Daemon:
         """A file event for ``name``: schedule it if it is an input, log a refusal once if it is a bad one."""
         parsed = self.layout.names.parse(name)
         if isinstance(parsed, Request):
+            self.metrics.inc("events_total")
             self._evented.add(name)
             self.scheduler.notify(parsed)
         elif isinstance(parsed, Rejected) and name not in self._rejected:
@@ -151,6 +157,9 @@ class Daemon:
                 self.scheduler.notify(parsed)
                 scheduled += 1
         self._seen = current
+        if not everything:
+            self.metrics.inc("rescans_total")
+            self.metrics.inc("missed_events_total", missed)
         if missed:
             self._on_missed_events(missed)
         return scheduled
@@ -169,6 +178,7 @@ class Daemon:
             return
         expired = retention.expire(self.layout, self.settings.retention, self.scheduler.busy)
         if expired:
+            self.metrics.inc("retention_removed_total", len(expired))
             log.info("retention.removed", keys=len(expired), max_age_s=self.settings.retention)
 
     # -- heartbeat --------------------------------------------------------
@@ -182,6 +192,16 @@ class Daemon:
             ready=ready,
         )
         fsio.atomic_write_json(self.layout.health_file, health.model_dump(), temp_prefix=WATCHER_TEMP_PREFIX)
+        self._write_metrics(observer)
+
+    def _write_metrics(self, observer: ObserverKind) -> None:
+        m = self.metrics
+        for outcome, count in self.scheduler.outcomes.items():
+            m.set("requests_total", count, outcome=outcome.value)
+        m.set("queue_depth", self.scheduler.depth())
+        m.set("native_observer", 1 if observer == "native" else 0)
+        m.set("heartbeat_timestamp_seconds", round(time.time(), 3))
+        fsio.atomic_write(self.layout.metrics_file, m.render().encode(), temp_prefix=WATCHER_TEMP_PREFIX)
 
     def _ticker(self) -> None:
         """Heartbeat every few seconds and rescan periodically; stop the daemon if a part of it died."""

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from . import fsio
 from .logs import get_logger
+from .metrics import Metrics
 from .protocol import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
 from .runners.base import ModelJob, ModelRunner, RunReport
 from .schemas import (
@@ -178,6 +179,7 @@ class Pipeline:
         model_timeout: float,
         max_input_bytes: int,
         settle: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.layout = layout
         self.runner = runner
@@ -185,6 +187,7 @@ class Pipeline:
         self.model_timeout = model_timeout
         self.max_input_bytes = max_input_bytes
         self.settle = settle
+        self.metrics = metrics or Metrics("modelgen")
         self._first_seen: dict[tuple[Request, str], float] = {}
         self._first_seen_lock = threading.Lock()
 
@@ -263,6 +266,7 @@ class Pipeline:
             return self._fail(req, sha, started_at, t0, info, bound)
 
     def _fail(self, req: Request, sha: str | None, started_at: str, t0: float, info: ErrorInfo, bound: Any) -> Processed:
+        self.metrics.inc("errors_total", kind=info.kind.value)
         try:
             fsio.remove_quietly(self.layout.result(req.key))  # no result may claim a failed input
             self._write_final(req, sha, started_at, t0, error=info)
@@ -356,6 +360,8 @@ class Pipeline:
             snapshot.write_bytes(data)
             job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout)
             report = self.runner.run(job)
+            self.metrics.inc("model_runs_total")
+            self.metrics.inc("model_seconds_total", report.duration_s)
             if report.cancelled:
                 return report, None
             failed = failure_from_report(report, self.model_timeout)

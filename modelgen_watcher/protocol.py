@@ -24,6 +24,7 @@ WATCHER_TEMP_PREFIX = ".modelgen-"
 CLIENT_TEMP_PREFIX = ".client-"
 """Temp files of writers using the client library (dot-files the watcher ignores)."""
 HEALTH_FILE = "health.json"
+METRICS_FILE = "metrics.prom"
 LOCK_FILE = "lock"
 WORKSPACE_DIR = "workspace"
 TMP_DIR = "tmp"
@@ -154,6 +155,10 @@ class Layout:
     @property
     def health_file(self) -> Path:
         return self.state_dir / HEALTH_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.state_dir / METRICS_FILE
 
     @property
     def lock_file(self) -> Path:

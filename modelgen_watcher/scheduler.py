@@ -141,6 +141,11 @@ class Scheduler:
         with self._cond:
             return req in self._entries
 
+    def depth(self) -> int:
+        """Requests queued or running."""
+        with self._cond:
+            return len(self._entries)
+
     def idle(self) -> bool:
         with self._cond:
             return not self._entries

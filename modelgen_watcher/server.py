@@ -19,6 +19,7 @@ from typing import Any
 from . import fsio, health
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
 from .logs import get_logger
+from .metrics import Metrics
 from .protocol import is_valid_key
 from .settings import ServerSettings
 
@@ -27,6 +28,8 @@ log = get_logger("modelgen_watcher.server")
 UPLOAD_PATH = "/rest/score/upload"
 RETRIEVE_PATH = "/rest/score/retrieve"
 RETRY_AFTER_S = 1
+ENDPOINTS = {UPLOAD_PATH: "upload", RETRIEVE_PATH: "retrieve", "/healthz": "healthz", "/readyz": "readyz",
+             "/metrics": "metrics"}
 
 
 class ScoreServer(ThreadingHTTPServer):
@@ -44,6 +47,8 @@ class ScoreServer(ThreadingHTTPServer):
         self.static_root = settings.static_dir.resolve() if settings.static_dir else None
         self._last_lock = threading.Lock()
         self._last_upload: Submission | None = None
+        self.metrics = Metrics("modelgen_server")
+        self.metrics.describe("http_requests_total", "counter", "HTTP requests answered, by endpoint and status code.")
         super().__init__((settings.host, settings.port), Handler)
 
     def remember_upload(self, sub: Submission) -> None:
@@ -83,6 +88,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        self.server.metrics.inc("http_requests_total", endpoint=self._endpoint, code=str(code))
         log.info("http.request", method=self.command, path=self.path.split("?")[0], status=code,
                  duration_ms=int((time.monotonic() - self._t0) * 1000), **self._log_fields)
 
@@ -96,6 +102,7 @@ class Handler(BaseHTTPRequestHandler):
         self._t0 = time.monotonic()
         self._log_fields: dict[str, Any] = {}
         url = urllib.parse.urlsplit(self.path)
+        self._endpoint = ENDPOINTS.get(url.path, "static")
         return url.path, urllib.parse.parse_qs(url.query, keep_blank_values=True)
 
     # -- POST ---------------------------------------------------------------
@@ -141,7 +148,18 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200 if alive.healthy else 503, {"ready": alive.healthy, "watcher": alive.message})
         if path == RETRIEVE_PATH:
             return self._retrieve(query)
+        if path == "/metrics":
+            return self._metrics()
         return self._static(path)
+
+    def _metrics(self) -> None:
+        """The server's counters, then the watcher's (from its metrics file on the volume)."""
+        text = self.server.metrics.render()
+        try:
+            watcher = self.server.client.layout.metrics_file.read_text(encoding="utf-8")
+        except OSError:
+            watcher = ""
+        self._send(200, (text + watcher).encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
     do_HEAD = do_GET  # noqa: N815
 

@@ -186,3 +186,17 @@ def test_without_static_dir_other_gets_are_404(server_factory):
     server = server_factory()
     assert server.get("/").status == 404
     assert server.get("/directions.html").status == 404
+
+
+def test_metrics_endpoint_serves_server_and_watcher_counters(daemon_factory, server_factory):
+    daemon_factory()
+    server = server_factory()
+    ack = upload(server, route([""]))
+    assert server.get(f"/rest/score/retrieve?key={ack['key']}&wait=20").status == 200
+    assert server.get("/rest/score/retrieve?key=nosuch").status == 404
+    resp = server.get("/metrics")
+    assert resp.status == 200 and resp.headers["content-type"].startswith("text/plain")
+    text = resp.body.decode()
+    assert 'modelgen_server_http_requests_total{code="200",endpoint="upload"} 1' in text
+    assert 'modelgen_server_http_requests_total{code="404",endpoint="retrieve"} 1' in text
+    assert "# TYPE modelgen_requests_total counter" in text  # the watcher's, from the volume
