@@ -75,7 +75,7 @@ down:
 	$(COMPOSE) $(COMPOSE_FILES) down
 
 clean:
-	$(COMPOSE) $(COMPOSE_FILES) down -v --rmi local
+	$(COMPOSE) $(COMPOSE_FILES) down -v --rmi all
 
 clean-venv:
 	rm -rf $(VENV) .tools .podman build *.egg-info .pytest_cache

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from . import fsio
 from .protocol import CLIENT_TEMP_PREFIX, DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, Layout, Names, is_valid_key
-from .schemas import RouteRequest, ScoredRoute, State, Status, format_validation_error
+from .schemas import ErrorKind, RouteRequest, ScoredRoute, State, Status, format_validation_error
 
 POLL_INTERVAL = 0.25
 """The bounded poll under the file events: waiting works even where no event arrives."""
@@ -50,8 +50,15 @@ class WaitTimeout(TimeoutError):
 
 @dataclass(frozen=True)
 class Submission:
+    """What was published: the key, the hash of the exact bytes, and the input's mtime after publishing.
+
+    ``published_ns`` lets a retry of the same bytes tell a fresh error from one left by
+    an earlier attempt (the watcher redoes transient failures, so those are stale).
+    """
+
     key: str | None
     input_sha256: str
+    published_ns: int = 0
 
 
 def new_key() -> str:
@@ -166,27 +173,33 @@ class Client:
             raise ValueError(f"invalid key {key!r}")
         raw = self.encode_route(route)
         self.layout.root.mkdir(parents=True, exist_ok=True)
-        fsio.atomic_write(self.layout.input(key), raw, temp_prefix=CLIENT_TEMP_PREFIX)
-        return Submission(key=key, input_sha256=fsio.sha256_hex(raw))
+        path = self.layout.input(key)
+        fsio.atomic_write(path, raw, temp_prefix=CLIENT_TEMP_PREFIX)
+        return Submission(key=key, input_sha256=fsio.sha256_hex(raw), published_ns=os.lstat(path).st_mtime_ns)
 
     # -- outcome ----------------------------------------------------------
 
-    def status(self, key: str | None) -> Status | None:
-        raw = fsio.read_json_file(self.layout.status(key), 1024 * 1024)
+    def status(self, key: str | None) -> tuple[Status, int] | None:
+        """The request's status and the status file's mtime (ns), or None when missing or invalid."""
         try:
-            return Status.model_validate(raw) if raw is not None else None
-        except ValidationError:
+            snap = fsio.safe_read(self.layout.status(key), 1024 * 1024)
+            return Status.model_validate_json(snap.data), snap.mtime_ns
+        except (OSError, fsio.UnsafeFile, ValidationError):
             return None
 
     def poll(self, sub: Submission) -> dict[str, Any] | None:
         """The result if it is ready, None while pending; raises ModelError if the request failed."""
-        status = self.status(sub.key)
-        if status is None or status.input_sha256 != sub.input_sha256 or status.state is State.running:
+        found = self.status(sub.key)
+        if found is None:
+            return None
+        status, written_ns = found
+        if status.input_sha256 != sub.input_sha256 or status.state is State.running:
             return None
         if status.state is State.error:
             err = status.error
-            raise ModelError(err.kind.value if err else "model_failed", err.message if err else "failed",
-                             err.detail if err else None)
+            if err is None or (err.kind is not ErrorKind.invalid_input and written_ns < sub.published_ns):
+                return None  # an earlier attempt's transient failure: the watcher is redoing it
+            raise ModelError(err.kind.value, err.message, err.detail)
         doc = fsio.read_json_file(self.layout.result(sub.key), _DOC_MAX_BYTES)
         try:
             result = ScoredRoute.model_validate(doc)

@@ -213,16 +213,19 @@ class Daemon:
                 self.exit_code = 1
                 self._stop_requested = True
                 return
-            try:
-                if time.monotonic() >= next_rescan:
-                    self.rescan()
-                    self._expire()
-                    next_rescan = time.monotonic() + self.settings.rescan_interval
-                if os.getpid() == 1:
-                    self.runner.reap_orphans()
+            if time.monotonic() >= next_rescan:
+                next_rescan = time.monotonic() + self.settings.rescan_interval
+                for chore in (self.rescan, self._expire):
+                    try:
+                        chore()
+                    except OSError as exc:
+                        log.error("daemon.io_error", chore=chore.__name__, error=str(exc))
+            if os.getpid() == 1:
+                self.runner.reap_orphans()
+            try:  # the heartbeat must not depend on the chores above succeeding
                 self._write_health(self.events.kind, ready=True)
             except OSError as exc:
-                log.error("daemon.io_error", error=str(exc))
+                log.error("daemon.io_error", chore="heartbeat", error=str(exc))
 
     # -- lifecycle --------------------------------------------------------
 

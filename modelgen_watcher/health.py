@@ -30,6 +30,6 @@ def check(watch_dir: Path, max_age: float) -> HealthCheck:
     if not doc.get("ready"):
         return HealthCheck(False, f"watcher (pid {doc.get('pid')}) is not ready")
     age = time.time() - beat
-    if age > max_age:
+    if abs(age) > max_age:  # a heartbeat from the future is as untrustworthy as an old one
         return HealthCheck(False, f"last heartbeat {age:.1f} s ago (max {max_age:g} s)")
     return HealthCheck(True, f"pid {doc.get('pid')}, observer {doc.get('observer')}, heartbeat {age:.1f} s ago")

@@ -25,8 +25,10 @@ def expire(layout: Layout, max_age: float, busy: Callable[[Request], bool], now:
         if key is None:
             continue
         try:
+            if not entry.is_file(follow_symlinks=False):
+                continue  # directories, symlinks and FIFOs are not ours to delete
             mtime = entry.stat(follow_symlinks=False).st_mtime
-        except FileNotFoundError:
+        except OSError:
             continue
         newest[key] = max(newest.get(key, 0.0), mtime)
     expired = []
@@ -35,6 +37,10 @@ def expire(layout: Layout, max_age: float, busy: Callable[[Request], bool], now:
             continue
         # Input first: once it is gone nothing will recreate the outputs.
         for path in (layout.input(key), layout.result(key), layout.status(key)):
-            fsio.remove_quietly(path)
+            try:
+                if path.is_file() and not path.is_symlink():
+                    fsio.remove_quietly(path)
+            except OSError:
+                pass  # retried at the next sweep; never worth stopping the heartbeat for
         expired.append(key)
     return expired

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -28,6 +30,8 @@ log = get_logger("modelgen_watcher.server")
 UPLOAD_PATH = "/rest/score/upload"
 RETRIEVE_PATH = "/rest/score/retrieve"
 RETRY_AFTER_S = 1
+MAX_CONNECTIONS = 256
+_DIGITS = re.compile(r"[0-9]{1,12}")
 ENDPOINTS = {UPLOAD_PATH: "upload", RETRIEVE_PATH: "retrieve", "/healthz": "healthz", "/readyz": "readyz",
              "/metrics": "metrics"}
 
@@ -47,9 +51,28 @@ class ScoreServer(ThreadingHTTPServer):
         self.static_root = settings.static_dir.resolve() if settings.static_dir else None
         self._last_lock = threading.Lock()
         self._last_upload: Submission | None = None
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.metrics = Metrics("modelgen_server")
         self.metrics.describe("http_requests_total", "counter", "HTTP requests answered, by endpoint and status code.")
         super().__init__((settings.host, settings.port), Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One thread per connection, but no more than MAX_CONNECTIONS: the rest get a 503 at once."""
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+                                b"Connection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def remember_upload(self, sub: Submission) -> None:
         with self._last_lock:
@@ -71,6 +94,7 @@ class Handler(BaseHTTPRequestHandler):
     server: ScoreServer
     protocol_version = "HTTP/1.1"
     server_version = "modelgen-watcher"
+    timeout = 30  # seconds a connection may sit idle or half-sent before its thread is freed
 
     # -- plumbing ---------------------------------------------------------
 
@@ -116,11 +140,12 @@ class Handler(BaseHTTPRequestHandler):
         if ctype != "application/json":
             self.close_connection = True
             return self._error(415, "unsupported_media_type", "send the route as Content-Type: application/json")
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
+        raw_length = (self.headers.get("Content-Length") or "").strip()
+        if "Transfer-Encoding" in self.headers or not _DIGITS.fullmatch(raw_length):
+            # Chunked or unknown lengths are refused: a proxy and this server must agree where a request ends.
             self.close_connection = True
-            return self._error(411, "length_required", "a Content-Length header is required")
+            return self._error(411, "length_required", "send the route with a Content-Length (no chunked encoding)")
+        length = int(raw_length)
         if length > self.server.settings.max_input_bytes:
             self.close_connection = True  # the body is not read; the connection cannot be reused
             return self._error(413, "too_large",
@@ -141,6 +166,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         path, query = self._begin()
+        if "Transfer-Encoding" in self.headers or (self.headers.get("Content-Length") or "0").strip() != "0":
+            self.close_connection = True  # an unread body must not be taken for the next request
         if path == "/healthz":
             return self._json(200, {"status": "ok"})
         if path == "/readyz":
@@ -172,7 +199,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._error(400, "bad_request", f"wait must be a number of seconds from 0 to {settings.max_wait:g}")
         if "key" not in query:
-            return self._retrieve_legacy()
+            return self._retrieve_legacy(wait if "wait" in query else settings.legacy_wait)
         key = query["key"][-1]
         if not is_valid_key(key):
             return self._error(400, "bad_key", "key must match [A-Za-z0-9][A-Za-z0-9_-]{0,63} and not be 'status'")
@@ -182,16 +209,16 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(404, "unknown_key", f"no request with key {key}")
         except (OSError, fsio.UnsafeFile) as exc:
             return self._error(404, "unknown_key", f"request {key} cannot be read: {exc}")
-        sub = Submission(key=key, input_sha256=snap.sha256)
+        sub = Submission(key=key, input_sha256=snap.sha256, published_ns=snap.mtime_ns)
         self._log_fields = {"key": key, "input_sha256": sub.input_sha256}
         self._answer(sub, wait, legacy=False)
 
-    def _retrieve_legacy(self) -> None:
+    def _retrieve_legacy(self, wait: float) -> None:
         sub = self.server.last_upload()
         if sub is None:
             return self._error(404, "no_upload", "nothing was uploaded to this server yet")
         self._log_fields = {"key": sub.key, "input_sha256": sub.input_sha256, "legacy": True}
-        self._answer(sub, self.server.settings.legacy_wait, legacy=True)
+        self._answer(sub, wait, legacy=True)
 
     def _answer(self, sub: Submission, wait: float, *, legacy: bool) -> None:
         client = self.server.client
@@ -208,6 +235,8 @@ class Handler(BaseHTTPRequestHandler):
                                     "input_sha256": sub.input_sha256})
         except WaitTimeout:
             result = None
+        if result is None and wait > 0 and not self.server.watcher_alive().healthy:
+            return self._error(504, "watcher_unavailable", "the model watcher stopped while the request was pending")
         if result is None:
             return self._json(202, {"state": "pending", "key": sub.key, "input_sha256": sub.input_sha256},
                               headers={"Retry-After": str(RETRY_AFTER_S)})

@@ -35,8 +35,12 @@ if ! podman image exists "$BASE_IMAGE"; then
   mirror="${mirror:-http://deb.debian.org/debian}"
   rootfs="$(mktemp -d)"
   trap 'rm -rf "$rootfs"' EXIT
-  debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-    bookworm "$rootfs" "$mirror" >&2
+  if ! debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+      bookworm "$rootfs" "$mirror" > "$STATE/debootstrap.log" 2>&1; then
+    tail -20 "$STATE/debootstrap.log" >&2
+    say "FAILED: debootstrap could not make the base image"
+    exit 1
+  fi
   # Downloads inside builds go through a proxy that re-signs TLS: trust its CA in the image.
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from modelgen_watcher import fsio
 from modelgen_watcher.client import Client, ModelError, Submission, WaitTimeout
 from modelgen_watcher.protocol import DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, is_valid_key
 
@@ -23,7 +25,8 @@ __all__ = ["ModelError", "WaitTimeout", "retrieve_json_results", "save_json_file
 
 _lock = threading.Lock()
 _client: Client | None = None
-_submissions: dict[str | None, Submission] = {}
+_submissions: OrderedDict[str | None, Submission] = OrderedDict()
+_REMEMBERED = 1024
 
 
 def _watch_dir() -> Path:
@@ -48,39 +51,51 @@ def _get_client() -> Client:
 def save_json_file(response_json: Any, filename: str | None = None, genkey: Any = True) -> tuple[str | None, str]:
     """Publish the posted route; returns ``(key, filepath)``.
 
-    ``genkey``: true for a fresh key, a string or number to use as the key, false or
-    None for upstream's single-user name. ``filename`` is accepted for upstream's
+    ``genkey``: ``True`` for a fresh key, a non-empty string or a non-zero number to
+    use as the key (upstream's static 100001), anything false (``False``, ``None``,
+    ``0``, ``""``) for upstream's single-user name. ``filename`` is accepted for upstream's
     signature; the names on the volume are the watcher's (``MODELGEN_INPUT_NAME``).
     Raises ``modelgen_watcher.client.InvalidRoute`` for a route that cannot be scored.
     """
+    key: str | None
     if genkey is True:
-        key: str | None = ""
-    elif genkey is False or genkey is None:
+        key = ""
+    elif not genkey:
         key = None
     else:
-        key = str(genkey)
-        if not is_valid_key(key):
-            raise ValueError(f"invalid key {key!r}")
+        key = _key(genkey)
     client = _get_client()
     sub = client.submit(response_json, key=key)
     with _lock:
         _submissions[sub.key] = sub
+        _submissions.move_to_end(sub.key)
+        while len(_submissions) > _REMEMBERED:
+            _submissions.popitem(last=False)
     return sub.key, str(client.layout.input(sub.key))
 
 
-def retrieve_json_results(key: str | None = None) -> str:
+def _key(value: Any) -> str | None:
+    """Upstream passes keys as numbers or strings; None means the single-user name."""
+    if value is None:
+        return None
+    key = str(value)
+    if not is_valid_key(key):
+        raise ValueError(f"invalid key {key!r}")
+    return key
+
+
+def retrieve_json_results(key: Any = None) -> str:
     """The scored route for ``key`` as a JSON string; raises ModelError or WaitTimeout, never stale data.
 
     Upstream's server ``json.dumps`` this string once more, which is the double-encoded
     form its page parses.
     """
     client = _get_client()
+    name = _key(key)
     with _lock:
-        sub = _submissions.get(key)
+        sub = _submissions.get(name)
     if sub is None:  # submitted by another process: the input on the volume defines the hash
-        from modelgen_watcher import fsio
-
-        data = client.layout.input(key).read_bytes()
-        sub = Submission(key=key, input_sha256=fsio.sha256_hex(data))
+        snap = fsio.safe_read(client.layout.input(name), client.max_input_bytes)
+        sub = Submission(key=name, input_sha256=snap.sha256, published_ns=snap.mtime_ns)
     result = client.wait(sub, timeout=float(os.environ.get("MODELGEN_RESULT_TIMEOUT", "60")))
     return json.dumps(result)

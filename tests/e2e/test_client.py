@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -74,3 +75,19 @@ def test_invalid_routes_are_refused_before_writing(watch_dir):
     with pytest.raises(ValueError, match="invalid key"):
         client.submit(route([""]), key="../escape")
     assert not [p for p in watch_dir.iterdir() if not p.name.startswith(".")]
+
+
+def test_a_retry_of_the_same_bytes_ignores_an_earlier_transient_error(daemon_factory, watch_dir):
+    """A timeout left by an earlier attempt must not be reported for the retry: the watcher redoes it."""
+    doc = route(["turn-left"])
+    raw = encode(doc)
+    (watch_dir / "gps_scored_route.100001.status.json").write_text(json.dumps({
+        "state": "error", "key": "100001", "input_sha256": sha(raw), "started_at": "2026-01-01T00:00:00Z",
+        "error": {"kind": "model_timeout", "message": "an old timeout"}}))
+    old = (watch_dir / "gps_scored_route.100001.status.json").stat().st_mtime - 60
+    os.utime(watch_dir / "gps_scored_route.100001.status.json", (old, old))
+    client = Client(watch_dir, use_events=False)
+    sub = client.submit(doc, key="100001")
+    assert client.poll(sub) is None  # not the old error
+    daemon_factory()
+    assert client.wait(sub, timeout=20)["meta"]["input_sha256"] == sub.input_sha256

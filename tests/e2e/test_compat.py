@@ -57,3 +57,21 @@ def test_model_failure_raises_instead_of_returning_stale_data(daemon_factory, st
     assert status == 500
     err = json.loads(body)
     assert err["error"] == "ModelError" and "marked to fail" in err["message"]
+
+
+def test_drop_in_accepts_upstreams_integer_key(daemon_factory, watch_dir, monkeypatch):
+    """Upstream calls retrieve_json_results(100001) with the number it saved under."""
+    import importlib
+    import sys as _sys
+
+    monkeypatch.setenv("MODELGEN_WATCH_DIR", str(watch_dir))
+    monkeypatch.setenv("MODELGEN_RESULT_TIMEOUT", "20")
+    monkeypatch.syspath_prepend(COMPAT_PATH)
+    _sys.modules.pop("server_api_model", None)
+    api = importlib.import_module("server_api_model")
+    daemon_factory()
+    key, path = api.save_json_file(route(["turn-left"]), "gps_input_route.json", 100001)
+    assert key == "100001" and path.endswith("gps_input_route.100001.json")
+    assert json.loads(api.retrieve_json_results(100001))["totalScores"] == [0.911523]
+    assert api.save_json_file(route([""]), "gps_input_route.json", 0)[0] is None  # 0 is upstream's "no key"
+    _sys.modules.pop("server_api_model", None)

@@ -200,3 +200,38 @@ def test_metrics_endpoint_serves_server_and_watcher_counters(daemon_factory, ser
     assert 'modelgen_server_http_requests_total{code="200",endpoint="upload"} 1' in text
     assert 'modelgen_server_http_requests_total{code="404",endpoint="retrieve"} 1' in text
     assert "# TYPE modelgen_requests_total counter" in text  # the watcher's, from the volume
+
+
+def _raw_exchange(port: int, payload: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes, read until the server closes the connection."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("length", ["-1", "0_71", "abc", "1e3"])
+def test_malformed_content_length_is_refused(server_factory, length):
+    server = server_factory()
+    resp = server.request("POST", "/rest/score/upload", b"{}",
+                          {"Content-Type": "application/json", "Content-Length": length})
+    assert resp.status == 411
+
+
+def test_chunked_upload_is_refused(server_factory):
+    server = server_factory()
+    answer = _raw_exchange(server.port, b"POST /rest/score/upload HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 411")
+
+
+def test_a_get_body_is_never_read_as_a_second_request(server_factory):
+    server = server_factory()
+    smuggled = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = _raw_exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                           % (len(smuggled), smuggled))
+    assert answer.count(b"HTTP/1.1 ") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -40,3 +41,19 @@ def test_expire_judges_a_request_by_its_newest_file(tmp_path):
     assert not (tmp_path / input_name("stale")).exists()
     assert not (tmp_path / status_name("orphan")).exists()
     assert (tmp_path / input_name("fresh")).exists() and (tmp_path / input_name("busy")).exists()
+
+
+def test_a_directory_named_like_a_request_never_stops_the_heartbeat(daemon_factory, watch_dir):
+    odd = watch_dir / input_name("olddir")
+    odd.mkdir()
+    old = time.time() - 3600
+    os.utime(odd, (old, old))
+    d = daemon_factory("--retention", "1", "--rescan-interval", "0.5")
+    raw = drop(watch_dir, route([""]), key="swept")
+    wait_final(watch_dir, "swept", sha(raw))
+    wait_for(lambda: not (watch_dir / input_name("swept")).exists(), 20, what="a retention sweep")
+    first = json.loads((watch_dir / ".modelgen" / "health.json").read_text())["heartbeat_at"]
+    wait_for(lambda: json.loads((watch_dir / ".modelgen" / "health.json").read_text())["heartbeat_at"] != first,
+             10, what="a heartbeat after the sweep")
+    assert odd.is_dir()
+    assert not d.events("daemon.io_error")
