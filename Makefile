@@ -59,7 +59,7 @@ up:
 verify:
 	@set -e; \
 	printf '%s' '{"routes":[{"legs":[{"steps":[{"end_location":{"lat":30.2894657,"lng":-97.7367919},"maneuver":""},{"end_location":{"lat":30.29,"lng":-97.74},"maneuver":"turn-left"}]}]}]}' > .verify-route.json; \
-	ack=$$(curl -sS --fail-with-body -H 'Content-Type: application/json' --data-binary @.verify-route.json $(VERIFY_URL)/upload); \
+	ack=$$(curl -sS --retry 20 --retry-connrefused --retry-delay 1 --fail-with-body -H 'Content-Type: application/json' --data-binary @.verify-route.json $(VERIFY_URL)/upload); \
 	rm -f .verify-route.json; \
 	key=$$(echo "$$ack" | $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["key"])'); \
 	result=$$(curl -sS --fail-with-body "$(VERIFY_URL)/retrieve?key=$$key&wait=60"); \
