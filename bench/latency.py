@@ -30,7 +30,8 @@ What one run measures, on throw-away temp directories, and prints as one markdow
    coalesce intermediate writes, but the content present last is always scored, so it
    misses none.
 5. **Peak RSS** of each daemon process (``VmHWM`` in ``/proc/PID/status``, read just
-   before it is stopped; model subprocesses are not included).
+   before it is stopped; model subprocesses are not included), and its **idle CPU**
+   (user + system time over 5 s with nothing to do).
 
 Why: the daemon's promise is "about one model run plus a few ms after the file lands,
 and never a stale result"; this puts numbers on both halves against the bare model and
@@ -261,6 +262,32 @@ class Processes:
             self.stop(proc, group)
 
 
+IDLE_WINDOW_S = 5.0
+
+
+def idle_cpu_percent(pid: int, window: float) -> float | None:
+    """CPU the idle daemon uses (user + system, % of one core) over ``window`` seconds.
+
+    Polling watchers are known to burn CPU while nothing happens (watchfiles in Docker
+    at 75%); this is the number to compare.
+    """
+
+    def ticks() -> int | None:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            return None
+
+    before = ticks()
+    time.sleep(window)
+    after = ticks()
+    if before is None or after is None:
+        return None
+    return 100.0 * (after - before) / os.sysconf("SC_CLK_TCK") / window
+
+
 def peak_rss_kib(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -414,6 +441,7 @@ def bench_daemon(
         time.sleep(0.2)  # request.done is logged just after the status is written
         runs = daemon.runs_for(set(burst.shas))
         peak = peak_rss_kib(daemon.proc.pid)
+        idle = idle_cpu_percent(daemon.proc.pid, IDLE_WINDOW_S)
     finally:
         rc = daemon.stop()
     row.notes.append(f"n={n}")
@@ -424,6 +452,8 @@ def bench_daemon(
         + ("" if burst.same_second else " [burst spilled over a second boundary]")
     )
     row.notes.append(f"peak RSS {mib(peak)}")
+    if idle is not None:
+        row.notes.append(f"idle CPU {idle:.1f}% over {IDLE_WINDOW_S:g} s")
     if rc not in (0, None):
         row.notes.append(f"exit code {rc} on SIGTERM")
     return row

@@ -117,13 +117,18 @@ class Daemon:
 
     # -- events and scans -------------------------------------------------
 
-    def on_name(self, name: str) -> None:
-        """A file event for ``name``: schedule it if it is an input, log a refusal once if it is a bad one."""
+    def on_name(self, name: str, complete: bool = False) -> None:
+        """A file event for ``name``: schedule it if it is an input, log a refusal once if it is a bad one.
+
+        ``complete`` (closed after writing, or renamed into place) skips the debounce:
+        the writer is done, so waiting would only add latency. Bursts still coalesce,
+        because a request that is running takes further notices as one queued rerun.
+        """
         parsed = self.layout.names.parse(name)
         if isinstance(parsed, Request):
             self.metrics.inc("events_total")
             self._evented.add(name)
-            self.scheduler.notify(parsed)
+            self.scheduler.notify(parsed, delay=0.0 if complete else None)
         elif isinstance(parsed, Rejected) and name not in self._rejected:
             self._rejected.add(name)
             log.warning("input.refused", file=name, reason=parsed.reason)

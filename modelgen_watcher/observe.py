@@ -1,5 +1,8 @@
 """File events from watchdog, native or polling, reduced to "this name in the watch dir may have changed".
 
+Each notice also says whether the event means the file is complete (closed after a
+write, or renamed into place), so such inputs skip the debounce.
+
 ``auto`` starts the native observer and proves it with a probe file; where no event
 arrives (network and some bind mounts deliver none) it falls back to polling.
 """
@@ -47,8 +50,12 @@ _EVENTS: list[type[FileSystemEvent]] = [
 ]
 
 
+_COMPLETE = (FileClosedEvent, FileMovedEvent)
+"""Events after which the file is whole: closed after writing, or renamed into place."""
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, root: Path, on_name: Callable[[str], None]) -> None:
+    def __init__(self, root: Path, on_name: Callable[[str, bool], None]) -> None:
         self._root = os.fsdecode(root)
         self._on_name = on_name
         self.probe_name: str | None = None
@@ -62,7 +69,7 @@ class _Handler(FileSystemEventHandler):
         if self.probe_name is not None and name == self.probe_name:
             self.probe_seen.set()
             return
-        self._on_name(name)
+        self._on_name(name, isinstance(event, _COMPLETE))
 
 
 class EventSource:
@@ -71,7 +78,7 @@ class EventSource:
     def __init__(
         self,
         root: Path,
-        on_name: Callable[[str], None],
+        on_name: Callable[[str, bool], None],
         *,
         mode: Literal["auto", "native", "polling"] = "auto",
         poll_interval: float = 1.0,
