@@ -40,7 +40,7 @@ unit integration e2e: $(BIN)/modelgen-watcher
 bench: $(BIN)/modelgen-watcher
 	$(BIN)/python bench/latency.py
 
-static-checks:
+static-checks: $(BIN)/modelgen-watcher
 	bash scripts/static-checks.sh
 
 containers-check:

