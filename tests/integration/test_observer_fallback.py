@@ -1,0 +1,38 @@
+"""--observer auto: when native events stop arriving (a network mount), rescans notice and polling takes over."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from modelgen_watcher.daemon import Daemon
+from modelgen_watcher.settings import WatcherSettings
+from tests.helpers import drop, input_name, read_json, route, sha, wait_final, wait_for
+
+
+def test_auto_switches_to_polling_when_events_stop_arriving(watch_dir):
+    settings = WatcherSettings(watch_dir=watch_dir, observer="auto", rescan_interval=0.5, poll_interval=0.1,
+                               heartbeat_interval=0.2, log_format="json")
+    daemon = Daemon(settings)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: (read_json(watch_dir / ".modelgen" / "health.json") or {}).get("ready"), 20,
+                 what="daemon ready")
+        assert daemon.events is not None and daemon.events.kind == "native"
+        # The mount stops delivering events, as NFS does for writes made on another machine.
+        daemon.events._observer.unschedule_all()  # noqa: SLF001 - the one way to silence inotify here
+        raw = drop(watch_dir, route([""]), key="remote")
+        old = time.time() - 10  # written "a while ago" on the other machine
+        os.utime(watch_dir / input_name("remote"), (old, old))
+        assert wait_final(watch_dir, "remote", sha(raw))["state"] == "ok"  # the rescan caught it
+        wait_for(lambda: daemon.events.kind == "polling", 10, what="fallback to polling")
+        wait_for(lambda: (read_json(watch_dir / ".modelgen" / "health.json") or {}).get("observer") == "polling",
+                 10, what="health says polling")
+        fresh = drop(watch_dir, route(["turn-left"]), key="after")  # now seen by polling, not by rescans
+        assert wait_final(watch_dir, "after", sha(fresh), timeout=10)["state"] == "ok"
+    finally:
+        daemon.request_stop()
+        thread.join(15)
+    assert not thread.is_alive()
