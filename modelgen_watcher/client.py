@@ -19,13 +19,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import fsio
-from .protocol import CLIENT_TEMP_PREFIX, DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, Layout, Names, is_valid_key
+from .documents import read_status
+from .protocol import (
+    CLIENT_TEMP_PREFIX,
+    DEFAULT_INPUT_NAME,
+    DEFAULT_MAX_INPUT_BYTES,
+    DEFAULT_OUTPUT_NAME,
+    MAX_RESULT_BYTES,
+    Layout,
+    Names,
+    is_valid_key,
+)
 from .schemas import ErrorKind, RouteRequest, ScoredRoute, State, Status, format_validation_error
 
 POLL_INTERVAL = 0.25
 """The bounded poll under the file events: waiting works even where no event arrives."""
-DEFAULT_MAX_INPUT_BYTES = 5 * 1024 * 1024
-_DOC_MAX_BYTES = 64 * 1024 * 1024
 
 
 class InvalidRoute(ValueError):
@@ -67,7 +75,7 @@ def new_key() -> str:
 
 
 class _StatusEvents:
-    """One watchdog observer per client, waking waiters when their status file changes.
+    """One watchdog observer per client, waking every waiter on any change in the directory (they re-check).
 
     Started lazily; if it cannot start (no inotify left, odd mount) waiters simply rely
     on the bounded poll.
@@ -137,19 +145,26 @@ class Client:
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         use_events: bool = True,
     ) -> None:
-        self.layout = Layout(Path(watch_dir), Names(input_name, output_name))
+        names = Names(input_name, output_name)
+        problem = names.check()
+        if problem:
+            raise ValueError(problem)
+        self.layout = Layout(Path(watch_dir), names)
         self.max_input_bytes = max_input_bytes
         self._events = _StatusEvents(self.layout.root) if use_events else None
 
     # -- submit -----------------------------------------------------------
 
+    def _check_size(self, raw: bytes) -> None:
+        if len(raw) > self.max_input_bytes:
+            raise InvalidRoute(f"the route is {len(raw)} bytes, over the limit of {self.max_input_bytes}",
+                               too_large=True)
+
     def encode_route(self, route: Any) -> bytes:
         """Validate a route (dict, or JSON bytes/str) and return the exact bytes to publish."""
         if isinstance(route, (bytes, str)):
             raw = route.encode() if isinstance(route, str) else route
-            if len(raw) > self.max_input_bytes:
-                raise InvalidRoute(f"the route is {len(raw)} bytes, over the limit of {self.max_input_bytes}",
-                                   too_large=True)
+            self._check_size(raw)  # before parsing: a huge body is refused unread
             try:
                 doc = json.loads(raw)
             except (ValueError, RecursionError) as exc:
@@ -160,9 +175,7 @@ class Client:
             RouteRequest.model_validate(doc)
         except ValidationError as exc:
             raise InvalidRoute(f"not a route: {format_validation_error(exc)}") from exc
-        if len(raw) > self.max_input_bytes:
-            raise InvalidRoute(f"the route is {len(raw)} bytes, over the limit of {self.max_input_bytes}",
-                               too_large=True)
+        self._check_size(raw)
         return raw
 
     def submit(self, route: Any, key: str | None = "") -> Submission:
@@ -181,11 +194,7 @@ class Client:
 
     def status(self, key: str | None) -> tuple[Status, int] | None:
         """The request's status and the status file's mtime (ns), or None when missing or invalid."""
-        try:
-            snap = fsio.safe_read(self.layout.status(key), 1024 * 1024)
-            return Status.model_validate_json(snap.data), snap.mtime_ns
-        except (OSError, fsio.UnsafeFile, ValidationError):
-            return None
+        return read_status(self.layout.status(key))
 
     def poll(self, sub: Submission) -> dict[str, Any] | None:
         """The result if it is ready, None while pending; raises ModelError if the request failed."""
@@ -200,7 +209,7 @@ class Client:
             if err is None or (err.kind is not ErrorKind.invalid_input and written_ns < sub.published_ns):
                 return None  # an earlier attempt's transient failure: the watcher is redoing it
             raise ModelError(err.kind.value, err.message, err.detail)
-        doc = fsio.read_json_file(self.layout.result(sub.key), _DOC_MAX_BYTES)
+        doc = fsio.read_json_file(self.layout.result(sub.key), MAX_RESULT_BYTES)
         try:
             result = ScoredRoute.model_validate(doc)
         except ValidationError:

@@ -145,7 +145,7 @@ def safe_read(path: Path, max_bytes: int) -> Snapshot:
 
 
 def read_json_file(path: Path, max_bytes: int) -> Any:
-    """Parse a small JSON file we own (status, health); None when missing or unreadable."""
+    """Parse a JSON file read with ``safe_read``'s guards; None when missing, unsafe or not JSON."""
     try:
         return json.loads(safe_read(path, max_bytes).data)
     except (OSError, UnsafeFile, ValueError, RecursionError):

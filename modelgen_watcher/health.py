@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import fsio
-from .protocol import HEALTH_FILE, STATE_DIR
+from .documents import read_health
+from .protocol import DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, Layout, Names
 
 
 @dataclass(frozen=True)
@@ -19,17 +19,17 @@ class HealthCheck:
 
 def check(watch_dir: Path, max_age: float) -> HealthCheck:
     """Healthy when ``.modelgen/health.json`` says ready and its heartbeat is younger than ``max_age``."""
-    path = watch_dir / STATE_DIR / HEALTH_FILE
-    doc = fsio.read_json_file(path, 64 * 1024)
-    if not isinstance(doc, dict):
-        return HealthCheck(False, f"no heartbeat at {path}")
+    path = Layout(watch_dir, Names(DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME)).health_file
+    doc = read_health(path)
+    if doc is None:
+        return HealthCheck(False, f"no valid heartbeat at {path}")
     try:
-        beat = datetime.fromisoformat(str(doc["heartbeat_at"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError):
-        return HealthCheck(False, f"heartbeat file {path} is malformed")
-    if not doc.get("ready"):
-        return HealthCheck(False, f"watcher (pid {doc.get('pid')}) is not ready")
+        beat = datetime.fromisoformat(doc.heartbeat_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return HealthCheck(False, f"heartbeat file {path} has a malformed heartbeat_at")
+    if not doc.ready:
+        return HealthCheck(False, f"watcher (pid {doc.pid}) is not ready")
     age = time.time() - beat
     if abs(age) > max_age:  # a heartbeat from the future is as untrustworthy as an old one
         return HealthCheck(False, f"last heartbeat {age:.1f} s ago (max {max_age:g} s)")
-    return HealthCheck(True, f"pid {doc.get('pid')}, observer {doc.get('observer')}, heartbeat {age:.1f} s ago")
+    return HealthCheck(True, f"pid {doc.pid}, observer {doc.observer}, heartbeat {age:.1f} s ago")

@@ -1,8 +1,10 @@
 """One request from snapshot to published status: read, validate, run, normalise, publish.
 
-Every exit path of ``Pipeline.process`` leaves the volume consistent: either a result
-whose ``meta.input_sha256`` names the scored bytes followed by an ``ok`` status, or an
-``error`` status and no result claiming that input.
+Every final outcome of ``Pipeline.process`` leaves the volume consistent: either a
+result whose ``meta.input_sha256`` names the scored bytes followed by an ``ok`` status,
+or an ``error`` status and no result claiming that input. The other outcomes write no
+final status: a cancelled run keeps ``running`` (redone at the next start), and a
+deferred, skipped or vanished input is left as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pydantic import ValidationError
 from . import fsio
 from .logs import get_logger
 from .metrics import Metrics
-from .protocol import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
+from .documents import read_status
+from .protocol import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
 from .runners.base import ModelJob, ModelRunner, RunReport
 from .schemas import (
     ErrorInfo,
@@ -37,8 +40,6 @@ from .schemas import (
     utc_now_iso,
 )
 
-MAX_OUTPUT_BYTES = 64 * 1024 * 1024
-STATUS_MAX_BYTES = 1024 * 1024
 DETAIL_LINES = 20
 
 log = get_logger("modelgen_watcher.pipeline")
@@ -78,17 +79,6 @@ class _StillWriting(Exception):
     def __init__(self, retry_after: float) -> None:
         super().__init__("input still being written")
         self.retry_after = retry_after
-
-
-def read_status(path: Path) -> Status | None:
-    """The status document at ``path``, or None when missing or not a valid status."""
-    raw = fsio.read_json_file(path, STATUS_MAX_BYTES)
-    if raw is None:
-        return None
-    try:
-        return Status.model_validate(raw)
-    except ValidationError:
-        return None
 
 
 def decode_model_output(raw: bytes) -> ScoredRoute:
@@ -304,9 +294,10 @@ class Pipeline:
         Only an ``invalid_input`` error is final: a model that failed, timed out or hit
         an I/O error may succeed after a fix and a restart, so those are redone.
         """
-        status = read_status(self.layout.status(req.key))
-        if status is None or status.input_sha256 != sha:
+        found = read_status(self.layout.status(req.key))
+        if found is None or found[0].input_sha256 != sha:
             return None
+        status = found[0]
         if status.state is State.error and status.error and status.error.kind is ErrorKind.invalid_input:
             return State.error
         if status.state is State.ok and self.layout.result(req.key).is_file():
@@ -368,7 +359,7 @@ class Pipeline:
             if failed:
                 raise failed
             try:
-                raw = fsio.safe_read(output, MAX_OUTPUT_BYTES).data
+                raw = fsio.safe_read(output, MAX_RESULT_BYTES).data
             except FileNotFoundError as exc:
                 raise RequestFailed(
                     ErrorKind.invalid_output,

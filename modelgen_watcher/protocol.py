@@ -17,6 +17,13 @@ KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 _KEY_RE = re.compile(KEY_PATTERN)
 RESERVED_KEYS = frozenset({"status"})
 
+DEFAULT_MAX_INPUT_BYTES = 5 * 1024 * 1024
+"""The default cap on an input route, for the watcher, the client and the server alike."""
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+"""The cap on a model's output and a published result, and on a served static file."""
+MAX_DOCUMENT_BYTES = 1024 * 1024
+"""The cap on small documents of our own: status, health, metrics."""
+
 STATE_DIR = ".modelgen"
 """The watcher's private area under the watch dir (health, workspace, temp files)."""
 WATCHER_TEMP_PREFIX = ".modelgen-"
@@ -135,9 +142,6 @@ class Names:
                 f"input-name {self.input_name!r} and output-name {self.output_name!r} could name the same file "
                 "for some key; choose names whose stems differ before the first dot"
             )
-        for derived in (self.result(None), self.status(None), self.result("k"), self.status("k")):
-            if self.parse(derived) is not None:
-                return f"output name {derived!r} would be read as an input; choose names with different stems"
         return None
 
 

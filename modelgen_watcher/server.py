@@ -12,7 +12,6 @@ import re
 import threading
 import time
 import urllib.parse
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from . import fsio, health
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
 from .logs import get_logger
 from .metrics import Metrics
-from .protocol import is_valid_key
+from .protocol import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_RESULT_BYTES, RESERVED_KEYS, is_valid_key
 from .settings import ServerSettings
 
 log = get_logger("modelgen_watcher.server")
@@ -59,8 +58,8 @@ class ScoreServer(ThreadingHTTPServer):
         """One thread per connection, but no more than MAX_CONNECTIONS: the rest get a 503 at once."""
         if not self._slots.acquire(blocking=False):
             try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
-                                b"Connection: close\r\n\r\n")
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: %d\r\n"
+                                b"Connection: close\r\n\r\n" % RETRY_AFTER_S)
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -182,8 +181,8 @@ class Handler(BaseHTTPRequestHandler):
         """The server's counters, then the watcher's (from its metrics file on the volume)."""
         text = self.server.metrics.render()
         try:
-            watcher = self.server.client.layout.metrics_file.read_text(encoding="utf-8")
-        except OSError:
+            watcher = fsio.safe_read(self.server.client.layout.metrics_file, MAX_DOCUMENT_BYTES).data.decode()
+        except (OSError, fsio.UnsafeFile, UnicodeDecodeError):
             watcher = ""
         self._send(200, (text + watcher).encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -201,7 +200,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._retrieve_legacy(wait if "wait" in query else settings.legacy_wait)
         key = query["key"][-1]
         if not is_valid_key(key):
-            return self._error(400, "bad_key", "key must match [A-Za-z0-9][A-Za-z0-9_-]{0,63} and not be 'status'")
+            return self._error(400, "bad_key", f"key must match {KEY_PATTERN} and not be one of {sorted(RESERVED_KEYS)}")
         try:
             snap = fsio.safe_read(self.server.client.layout.input(key), settings.max_input_bytes)
         except FileNotFoundError:
@@ -252,7 +251,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(404, "not_found", f"no such file: {path}")
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         try:
-            data = fsio.safe_read(target, 64 * 1024 * 1024).data
+            data = fsio.safe_read(target, MAX_RESULT_BYTES).data
         except (OSError, fsio.UnsafeFile):
             return self._error(404, "not_found", f"no such file: {path}")
         self._send(200, data, content_type=ctype)

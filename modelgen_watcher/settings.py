@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .protocol import DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, Names
+from .protocol import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
 
 ENV_PREFIX = "MODELGEN_"
 PLACEHOLDERS = ("input", "output", "workspace", "output_name", "key")
@@ -76,7 +76,7 @@ class ModelSettings(_NamedFiles):
     model_timeout: float = Field(default=120.0, gt=0, le=86400)
     model_name: str | None = Field(default=None, description="name recorded in meta.model")
     kill_grace: float = Field(default=3.0, gt=0, le=5, description="capped so a stop fits in 10 s")
-    max_input_bytes: int = Field(default=5 * 1024 * 1024, ge=1, le=1024**3)
+    max_input_bytes: int = Field(default=DEFAULT_MAX_INPUT_BYTES, ge=1, le=1024**3)
 
     @field_validator("model_cmd")
     @classmethod
@@ -188,7 +188,7 @@ class ServerSettings(_NamedFiles):
     host: str = "127.0.0.1"
     port: int = Field(default=8009, ge=0, le=65535)
     static_dir: Path | None = None
-    max_input_bytes: int = Field(default=5 * 1024 * 1024, ge=1, le=1024**3)
+    max_input_bytes: int = Field(default=DEFAULT_MAX_INPUT_BYTES, ge=1, le=1024**3)
     max_wait: float = Field(default=60.0, ge=0, le=600, description="longest ?wait= a GET may ask for")
     legacy_wait: float = Field(default=30.0, ge=0, le=600, description="how long the key-less GET waits")
     health_max_age: float = Field(default=30.0, gt=0)

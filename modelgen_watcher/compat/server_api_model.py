@@ -17,9 +17,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from modelgen_watcher import fsio
 from modelgen_watcher.client import Client, ModelError, Submission, WaitTimeout
-from modelgen_watcher.protocol import DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, is_valid_key
+from modelgen_watcher.protocol import is_valid_key
+from modelgen_watcher.settings import ServerSettings, describe_error
 
 __all__ = ["ModelError", "WaitTimeout", "retrieve_json_results", "save_json_file"]
 
@@ -29,21 +32,23 @@ _submissions: OrderedDict[str | None, Submission] = OrderedDict()
 _REMEMBERED = 1024
 
 
-def _watch_dir() -> Path:
-    env = os.environ.get("MODELGEN_WATCH_DIR")
-    if env:
-        return Path(env)
-    return Path("/data") if Path("/data").is_dir() else Path("data")
-
-
 def _get_client() -> Client:
+    """One client per process, configured like ``serve``: the same MODELGEN_* settings and checks."""
     global _client
     with _lock:
         if _client is None:
+            try:
+                settings = ServerSettings()
+            except ValidationError as exc:
+                raise ValueError(describe_error(exc)) from None
+            watch_dir = settings.watch_dir
+            if "watch_dir" not in settings.model_fields_set and Path("/data").is_dir():
+                watch_dir = Path("/data")  # upstream's volume, where the images mount it
             _client = Client(
-                _watch_dir(),
-                input_name=os.environ.get("MODELGEN_INPUT_NAME", DEFAULT_INPUT_NAME),
-                output_name=os.environ.get("MODELGEN_OUTPUT_NAME", DEFAULT_OUTPUT_NAME),
+                watch_dir,
+                input_name=settings.input_name,
+                output_name=settings.output_name,
+                max_input_bytes=settings.max_input_bytes,
             )
         return _client
 

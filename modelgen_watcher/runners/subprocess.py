@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import IO
 
 from ..logs import get_logger
+from ..settings import PLACEHOLDERS
 from .base import ModelJob, RunReport
 
 log = get_logger("modelgen_watcher.runner")
 
-_PLACEHOLDER_RE = re.compile(r"\{(input|output|workspace|output_name|key)\}")
+_PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 PIPE_GRACE = 0.5
 """Seconds to wait for the output pipes to close once the model's group is gone."""
 TAIL_BYTES = 16 * 1024

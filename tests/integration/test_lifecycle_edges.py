@@ -45,12 +45,19 @@ def test_future_mtime_does_not_stall_an_unparsable_input(watch_dir):
 
 
 @pytest.mark.skipif(shutil.which("setsid") is None, reason="setsid is not installed")
-def test_a_descendant_that_escapes_the_group_does_not_stall_requests(daemon_factory, watch_dir):
-    d = daemon_factory("--model-cmd", fake_model_cmd("escape"))
+def test_a_descendant_that_escapes_the_group_does_not_stall_requests(daemon_factory, watch_dir, tmp_path):
+    pidfile = tmp_path / "pids"
+    d = daemon_factory("--model-cmd", fake_model_cmd("escape", "--pidfile", str(pidfile)))
     raw = drop(watch_dir, route([""]), key="esc")
-    assert wait_final(watch_dir, "esc", sha(raw), timeout=20)["state"] == "ok"
-    wait_for(lambda: d.events("model.escaped"), 10, what="a warning about the escaped descendant")
-    subprocess.run(["pkill", "-f", "import time; time.sleep(60)"], check=False)
+    try:
+        assert wait_final(watch_dir, "esc", sha(raw), timeout=20)["state"] == "ok"
+        wait_for(lambda: d.events("model.escaped"), 10, what="a warning about the escaped descendant")
+    finally:
+        for pid in [int(p) for p in pidfile.read_text().split()[1:]] if pidfile.exists() else []:
+            try:
+                os.kill(pid, 9)  # only the descendant this test made
+            except ProcessLookupError:
+                pass
 
 
 def _zombie_children(pid: int) -> list[int]:

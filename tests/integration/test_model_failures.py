@@ -76,12 +76,13 @@ def test_chatty_model_does_not_deadlock(daemon_factory, watch_dir):
 
 
 def test_chatty_failing_model_keeps_the_tail_of_stderr(daemon_factory, watch_dir):
-    d = daemon_factory("--model-cmd", f"{fake_model_cmd('chatty')} && false", "--model-timeout", "5")
-    # "&&" is not a shell here: it is an argument the fake model rejects, so it fails loudly.
+    d = daemon_factory("--model-cmd", fake_model_cmd("chattyfail"), "--model-timeout", "20")
     raw = drop(watch_dir, route([""]), key="c")
     st = wait_final(watch_dir, "c", sha(raw))
     assert st["error"]["kind"] == "model_failed"
-    assert len(st["error"]["detail"]) < 20_000
+    assert st["error"]["message"] == "the model exited with code 3: chatty model: last line of stderr"
+    assert st["error"]["detail"].endswith("chatty model: last line of stderr")
+    assert len(st["error"]["detail"]) < 20_000  # 3 MiB were printed; the tail is kept
     assert d.proc.poll() is None
 
 

@@ -34,7 +34,11 @@ def test_atomic_writer_keyed(daemon, watch_dir):
     assert not (watch_dir / "gps_scored_route.json").exists()
 
 
-def test_in_place_writer_in_chunks_is_never_scored_half_written(daemon, watch_dir):
+def test_in_place_writer_in_chunks_is_never_scored_half_written(daemon_factory, watch_dir, observer):
+    from tests.conftest import OBSERVER_ARGS
+
+    # A generous settle window, so a slow machine cannot turn the pauses into an error status.
+    daemon = daemon_factory(*OBSERVER_ARGS[observer], "--settle", "10")
     raw = encode(route(["turn-left"] * 40))
     path = watch_dir / input_name("slow")
     chunks = [raw[i : i + len(raw) // 5 + 1] for i in range(0, len(raw), len(raw) // 5 + 1)]

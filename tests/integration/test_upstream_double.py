@@ -59,8 +59,12 @@ def test_upstream_command_line_unchanged(daemon_factory, watch_dir, checkout, py
 
 
 def test_upstream_traceback_becomes_model_failed(daemon_factory, watch_dir, checkout, python3_on_path):
+    """A valid route, but the model's data file is missing: its traceback reaches the status."""
     daemon_factory("--model-cmd", UPSTREAM_CMD, "--model-cwd", str(checkout), env=python3_on_path)
-    raw = drop(watch_dir, {"routes": [{"legs": [{"steps": []}], "note": "valid JSON, no steps"}]}, key="bad")
+    (checkout / "data" / "txdot_cris_20170427.csv").unlink()
+    raw = drop(watch_dir, route(["", "turn-left"]), key="bad")
     st = wait_final(watch_dir, "bad", sha(raw))
-    # the watcher's own validation catches it before upstream's traceback would
-    assert st["error"]["kind"] == "invalid_input"
+    assert st["error"]["kind"] == "model_failed"
+    assert "FileNotFoundError" in st["error"]["message"]
+    assert "Traceback" in st["error"]["detail"]
+    assert result_of(watch_dir, "bad") is None

@@ -6,7 +6,8 @@ Modes: ok (plain JSON), double (upstream's JSON string holding JSON), fail (trac
 exit 1), hang (sleeps forever with a child process), chatty (megabytes on stdout and
 stderr, then ok), garbage (not JSON), nothing (exit 0, no file), badshape (JSON of the
 wrong shape), slow (sleep, then ok), trapterm (ignores SIGTERM while hanging), orphan
-(leaves a grandchild to be re-parented), escape (a setsid descendant holds stdout open).
+(leaves a grandchild to be re-parented), escape (a setsid descendant holds stdout open),
+chattyfail (megabytes of output, then exit 3).
 """
 
 import argparse
@@ -49,7 +50,10 @@ def main():
     if a.mode == "orphan":  # leaves a short-lived grandchild behind, re-parented to PID 1
         subprocess.Popen([sys.executable, "-c", "import os, time\nif os.fork() == 0:\n    time.sleep(0.3)\n"])
     if a.mode == "escape":  # a descendant in its own session keeps our stdout open for a minute
-        subprocess.Popen(["setsid", sys.executable, "-c", "import time; time.sleep(60)"])
+        escaped = subprocess.Popen(["setsid", sys.executable, "-c", "import time; time.sleep(60)"])
+        if a.pidfile:
+            with open(a.pidfile, "a") as fh:
+                fh.write(f"{escaped.pid}\n")
     if a.fail_marked and doc.get("fail_me"):
         raise RuntimeError("this route was marked to fail")
     if a.mode in ("hang", "trapterm"):
@@ -62,12 +66,15 @@ def main():
         time.sleep(3600)
     if a.mode == "fail":
         raise RuntimeError("the model blew up on purpose")
-    if a.mode == "chatty":
+    if a.mode in ("chatty", "chattyfail"):
         line = ("x" * 1023 + "\n").encode()
         for _ in range(3 * 1024):
             sys.stdout.buffer.write(line)
             sys.stderr.buffer.write(line)
         sys.stderr.buffer.write(b"chatty model: last line of stderr\n")
+        if a.mode == "chattyfail":
+            sys.stderr.flush()
+            return 3
     if a.mode == "nothing":
         return 0
     with open(a.output, "w") as fh:

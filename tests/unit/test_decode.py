@@ -14,8 +14,8 @@ from modelgen_watcher.pipeline import (
     RequestFailed,
     decode_model_output,
     failure_from_report,
-    read_status,
 )
+from modelgen_watcher.documents import read_status
 from modelgen_watcher.protocol import Layout, Names, Request
 from modelgen_watcher.runners.base import ModelJob, RunReport
 from modelgen_watcher.schemas import ErrorKind, State, Status
@@ -139,7 +139,9 @@ def _process(tmp_path: Path, input_bytes: bytes, output: bytes) -> tuple[Process
     pipe = Pipeline(
         layout, _WritesOutput(output), model_label="double", model_timeout=5, max_input_bytes=1 << 20, settle=0
     )
-    return pipe.process(Request(None)), read_status(layout.status(None))
+    processed = pipe.process(Request(None))
+    found = read_status(layout.status(None))
+    return processed, found[0] if found else None
 
 
 def test_pipeline_publishes_double_encoded_output(tmp_path: Path) -> None:

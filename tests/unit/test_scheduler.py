@@ -175,3 +175,31 @@ def test_notices_after_halt_are_ignored(make: Callable[..., Scheduler]) -> None:
     s.notify(Request("a"))
     assert s.idle()
     assert rec.calls == []
+
+
+def test_notices_before_the_first_run_coalesce_into_one_run() -> None:
+    import threading as _t
+
+    from modelgen_watcher.pipeline import Outcome as _O
+    from modelgen_watcher.pipeline import Processed as _P
+    from modelgen_watcher.protocol import Request as _R
+    from modelgen_watcher.scheduler import Scheduler as _S
+
+    calls: list[_R] = []
+    done = _t.Event()
+
+    def handler(req: _R) -> _P:
+        calls.append(req)
+        done.set()
+        return _P(_O.ok)
+
+    sched = _S(handler, workers=1, debounce=0.2)
+    sched.start()
+    try:
+        for _ in range(20):  # a burst well inside the debounce window
+            sched.notify(_R("burst"))
+        assert done.wait(5)
+        assert sched.wait_idle(5)
+        assert calls == [_R("burst")]
+    finally:
+        sched.stop(1)
