@@ -22,6 +22,7 @@ step() { echo "== $*"; }
 fail() { echo "FAIL: $*"; podman logs "$MODELGEN" 2>&1 | tail -20 || true; podman logs "$SERVER" 2>&1 | tail -20 || true; exit 1; }
 cleanup() {
   podman-compose -p "$PROJECT" down -v >/dev/null 2>&1 || true
+  podman image prune -f >/dev/null 2>&1 || true  # older builds' untagged images
   rm -rf "$WORK"
 }
 trap cleanup EXIT
