@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import DirectoryPath, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .protocol import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
@@ -72,7 +72,7 @@ class ModelSettings(_NamedFiles):
     """How to run the model; shared by the daemon and by the one-shot ``score`` command."""
 
     model_cmd: str | None = Field(default=None, description="argument template; default: the embedded reference model")
-    model_cwd: Path | None = None
+    model_cwd: DirectoryPath | None = None
     model_timeout: float = Field(default=120.0, gt=0, le=86400)
     model_name: str | None = Field(default=None, description="name recorded in meta.model")
     kill_grace: float = Field(default=3.0, gt=0, le=5, description="capped so a stop fits in 10 s")
@@ -94,13 +94,6 @@ class ModelSettings(_NamedFiles):
             raise ValueError(
                 f"unknown placeholder {{{unknown[0]}}}; known: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
             )
-        return value
-
-    @field_validator("model_cwd")
-    @classmethod
-    def _check_cwd(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_dir():
-            raise ValueError(f"{value} is not a directory")
         return value
 
     @model_validator(mode="after")
@@ -178,6 +171,9 @@ def describe_error(exc: ValidationError) -> str:
     if not loc:
         return f"invalid settings: {msg}"
     field = loc[0]
+    given = err.get("input")
+    if isinstance(given, (str, int, float)) and not isinstance(given, bool) and str(given) not in msg:
+        msg += f" (got {str(given)!r})"
     return f"invalid setting {_flag(field)} ({ENV_PREFIX}{field.upper()}): {msg}"
 
 
@@ -187,15 +183,8 @@ class ServerSettings(_NamedFiles):
     watch_dir: Path = Path("data")
     host: str = "127.0.0.1"
     port: int = Field(default=8009, ge=0, le=65535)
-    static_dir: Path | None = None
+    static_dir: DirectoryPath | None = None
     max_input_bytes: int = Field(default=DEFAULT_MAX_INPUT_BYTES, ge=1, le=1024**3)
     max_wait: float = Field(default=60.0, ge=0, le=600, description="longest ?wait= a GET may ask for")
     legacy_wait: float = Field(default=30.0, ge=0, le=600, description="how long the key-less GET waits")
     health_max_age: float = Field(default=30.0, gt=0)
-
-    @field_validator("static_dir")
-    @classmethod
-    def _check_static(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_dir():
-            raise ValueError(f"{value} is not a directory")
-        return value
