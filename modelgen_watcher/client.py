@@ -190,6 +190,15 @@ class Client:
         fsio.atomic_write(path, raw, temp_prefix=CLIENT_TEMP_PREFIX)
         return Submission(key=key, input_sha256=fsio.sha256_hex(raw), published_ns=os.lstat(path).st_mtime_ns)
 
+    def submission_for(self, key: str | None) -> Submission:
+        """The Submission for an input already on the volume (written by another process).
+
+        Its bytes define the hash to wait for. Raises FileNotFoundError when there is no
+        such input, ``fsio.UnsafeFile`` or OSError when it must not or cannot be read.
+        """
+        snap = fsio.safe_read(self.layout.input(key), self.max_input_bytes)
+        return Submission(key=key, input_sha256=snap.sha256, published_ns=snap.mtime_ns)
+
     # -- outcome ----------------------------------------------------------
 
     def status(self, key: str | None) -> tuple[Status, int] | None:

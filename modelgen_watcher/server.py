@@ -202,12 +202,11 @@ class Handler(BaseHTTPRequestHandler):
         if not is_valid_key(key):
             return self._error(400, "bad_key", f"key must match {KEY_PATTERN} and not be one of {sorted(RESERVED_KEYS)}")
         try:
-            snap = fsio.safe_read(self.server.client.layout.input(key), settings.max_input_bytes)
+            sub = self.server.client.submission_for(key)
         except FileNotFoundError:
             return self._error(404, "unknown_key", f"no request with key {key}")
         except (OSError, fsio.UnsafeFile) as exc:
             return self._error(404, "unknown_key", f"request {key} cannot be read: {exc}")
-        sub = Submission(key=key, input_sha256=snap.sha256, published_ns=snap.mtime_ns)
         self._log_fields = {"key": key, "input_sha256": sub.input_sha256}
         self._answer(sub, wait, legacy=False)
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelgen_watcher import fsio
 from modelgen_watcher.client import Client, ModelError, Submission, WaitTimeout
 from modelgen_watcher.protocol import is_valid_key
 from modelgen_watcher.settings import ServerSettings, describe_error
@@ -100,7 +99,6 @@ def retrieve_json_results(key: Any = None) -> str:
     with _lock:
         sub = _submissions.get(name)
     if sub is None:  # submitted by another process: the input on the volume defines the hash
-        snap = fsio.safe_read(client.layout.input(name), client.max_input_bytes)
-        sub = Submission(key=name, input_sha256=snap.sha256, published_ns=snap.mtime_ns)
+        sub = client.submission_for(name)
     result = client.wait(sub, timeout=float(os.environ.get("MODELGEN_RESULT_TIMEOUT", "60")))
     return json.dumps(result)
