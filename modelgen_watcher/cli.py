@@ -136,7 +136,6 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from . import fsio, logs
     from .daemon import build_pipeline
-    from .documents import read_status
     from .pipeline import Outcome
     from .protocol import Layout, Request
     from .settings import WatcherSettings
@@ -156,8 +155,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         fsio.atomic_write(layout.input(None), snap.data)
         processed = pipeline.process(Request(None))
         if processed.outcome is not Outcome.ok:
-            found = read_status(layout.status(None))
-            err = found[0].error if found else None
+            err = processed.error
             print(
                 f"modelgen-watcher score: {err.kind.value}: {err.message}" if err else "modelgen-watcher score: failed",
                 file=sys.stderr,

@@ -7,7 +7,6 @@ be handed an older result or another user's.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import threading
@@ -30,7 +29,8 @@ from .protocol import (
     Names,
     is_valid_key,
 )
-from .schemas import ErrorKind, RouteRequest, ScoredRoute, State, Status, format_validation_error
+from .decoding import DecodeError, decode_route
+from .schemas import ErrorKind, ScoredRoute, State, Status
 
 POLL_INTERVAL = 0.25
 """The bounded poll under the file events: waiting works even where no event arrives."""
@@ -161,21 +161,20 @@ class Client:
                                too_large=True)
 
     def encode_route(self, route: Any) -> bytes:
-        """Validate a route (dict, or JSON bytes/str) and return the exact bytes to publish."""
+        """Validate a route (dict, or JSON bytes/str) and return the exact bytes to publish.
+
+        Validated exactly as the watcher will (``decoding.decode_route``, bounded memory
+        whatever the bytes hold), so what is accepted here is never refused there.
+        """
         if isinstance(route, (bytes, str)):
             raw = route.encode() if isinstance(route, str) else route
-            self._check_size(raw)  # before parsing: a huge body is refused unread
-            try:
-                doc = json.loads(raw)
-            except (ValueError, RecursionError) as exc:
-                raise InvalidRoute(f"not valid JSON: {exc}") from exc
         else:
-            doc, raw = route, fsio.dump_json(route)
+            raw = fsio.dump_json(route)
+        self._check_size(raw)  # before parsing: a huge body is refused unread
         try:
-            RouteRequest.model_validate(doc)
-        except ValidationError as exc:
-            raise InvalidRoute(f"not a route: {format_validation_error(exc)}") from exc
-        self._check_size(raw)
+            decode_route(raw, what="the route")
+        except DecodeError as exc:
+            raise InvalidRoute(str(exc)) from exc
         return raw
 
     def submit(self, route: Any, key: str | None = "") -> Submission:

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
+import secrets
 import signal
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
-from typing import IO
 
-from . import fsio, retention
+from . import fsio, inflight, retention
+from .lock import AlreadyRunning, WatchDirLock
 from .logs import get_logger
 from .metrics import Metrics, watcher_metrics
 from .observe import EventSource, ObserverKind
 from .pipeline import Outcome, Pipeline
 from .protocol import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
+from .readiness import VOLUME, Readiness
+from .retry import ONCE_ATTEMPTS
 from .runners import SubprocessRunner
 from .scheduler import Scheduler
 from .schemas import Health, utc_now_iso
 from .settings import WatcherSettings
+
+__all__ = ["AlreadyRunning", "Daemon", "build_pipeline"]
 
 log = get_logger("modelgen_watcher.daemon")
 
@@ -28,18 +32,28 @@ MISSED_EVENT_AGE = 2.0
 """A change older than this that no event reported counts as a missed event."""
 SHUTDOWN_BUDGET = 8.0
 """Seconds a stop may take in all; container engines kill at 10."""
+REFUSED_REMEMBERED = 1024
+"""Refused names remembered (so each is logged once); older ones are forgotten first."""
+REFUSED_LOGGED_PER_HEARTBEAT = 10
+"""Refusals logged one by one between two heartbeats; the rest are summed up in one line."""
+INTERRUPTED_LAST = 0.5
+"""Extra delay at start for requests that were in flight when the watcher last stopped: the
+others are served first, so a request that stops the watcher cannot hold them all back."""
+
+Signature = tuple[int, int, int, int]
 
 
-class AlreadyRunning(Exception):
-    """Another watcher holds this watch dir's lock."""
-
-
-def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+def _signature(st: os.stat_result) -> Signature:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
+def _content_changed(old: Signature | None, new: Signature) -> bool:
+    """A change of inode, size or mtime; a chmod alone (mode) is not new content."""
+    return old is None or old[:3] != new[:3]
+
+
 def build_pipeline(
-    settings: WatcherSettings, layout: Layout, metrics: Metrics | None = None
+    settings: WatcherSettings, layout: Layout, metrics: Metrics | None = None, readiness: Readiness | None = None
 ) -> tuple[Pipeline, SubprocessRunner]:
     """The pipeline and runner one settings object describes (shared by ``run`` and ``score``)."""
     runner = SubprocessRunner(settings.command_template, cwd=settings.model_cwd, kill_grace=settings.kill_grace)
@@ -51,6 +65,7 @@ def build_pipeline(
         max_input_bytes=settings.max_input_bytes,
         settle=settings.settle,
         metrics=metrics,
+        readiness=readiness,
     )
     return pipeline, runner
 
@@ -62,17 +77,26 @@ class Daemon:
         self.settings = settings
         self.layout = Layout(settings.watch_dir.resolve(), settings.names)
         self.metrics = watcher_metrics()
-        self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics)
+        self.readiness = Readiness()
+        self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics, self.readiness)
         self.scheduler = Scheduler(
-            self.pipeline.process, workers=settings.workers, debounce=settings.debounce / 1000.0
+            self.pipeline.process,
+            workers=settings.workers,
+            debounce=settings.debounce / 1000.0,
+            max_attempts=ONCE_ATTEMPTS if settings.once else None,
         )
         self.events: EventSource | None = None
+        self.lock = WatchDirLock(self.layout)
         self._stop = threading.Event()
-        self._lock_fh: IO[str] | None = None
-        self._seen: dict[str, tuple[int, int, int, int]] = {}
-        self._rejected: set[str] = set()
+        self._seen: dict[str, Signature] = {}
+        self._refused: OrderedDict[str, None] = OrderedDict()
+        self._refusals_logged = 0
+        self._refusals_quiet = 0
         self._evented: set[str] = set()
+        self._interrupted: set[str] = set()
         self._stop_requested = False
+        self._disowned = False
+        """The watch dir was replaced or taken over: leave it alone at shutdown."""
         self._started_at = utc_now_iso()
         self.exit_code = 0
 
@@ -81,37 +105,35 @@ class Daemon:
     def _prepare(self) -> None:
         root = self.layout.root
         root.mkdir(parents=True, exist_ok=True)
-        self.layout.state_dir.mkdir(exist_ok=True)
-        self._lock_fh = open(self.layout.lock_file, "a+")  # noqa: SIM115 - held for the daemon's life
-        try:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            self._lock_fh.seek(0)
-            holder = self._lock_fh.read().strip() or "unknown"
-            self._lock_fh.close()
-            raise AlreadyRunning(f"another modelgen-watcher (pid {holder}) is serving {root}") from exc
-        self._lock_fh.seek(0)
-        self._lock_fh.truncate()
-        self._lock_fh.write(str(os.getpid()))
-        self._lock_fh.flush()
+        fsio.ensure_private_dir(self.layout.state_dir)
+        self.lock.acquire()
+        self.pipeline.life_started_ns = self.lock.started_ns
+        self.pipeline.prepare()
         self._clean_stale()
+        for req in inflight.count_interruptions(self.layout):
+            self._interrupted.add(req.name)
+            log.warning("request.interrupted_before", file=req.name, input_sha256=req.input_sha256,
+                        interruptions=req.interruptions,
+                        reason="the watcher stopped while serving it; served after the others")
 
     def _clean_stale(self) -> None:
-        """Temp files of an earlier run can only be leftovers of a crash: remove them."""
+        """Temp files of an earlier run can only be leftovers of a crash: remove them.
+
+        Only files are removed, never followed: the private directories were checked to
+        be real ones of ours, and a symlink found here is unlinked, not its target.
+        """
+        stale = [
+            (self.layout.root, lambda name: name.startswith(WATCHER_TEMP_PREFIX)),
+            (self.layout.state_dir, lambda name: name.startswith(WATCHER_TEMP_PREFIX)),
+            (self.layout.tmp_dir, lambda name: True),
+            (self.layout.workspace, lambda name: name.startswith(MODEL_OUTPUT_PREFIX)),
+            (self.layout.inflight_dir, lambda name: name.startswith(WATCHER_TEMP_PREFIX)),
+        ]
         removed = 0
-        for entry in os.scandir(self.layout.root):
-            if entry.name.startswith(WATCHER_TEMP_PREFIX) and not entry.is_dir(follow_symlinks=False):
-                removed += fsio.remove_quietly(Path(entry.path))
-        for path in self.layout.state_dir.glob(WATCHER_TEMP_PREFIX + "*"):
-            removed += fsio.remove_quietly(path)
-        if self.layout.tmp_dir.exists():
-            removed += sum(1 for _ in self.layout.tmp_dir.iterdir())
-            shutil.rmtree(self.layout.tmp_dir, ignore_errors=True)
-        if self.layout.workspace.exists():
-            for path in self.layout.workspace.glob(MODEL_OUTPUT_PREFIX + "*"):
-                removed += fsio.remove_quietly(path)
-        self.layout.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self.layout.workspace.mkdir(parents=True, exist_ok=True)
+        for directory, is_stale in stale:
+            for entry in os.scandir(directory):
+                if is_stale(entry.name) and not entry.is_dir(follow_symlinks=False):
+                    removed += fsio.remove_quietly(Path(entry.path))
         if removed:
             log.info("startup.cleaned", removed=removed)
 
@@ -129,9 +151,29 @@ class Daemon:
             self.metrics.inc("events_total")
             self._evented.add(name)
             self.scheduler.notify(parsed, delay=0.0 if complete else None)
-        elif isinstance(parsed, Rejected) and name not in self._rejected:
-            self._rejected.add(name)
-            log.warning("input.refused", file=name, reason=parsed.reason)
+        elif isinstance(parsed, Rejected):
+            self._refuse(parsed)
+
+    def _refuse(self, rejected: Rejected) -> None:
+        """Log a refused name once, in bounded memory and at a bounded rate (a flood of bad names is one line)."""
+        if rejected.name in self._refused:
+            self._refused.move_to_end(rejected.name)
+            return
+        self._refused[rejected.name] = None
+        if len(self._refused) > REFUSED_REMEMBERED:
+            self._refused.popitem(last=False)
+        self.metrics.inc("refused_names_total")
+        if self._refusals_logged < REFUSED_LOGGED_PER_HEARTBEAT:
+            self._refusals_logged += 1
+            log.warning("input.refused", file=rejected.name, reason=rejected.reason)
+        else:
+            self._refusals_quiet += 1
+
+    def _log_quiet_refusals(self) -> None:
+        if self._refusals_quiet:
+            log.warning("input.refused_more", files=self._refusals_quiet,
+                        reason="more names shaped like inputs with invalid keys; not logged one by one")
+        self._refusals_logged = self._refusals_quiet = 0
 
     def rescan(self, *, everything: bool = False) -> int:
         """List the watch dir and schedule inputs that changed since the last scan (or all of them).
@@ -139,7 +181,7 @@ class Daemon:
         This is what makes dropped events harmless: inotify queue overflows, missed
         moves, or a mount that stops delivering events are all caught here.
         """
-        current: dict[str, tuple[int, int, int, int]] = {}
+        current: dict[str, Signature] = {}
         scheduled = missed = 0
         evented, self._evented = self._evented, set()
         settled_before = time.time() - MISSED_EVENT_AGE
@@ -148,18 +190,21 @@ class Daemon:
             if parsed is None:
                 continue
             if isinstance(parsed, Rejected):
-                self.on_name(entry.name)
+                self._refuse(parsed)
                 continue
             try:
                 sig = _signature(entry.stat(follow_symlinks=False))
             except FileNotFoundError:
                 continue
             current[entry.name] = sig
-            if everything or self._seen.get(entry.name) != sig:
-                # A change no event told us about, old enough that its event cannot still be in flight.
-                if not everything and entry.name not in evented and sig[2] / 1e9 < settled_before:
+            old = self._seen.get(entry.name)
+            if everything or old != sig:
+                # New content no event told us about, old enough that its event cannot still be in flight.
+                unreported = entry.name not in evented and _content_changed(old, sig)
+                if not everything and unreported and sig[2] / 1e9 < settled_before:
                     missed += 1
-                self.scheduler.notify(parsed)
+                delay = INTERRUPTED_LAST if everything and entry.name in self._interrupted else None
+                self.scheduler.notify(parsed, delay=delay)
                 scheduled += 1
         self._seen = current
         if not everything:
@@ -189,12 +234,14 @@ class Daemon:
     # -- heartbeat --------------------------------------------------------
 
     def _write_health(self, observer: ObserverKind, ready: bool) -> None:
+        reason = self.readiness.reason()
         health = Health(
             pid=os.getpid(),
             started_at=self._started_at,
             heartbeat_at=utc_now_iso(),
             observer=observer,
-            ready=ready,
+            ready=ready and reason is None,
+            reason=reason,
         )
         fsio.atomic_write_json(self.layout.health_file, health.model_dump(), temp_prefix=WATCHER_TEMP_PREFIX)
         self._write_metrics(observer)
@@ -205,8 +252,47 @@ class Daemon:
             m.set("requests_total", count, outcome=outcome.value)
         m.set("queue_depth", self.scheduler.depth())
         m.set("native_observer", 1 if observer == "native" else 0)
+        m.set("ready", 0 if self.readiness.reason() else 1)
         m.set("heartbeat_timestamp_seconds", round(time.time(), 3))
         fsio.atomic_write(self.layout.metrics_file, m.render().encode(), temp_prefix=WATCHER_TEMP_PREFIX)
+
+    def _still_ours(self) -> str | None:
+        """Why this daemon must stop serving the watch dir (it was replaced, or is another's now), or None.
+
+        Private directories deleted meanwhile are made again here; one that became a
+        symlink or another user's is a reason to stop (writing there would follow it).
+        """
+        try:
+            self.pipeline.prepare()
+        except fsio.UnsafeFile as exc:
+            return str(exc)
+        except OSError as exc:
+            self.readiness.fail(VOLUME, f"the watch dir cannot be written: {exc}")
+        return self.lock.check()
+
+    def _probe_volume(self) -> None:
+        """While writes are known to fail, try one each heartbeat, so readiness turns green again by itself.
+
+        The probe is 64 KiB and fsynced: on a full volume a few bytes can still fit where
+        a result would not.
+        """
+        if not self.readiness.has(VOLUME):
+            return
+        probe = self.layout.root / f"{WATCHER_TEMP_PREFIX}writable-{secrets.token_hex(4)}"
+        try:
+            fsio.atomic_write(probe, bytes(65536), temp_prefix=WATCHER_TEMP_PREFIX)
+            fsio.remove_quietly(probe)
+        except OSError:
+            return
+        if self.readiness.clear(VOLUME):
+            log.warning("volume.writable", reason="a test write in the watch dir succeeded")
+
+    def _lost(self, reason: str) -> None:
+        """The watch dir is no longer ours to serve: stop, non-zero, without touching it further."""
+        log.error("daemon.lost_watch_dir", reason=reason, action="exiting to be restarted")
+        self._disowned = True
+        self.exit_code = 1
+        self._stop_requested = True
 
     def _ticker(self) -> None:
         """Heartbeat every few seconds and rescan periodically; stop the daemon if a part of it died."""
@@ -218,6 +304,9 @@ class Daemon:
                 self.exit_code = 1
                 self._stop_requested = True
                 return
+            reason = self._still_ours()
+            if reason is not None:
+                return self._lost(reason)
             if time.monotonic() >= next_rescan:
                 next_rescan = time.monotonic() + self.settings.rescan_interval
                 for chore in (self.rescan, self._expire):
@@ -227,10 +316,13 @@ class Daemon:
                         log.error("daemon.io_error", chore=chore.__name__, error=str(exc))
             if os.getpid() == 1:
                 self.runner.reap_orphans()
+            self._probe_volume()
+            self._log_quiet_refusals()
             try:  # the heartbeat must not depend on the chores above succeeding
                 self._write_health(self.events.kind, ready=True)
             except OSError as exc:
-                log.error("daemon.io_error", chore="heartbeat", error=str(exc))
+                if self.readiness.fail(VOLUME, f"the watch dir cannot be written: {exc}"):
+                    log.error("daemon.io_error", chore="heartbeat", error=str(exc))
 
     # -- lifecycle --------------------------------------------------------
 
@@ -280,7 +372,11 @@ class Daemon:
             pass
         interrupted = self._stop_requested
         self._shutdown()
-        errors = self.scheduler.outcomes[Outcome.error] + self.scheduler.outcomes[Outcome.skipped_error]
+        errors = (
+            self.scheduler.outcomes[Outcome.error]
+            + self.scheduler.outcomes[Outcome.skipped_error]
+            + self.scheduler.gave_up
+        )
         log.info(
             "once.done",
             ok=self.scheduler.outcomes[Outcome.ok],
@@ -301,11 +397,10 @@ class Daemon:
         # Kill models first so the workers waiting on them return promptly.
         self.runner.stop()
         self.scheduler.stop(timeout=max(0.5, SHUTDOWN_BUDGET - (time.monotonic() - t0)))
-        if self.events is not None:
+        if self.events is not None and not self._disowned:
             try:
                 self._write_health(self.events.kind, ready=False)
             except OSError:
                 pass
-        if self._lock_fh is not None:
-            self._lock_fh.close()
+        self.lock.release()
         log.info("daemon.stopped", seconds=round(time.monotonic() - t0, 3))

@@ -44,12 +44,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, temp_prefix: str = ".tmp-") -> None:
+def atomic_write(path: Path, data: bytes, *, temp_prefix: str = ".tmp-", durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never a part.
 
     The temp file is a dot-file in the same directory (a rename across file systems
     would not be atomic), flushed and fsynced before the rename, and the directory is
-    fsynced after it so the new name survives a crash.
+    fsynced after it so the new name survives a crash. ``durable=False`` skips both
+    fsyncs, for private bookkeeping that only has to survive the process.
     """
     directory = path.parent
     tmp = directory / f"{temp_prefix}{path.name}.{secrets.token_hex(6)}.tmp"
@@ -58,7 +59,8 @@ def atomic_write(path: Path, data: bytes, *, temp_prefix: str = ".tmp-") -> None
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -66,7 +68,8 @@ def atomic_write(path: Path, data: bytes, *, temp_prefix: str = ".tmp-") -> None
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def dump_json(obj: Any) -> bytes:
@@ -150,6 +153,27 @@ def read_json_file(path: Path, max_bytes: int) -> Any:
         return json.loads(safe_read(path, max_bytes).data)
     except (OSError, UnsafeFile, ValueError, RecursionError):
         return None
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` if missing; refuse it unless it is a real directory owned by this process's user.
+
+    The watcher deletes stale files in its private directories at every start, so a
+    symlink planted there (``.modelgen -> /somewhere``) must never be followed: that
+    would delete files outside the volume.
+    """
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeFile(f"{path} is {describe_mode(st.st_mode)}, not a directory; refusing to follow or replace it")
+    if st.st_uid != os.geteuid():
+        raise UnsafeFile(
+            f"{path} is owned by uid {st.st_uid}, not by this watcher (uid {os.geteuid()}); "
+            "remove it or chown it to the watcher's user"
+        )
 
 
 def remove_quietly(path: Path) -> bool:

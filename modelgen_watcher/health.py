@@ -28,7 +28,8 @@ def check(watch_dir: Path, max_age: float) -> HealthCheck:
     except ValueError:
         return HealthCheck(False, f"heartbeat file {path} has a malformed heartbeat_at")
     if not doc.ready:
-        return HealthCheck(False, f"watcher (pid {doc.pid}) is not ready")
+        why = f": {doc.reason}" if doc.reason else ""
+        return HealthCheck(False, f"watcher (pid {doc.pid}) is not ready{why}")
     age = time.time() - beat
     if abs(age) > max_age:  # a heartbeat from the future is as untrustworthy as an old one
         return HealthCheck(False, f"last heartbeat {age:.1f} s ago (max {max_age:g} s)")

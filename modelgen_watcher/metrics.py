@@ -80,7 +80,9 @@ def watcher_metrics() -> Metrics:
     m.describe("rescans_total", "counter", "Periodic full rescans of the watch dir.")
     m.describe("missed_events_total", "counter", "Changed inputs found by a rescan that no event reported.")
     m.describe("retention_removed_total", "counter", "Keyed requests removed by retention.")
+    m.describe("refused_names_total", "counter", "Distinct names shaped like inputs whose key is invalid or reserved.")
     m.describe("queue_depth", "gauge", "Requests queued or running.")
+    m.describe("ready", "gauge", "1 while the watcher can make progress, 0 while it cannot (e.g. the volume refuses writes).")
     m.describe("native_observer", "gauge", "1 when native file events are used, 0 when polling.")
     m.describe("heartbeat_timestamp_seconds", "gauge", "Unix time of the last heartbeat.")
     return m

@@ -19,6 +19,7 @@ from typing import Literal
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileModifiedEvent,
@@ -40,9 +41,13 @@ PROBE_PREFIX = WATCHER_TEMP_PREFIX + "probe-"
 PROBE_TIMEOUT = 2.0
 
 # Opened and closed-without-write are left out: our own reads of an input cause them.
+# Attribute changes (touch, chmod) are in: they call for a re-check (a touch is how a
+# writer asks for a failed request to run again), and an event means a rescan does not
+# count them as missed.
 _EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     FileModifiedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileMovedEvent,
     DirCreatedEvent,

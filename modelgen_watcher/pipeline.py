@@ -1,15 +1,16 @@
-"""One request from snapshot to published status: read, validate, run, normalise, publish.
+"""One request from snapshot to published status: read, judge, decode, run, normalise, publish.
 
 Every final outcome of ``Pipeline.process`` leaves the volume consistent: either a
 result whose ``meta.input_sha256`` names the scored bytes followed by an ``ok`` status,
-or an ``error`` status and no result claiming that input. The other outcomes write no
-final status: a cancelled run keeps ``running`` (redone at the next start), and a
-deferred, skipped or vanished input is left as it is.
+or an ``error`` status and no result claiming that input (the status is written
+before the old result is removed, so an ``ok`` status never stands without its
+result). The other outcomes write no final status: a cancelled run keeps ``running``
+(redone at the next start), and a deferred, skipped or vanished input is left as it
+is. Whether a request runs at all is ``retry.judge``'s decision.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -17,28 +18,18 @@ import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from . import fsio
+from . import fsio, inflight
+from .decoding import DecodeError, Stage, decode_route, decode_scored
+from .documents import read_status
 from .logs import get_logger
 from .metrics import Metrics
-from .documents import read_status
 from .protocol import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
+from .readiness import VOLUME, Readiness
+from .retry import MAX_INTERRUPTIONS, Verdict, judge
 from .runners.base import ModelJob, ModelRunner, RunReport
-from .schemas import (
-    ErrorInfo,
-    ErrorKind,
-    ResultMeta,
-    RouteRequest,
-    ScoredRoute,
-    State,
-    Status,
-    format_validation_error,
-    utc_now_iso,
-)
+from .schemas import ErrorInfo, ErrorKind, ResultMeta, RouteRequest, ScoredRoute, State, Status, utc_now_iso
 
 DETAIL_LINES = 20
 
@@ -48,10 +39,12 @@ log = get_logger("modelgen_watcher.pipeline")
 class Outcome(str, Enum):
     ok = "ok"
     error = "error"
+    transient = "transient"
+    """An I/O fault (the input unreadable, the volume unwritable): the scheduler retries with backoff."""
     skipped = "skipped"
     """Already scored with the same bytes (idempotence)."""
     skipped_error = "skipped_error"
-    """These bytes were already refused as invalid input; refusing again would say the same."""
+    """These bytes already ended in an error that running again now would not change."""
     deferred = "deferred"
     """Looks half-written; try again later."""
     cancelled = "cancelled"
@@ -63,6 +56,7 @@ class Outcome(str, Enum):
 class Processed:
     outcome: Outcome
     retry_after: float | None = None
+    error: ErrorInfo | None = None
 
 
 class RequestFailed(Exception):
@@ -82,25 +76,13 @@ class _StillWriting(Exception):
 
 
 def decode_model_output(raw: bytes) -> ScoredRoute:
-    """Parse a model's output, unwrapping upstream's JSON-string-holding-JSON form."""
+    """Parse a model's output (bounded, see ``decoding``), unwrapping upstream's JSON-string form."""
     if not raw.strip():
         raise RequestFailed(ErrorKind.invalid_output, "the model wrote an empty output file")
     try:
-        doc: Any = json.loads(raw)
-        if isinstance(doc, str):
-            doc = json.loads(doc)
-    except (ValueError, RecursionError) as exc:
-        raise RequestFailed(
-            ErrorKind.invalid_output, f"the model's output is not JSON: {exc}", _preview(raw)
-        ) from exc
-    try:
-        return ScoredRoute.model_validate(doc)
-    except ValidationError as exc:
-        raise RequestFailed(
-            ErrorKind.invalid_output,
-            f"the model's output is not a scored route: {format_validation_error(exc)}",
-            _preview(raw),
-        ) from exc
+        return decode_scored(raw)
+    except DecodeError as exc:
+        raise RequestFailed(ErrorKind.invalid_output, str(exc), _preview(raw)) from exc
 
 
 def _preview(raw: bytes, limit: int = 500) -> str:
@@ -170,6 +152,7 @@ class Pipeline:
         max_input_bytes: int,
         settle: float = 2.0,
         metrics: Metrics | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.layout = layout
         self.runner = runner
@@ -178,8 +161,16 @@ class Pipeline:
         self.max_input_bytes = max_input_bytes
         self.settle = settle
         self.metrics = metrics or Metrics("modelgen")
+        self.readiness = readiness or Readiness()
+        self.life_started_ns = time.time_ns()
+        """When this watcher started, on the volume's clock (the daemon sets it from a file it wrote)."""
         self._first_seen: dict[tuple[Request, str], float] = {}
         self._first_seen_lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Create the private directories this pipeline writes to; refuse any that is not a real one of ours."""
+        for directory in (self.layout.state_dir, self.layout.tmp_dir, self.layout.workspace, self.layout.inflight_dir):
+            fsio.ensure_private_dir(directory)
 
     # -- publishing -------------------------------------------------------
 
@@ -207,30 +198,50 @@ class Pipeline:
         )
         return duration_ms
 
+    def _volume_failed(self, exc: Exception, bound: Any) -> None:
+        if self.readiness.fail(VOLUME, f"the watch dir cannot be written: {exc}"):
+            bound.error("volume.unwritable", error=str(exc))
+
+    def _volume_ok(self) -> None:
+        if self.readiness.clear(VOLUME):
+            log.warning("volume.writable", reason="a request was published again")
+
     # -- the request ------------------------------------------------------
 
     def process(self, req: Request) -> Processed:
-        """Never raises for bad input, model failure or I/O trouble: each ends in a status."""
+        """Never raises for bad input, model failure or I/O trouble: each ends in a status or a retry."""
         t0 = time.monotonic()
         started_at = utc_now_iso()
         sha: str | None = None
         bound = log.bind(key=req.key, input_sha256=None)
+        in_flight = keep_marker = False
         try:
             snap = self._snapshot(req)
             if snap is None:
                 return Processed(Outcome.gone)
             sha = snap.sha256
             bound = bound.bind(input_sha256=sha)
-            done = self._already_done(req, sha)
-            if done is not None:
-                bound.debug("request.skipped", reason="already finished with the same input", state=done.value)
-                return Processed(Outcome.skipped if done is State.ok else Outcome.skipped_error)
+            verdict = self._judge(req, snap)
+            if verdict is not Verdict.run:
+                bound.debug("request.skipped", verdict=verdict.value)
+                return Processed(Outcome.skipped if verdict is Verdict.done else Outcome.skipped_error)
+            self.prepare()
+            interruptions = inflight.begin(self.layout, req, sha)
+            in_flight = True
+            if interruptions >= MAX_INTERRUPTIONS:
+                keep_marker = True  # the marker is the memory that these bytes are poisonous
+                raise RequestFailed(
+                    ErrorKind.model_failed,
+                    f"the watcher stopped {interruptions} times while serving these bytes (killed, out of "
+                    "memory, or stopped by a signal, perhaps sent by the model); not retried until the input changes",
+                )
             route = self._parse_input(req, snap)
             if isinstance(route, Processed):
                 return route
             self._write_status(req, Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at))
             report, scored = self._run_model(req, snap.data)
             if report.cancelled:
+                keep_marker = True  # a stop with this request in flight counts, whoever sent the signal
                 bound.info("request.interrupted", outcome="cancelled", reason="shutdown; redone at next start")
                 return Processed(Outcome.cancelled)
             assert scored is not None
@@ -245,31 +256,62 @@ class Pipeline:
                 self.layout.result(req.key), scored.model_dump(mode="json"), temp_prefix=WATCHER_TEMP_PREFIX
             )
             duration_ms = self._write_final(req, sha, started_at, t0)
+            self._volume_ok()
             bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)
             return Processed(Outcome.ok)
         except _StillWriting as busy:
             return Processed(Outcome.deferred, retry_after=busy.retry_after)
         except RequestFailed as failed:
             return self._fail(req, sha, started_at, t0, failed.info, bound)
-        except OSError as exc:
-            info = ErrorInfo(kind=ErrorKind.io_error, message=f"I/O error while serving the request: {exc}")
-            return self._fail(req, sha, started_at, t0, info, bound)
+        except (OSError, fsio.UnsafeFile) as exc:
+            # Reads of the input are turned into RequestFailed in _snapshot: what reaches
+            # here is a write to the volume (or a private dir that is not ours) failing.
+            self._volume_failed(exc, bound)
+            info = ErrorInfo(kind=ErrorKind.io_error, message=f"cannot write to the watch dir: {exc}")
+            return self._fail(req, sha, started_at, t0, info, bound, volume_fault=True)
+        finally:
+            if in_flight and not keep_marker:
+                try:
+                    inflight.end(self.layout, req)
+                except OSError:
+                    pass  # counted as one interruption at the next start; harmless
 
-    def _fail(self, req: Request, sha: str | None, started_at: str, t0: float, info: ErrorInfo, bound: Any) -> Processed:
+    def _fail(
+        self,
+        req: Request,
+        sha: str | None,
+        started_at: str,
+        t0: float,
+        info: ErrorInfo,
+        bound: Any,
+        *,
+        volume_fault: bool = False,
+    ) -> Processed:
+        """Publish the error: the status first (so no ``ok`` stands without its result), then drop the old result.
+
+        An ``io_error`` is transient: the scheduler retries it with backoff. A status
+        that cannot be written makes any error transient, since nothing was published.
+        """
+        transient = info.kind is ErrorKind.io_error
         self.metrics.inc("errors_total", kind=info.kind.value)
         try:
-            fsio.remove_quietly(self.layout.result(req.key))  # no result may claim a failed input
             self._write_final(req, sha, started_at, t0, error=info)
+            fsio.remove_quietly(self.layout.result(req.key))  # no result may claim a failed input
+            if not volume_fault:
+                self._volume_ok()
         except OSError as exc:
+            transient = True
+            self._volume_failed(exc, bound)
             bound.error("request.status_unwritable", error=str(exc))
-        bound.info(
+        bound.warning(
             "request.done",
             outcome="error",
             duration_ms=int((time.monotonic() - t0) * 1000),
             error_kind=info.kind.value,
             error=info.message,
+            retried=transient,
         )
-        return Processed(Outcome.error)
+        return Processed(Outcome.transient if transient else Outcome.error, error=info)
 
     def _snapshot(self, req: Request) -> fsio.Snapshot | None:
         """The input's bytes, read once and checked not to have changed while read."""
@@ -281,47 +323,35 @@ class Pipeline:
             return None
         except fsio.UnsafeFile as exc:
             raise RequestFailed(ErrorKind.invalid_input, f"refused to read the input: {exc}") from exc
-        except PermissionError as exc:
-            raise RequestFailed(ErrorKind.io_error, f"cannot read the input: {exc.strerror}") from exc
+        except OSError as exc:
+            raise RequestFailed(ErrorKind.io_error, f"cannot read the input: {exc.strerror or exc}") from exc
         if after.st_mtime_ns != snap.mtime_ns or after.st_size != snap.size:
             # Still being written: read again once it is quiet (the caller sees "deferred").
             raise _StillWriting(0.05)
         return snap
 
-    def _already_done(self, req: Request, sha: str) -> State | None:
-        """The final state these exact bytes already have, if running again would not change it.
-
-        Only an ``invalid_input`` error is final: a model that failed, timed out or hit
-        an I/O error may succeed after a fix and a restart, so those are redone.
-        """
+    def _judge(self, req: Request, snap: fsio.Snapshot) -> Verdict:
+        """Run these bytes, or not: see ``retry.judge``, the one place that decides."""
         found = read_status(self.layout.status(req.key))
-        if found is None or found[0].input_sha256 != sha:
-            return None
-        status = found[0]
-        if status.state is State.error and status.error and status.error.kind is ErrorKind.invalid_input:
-            return State.error
-        if status.state is State.ok and self.layout.result(req.key).is_file():
-            return State.ok
-        return None
+        ok_for_these = found is not None and found[0].input_sha256 == snap.sha256 and found[0].state is State.ok
+        return judge(
+            found,
+            snap.sha256,
+            input_mtime_ns=snap.mtime_ns,
+            life_started_ns=self.life_started_ns,
+            result_present=ok_for_these and self.layout.result(req.key).is_file(),
+        )
 
     def _parse_input(self, req: Request, snap: fsio.Snapshot) -> RouteRequest | Processed:
         try:
-            doc = json.loads(snap.data)
-        except RecursionError as exc:
-            raise RequestFailed(ErrorKind.invalid_input, "the input is nested too deeply to be a route") from exc
-        except ValueError as exc:
-            wait = self._settle_left(req, snap)
-            if wait > 0:
-                # Likely a writer that writes in place and has not finished: give it time.
-                return Processed(Outcome.deferred, retry_after=wait)
-            what = "the input is empty" if not snap.data.strip() else f"the input is not valid JSON: {exc}"
-            raise RequestFailed(ErrorKind.invalid_input, what) from exc
-        try:
-            return RouteRequest.model_validate(doc)
-        except ValidationError as exc:
-            raise RequestFailed(
-                ErrorKind.invalid_input, f"the input is not a route: {format_validation_error(exc)}"
-            ) from exc
+            return decode_route(snap.data)
+        except DecodeError as exc:
+            if exc.stage is Stage.json:
+                wait = self._settle_left(req, snap)
+                if wait > 0:
+                    # Likely a writer that writes in place and has not finished: give it time.
+                    return Processed(Outcome.deferred, retry_after=wait)
+            raise RequestFailed(ErrorKind.invalid_input, str(exc)) from exc
 
     def _settle_left(self, req: Request, snap: fsio.Snapshot) -> float:
         """Seconds an unparsable input still gets to be completed; 0 when it is final.
@@ -343,12 +373,10 @@ class Pipeline:
     def _run_model(self, req: Request, data: bytes) -> tuple[RunReport, ScoredRoute | None]:
         """Run the model on a private copy of ``data``; the scored route, or RequestFailed."""
         token = f"{req.label}-{secrets.token_hex(4)}"
-        self.layout.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self.layout.workspace.mkdir(parents=True, exist_ok=True)
         snapshot = self.layout.tmp_dir / f"input-{token}.json"
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
         try:
-            snapshot.write_bytes(data)
+            fsio.atomic_write(snapshot, data, temp_prefix=WATCHER_TEMP_PREFIX, durable=False)
             job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout)
             report = self.runner.run(job)
             self.metrics.inc("model_runs_total")
@@ -366,7 +394,7 @@ class Pipeline:
                     "the model exited 0 but wrote no output file",
                     _tail_lines(report.stderr_tail) or _tail_lines(report.stdout_tail),
                 ) from exc
-            except fsio.UnsafeFile as exc:
+            except (fsio.UnsafeFile, OSError) as exc:
                 raise RequestFailed(ErrorKind.invalid_output, f"the model's output was refused: {exc}") from exc
             return report, decode_model_output(raw)
         finally:

@@ -19,8 +19,12 @@ RESERVED_KEYS = frozenset({"status"})
 
 DEFAULT_MAX_INPUT_BYTES = 5 * 1024 * 1024
 """The default cap on an input route, for the watcher, the client and the server alike."""
-MAX_RESULT_BYTES = 64 * 1024 * 1024
-"""The cap on a model's output and a published result, and on a served static file."""
+MAX_RESULT_BYTES = 8 * 1024 * 1024
+"""The cap on a model's output and a published result. A result has one point per step
+(at most ``decoding.MAX_STEPS``, about 2 MB even pretty-printed and double-encoded), and
+parsing costs up to ~12 bytes of memory per byte, so a larger cap only buys memory."""
+MAX_STATIC_FILE_BYTES = 64 * 1024 * 1024
+"""The cap on a file the reference server serves from ``--static-dir``."""
 MAX_DOCUMENT_BYTES = 1024 * 1024
 """The cap on small documents of our own: status, health, metrics."""
 
@@ -35,6 +39,7 @@ METRICS_FILE = "metrics.prom"
 LOCK_FILE = "lock"
 WORKSPACE_DIR = "workspace"
 TMP_DIR = "tmp"
+INFLIGHT_DIR = "inflight"
 MODEL_OUTPUT_PREFIX = "modelgen-out-"
 
 
@@ -175,6 +180,10 @@ class Layout:
     @property
     def tmp_dir(self) -> Path:
         return self.state_dir / TMP_DIR
+
+    @property
+    def inflight_dir(self) -> Path:
+        return self.state_dir / INFLIGHT_DIR
 
     def input(self, key: str | None) -> Path:
         return self.root / self.names.input(key)

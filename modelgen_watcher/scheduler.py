@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .logs import get_logger
 from .pipeline import Outcome, Processed
 from .protocol import Request
+from .retry import backoff
 
 log = get_logger("modelgen_watcher.scheduler")
 
@@ -28,6 +29,8 @@ class _Entry:
     running: bool = False
     dirty: bool = False
     """An event arrived while running: one rerun is owed."""
+    failures: int = 0
+    """Transient faults in a row; the backoff before the next retry grows with it."""
 
 
 class Scheduler:
@@ -40,12 +43,15 @@ class Scheduler:
         workers: int = 1,
         debounce: float = 0.05,
         max_delay: float | None = None,
+        max_attempts: int | None = None,
     ) -> None:
+        """``max_attempts`` caps the tries of a transient fault (``--once``); None retries until it succeeds."""
         self._handler = handler
         self._workers = workers
         self._debounce = debounce
         # A writer that never pauses must not starve its request forever.
         self._max_delay = max_delay if max_delay is not None else max(1.0, 10 * debounce)
+        self._max_attempts = max_attempts
         self._cond = threading.Condition()
         self._entries: dict[Request, _Entry] = {}
         self._heap: list[tuple[float, int, Request]] = []
@@ -55,6 +61,8 @@ class Scheduler:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-worker")
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self.outcomes: dict[Outcome, int] = {o: 0 for o in Outcome}
+        self.gave_up = 0
+        """Requests whose transient fault outlasted ``max_attempts``."""
 
     def start(self) -> None:
         self._thread.start()
@@ -127,6 +135,15 @@ class Scheduler:
                 delay = self._debounce
             if result.outcome is Outcome.deferred and result.retry_after is not None:
                 delay = result.retry_after if delay is None else min(delay, result.retry_after)
+            if result.outcome is Outcome.transient:
+                entry.failures += 1
+                if self._max_attempts is None or entry.failures < self._max_attempts:
+                    wait = backoff(entry.failures)
+                    delay = wait if delay is None else min(delay, wait)
+                else:
+                    self.gave_up += 1
+            elif result.outcome is not Outcome.deferred:
+                entry.failures = 0
             if delay is not None and not self._stopping:
                 now = time.monotonic()
                 entry.first_event = now

@@ -9,9 +9,18 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ErrorInfo",
@@ -52,9 +61,17 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+# Every list of an untrusted document stops at its first bad element: a million bad
+# elements would otherwise cost a million error objects (hundreds of MB).
+_FAIL_FAST = Field(fail_fast=True)
+
+Coordinate = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+"""A JSON number: strings and booleans are refused here, not left for the model to trip on."""
+
+
 class LatLng(_Open):
-    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
-    lng: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    lat: Annotated[Coordinate, Field(ge=-90, le=90)]
+    lng: Annotated[Coordinate, Field(ge=-180, le=180)]
 
 
 class Step(_Open):
@@ -63,11 +80,11 @@ class Step(_Open):
 
 
 class Leg(_Open):
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, fail_fast=True)
 
 
 class Route(_Open):
-    legs: list[Leg] = Field(min_length=1)
+    legs: list[Leg] = Field(min_length=1, fail_fast=True)
 
 
 class Rider(BaseModel):
@@ -82,7 +99,7 @@ class Rider(BaseModel):
 class RouteRequest(_Open):
     """A Google Maps DirectionsResult as the browser posts it."""
 
-    routes: list[Route]
+    routes: Annotated[list[Route], _FAIL_FAST]
     rider: Rider | None = None
 
 
@@ -102,8 +119,8 @@ class ResultMeta(BaseModel):
 class ScoredRoute(BaseModel):
     """A model's answer; ``meta`` is added by the watcher when it publishes."""
 
-    routes: list[list[ScoredPoint]]
-    totalScores: list[float]  # noqa: N815 - the upstream field name
+    routes: Annotated[list[Annotated[list[ScoredPoint], _FAIL_FAST]], _FAIL_FAST]
+    totalScores: Annotated[list[float], _FAIL_FAST]  # noqa: N815 - the upstream field name
     meta: ResultMeta | None = None
 
     @field_validator("totalScores")
@@ -158,3 +175,5 @@ class Health(BaseModel):
     heartbeat_at: str
     observer: Literal["native", "polling"]
     ready: bool
+    reason: str | None = None
+    """Why the watcher is not ready (the volume refuses writes...), when it says so."""

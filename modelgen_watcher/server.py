@@ -20,7 +20,7 @@ from . import fsio, health
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
 from .logs import get_logger
 from .metrics import Metrics
-from .protocol import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_RESULT_BYTES, RESERVED_KEYS, is_valid_key
+from .protocol import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, RESERVED_KEYS, is_valid_key
 from .settings import ServerSettings
 
 log = get_logger("modelgen_watcher.server")
@@ -250,7 +250,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(404, "not_found", f"no such file: {path}")
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         try:
-            data = fsio.safe_read(target, MAX_RESULT_BYTES).data
+            data = fsio.safe_read(target, MAX_STATIC_FILE_BYTES).data
         except (OSError, fsio.UnsafeFile):
             return self._error(404, "not_found", f"no such file: {path}")
         self._send(200, data, content_type=ctype)

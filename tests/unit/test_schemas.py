@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from modelgen_watcher.schemas import RouteRequest, ScoredRoute, ValidationError, format_validation_error
+from modelgen_watcher.schemas import RouteRequest, ScoredPoint, ScoredRoute, ValidationError, format_validation_error
 from tests.helpers import route
 
 
@@ -93,9 +93,24 @@ def test_format_validation_error_is_one_line_naming_the_place() -> None:
 
 
 def test_format_validation_error_limits_the_count() -> None:
-    doc = {"routes": [{"legs": []} for _ in range(5)]}
+    doc = {"lat": "x", "lng": None, "score": [], "extra": 1}  # three bad fields, three errors
     with pytest.raises(ValidationError) as info:
-        RouteRequest.model_validate(doc)
+        ScoredPoint.model_validate(doc)
     line = format_validation_error(info.value, limit=2)
     assert "\n" not in line
-    assert line.endswith("and 3 more")
+    assert line.endswith("and 1 more")
+
+
+@pytest.mark.parametrize("model", [RouteRequest, ScoredRoute])
+def test_lists_fail_fast_so_a_million_bad_elements_cost_one_error(model: type) -> None:
+    """Validation errors are objects: one per bad element would cost hundreds of MB."""
+    doc = {"routes": [{}] * 1000, "totalScores": ["x"] * 1000}
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(doc)
+    assert info.value.error_count() <= 2
+
+
+@pytest.mark.parametrize("value", ["30.2", True, None, [30.2]])
+def test_coordinates_must_be_numbers(value: object) -> None:
+    with pytest.raises(ValidationError):
+        RouteRequest.model_validate(_lat(value))  # type: ignore[arg-type]

@@ -1,0 +1,81 @@
+"""Requests in flight, recorded on the volume, so that a request which keeps stopping the watcher is given up.
+
+A marker (``.modelgen/inflight/<input name>``) is written before a request's input is
+decoded and removed when the request ends in any way except the watcher stopping. A
+marker found at start-up therefore means the watcher stopped with that request in
+flight: killed, out of memory, or stopped by a signal (possibly sent by the model
+itself). Each start counts one more interruption for those bytes; at
+``retry.MAX_INTERRUPTIONS`` the pipeline ends the request with an error instead of
+running it again, so one poisonous request cannot keep the watcher in a crash loop
+while the others wait.
+
+Markers need no fsync: they only have to survive the process, not the machine (after
+a power cut the count restarts, which costs at most a few more attempts).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ValidationError
+
+from . import fsio
+from .protocol import MAX_DOCUMENT_BYTES, WATCHER_TEMP_PREFIX, Layout, Request
+
+
+class _Marker(BaseModel):
+    input_sha256: str
+    interruptions: int = 0
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A request that was in flight when the watcher last stopped."""
+
+    name: str
+    input_sha256: str
+    interruptions: int
+
+
+def _read(layout: Layout, name: str) -> _Marker | None:
+    try:
+        return _Marker.model_validate_json(fsio.safe_read(layout.inflight_dir / name, MAX_DOCUMENT_BYTES).data)
+    except (OSError, fsio.UnsafeFile, ValidationError):
+        return None
+
+
+def _write(layout: Layout, name: str, marker: _Marker) -> None:
+    fsio.atomic_write(
+        layout.inflight_dir / name, marker.model_dump_json().encode(), temp_prefix=WATCHER_TEMP_PREFIX, durable=False
+    )
+
+
+def begin(layout: Layout, req: Request, sha: str) -> int:
+    """Record that ``req`` with hash ``sha`` is in flight; returns its interruptions so far."""
+    name = layout.names.input(req.key)
+    old = _read(layout, name)
+    count = old.interruptions if old is not None and old.input_sha256 == sha else 0
+    _write(layout, name, _Marker(input_sha256=sha, interruptions=count))
+    return count
+
+
+def end(layout: Layout, req: Request) -> None:
+    """The request ended (any way but a stop of the watcher): forget it."""
+    fsio.remove_quietly(layout.inflight_dir / layout.names.input(req.key))
+
+
+def count_interruptions(layout: Layout) -> list[Interrupted]:
+    """At start-up: every marker left is one more interruption of its request; returns them all."""
+    found: list[Interrupted] = []
+    for entry in os.scandir(layout.inflight_dir):
+        if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+            continue
+        marker = _read(layout, entry.name)
+        if marker is None or not os.path.lexists(layout.root / entry.name):
+            fsio.remove_quietly(layout.inflight_dir / entry.name)
+            continue
+        marker.interruptions += 1
+        _write(layout, entry.name, marker)
+        found.append(Interrupted(entry.name, marker.input_sha256, marker.interruptions))
+    return found

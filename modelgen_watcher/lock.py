@@ -1,0 +1,95 @@
+"""One watcher per watch dir: the lock, and the check that it still guards the directory being served.
+
+The lock is an ``flock`` on ``.modelgen/lock`` (which works across containers sharing a
+volume on one kernel). A lock file only guards the directory it lives in, so the
+holder also remembers the watch dir's identity (device and inode) and re-checks both
+at every heartbeat: if the watch dir was deleted and created again, or ``.modelgen``
+was removed and another watcher took a new lock, this daemon is no longer the only
+one serving the path, and it exits non-zero so that its supervisor starts it afresh
+on the new directory. A lock file that merely vanished (nobody else holds one) is
+taken again.
+
+The lock file's mtime, written at start, is also the daemon's start time on the
+volume's own clock (see ``retry.judge``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from .protocol import Layout
+
+
+class AlreadyRunning(Exception):
+    """Another watcher holds this watch dir's lock."""
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+class WatchDirLock:
+    """The lock of one watch dir, held for the daemon's life."""
+
+    def __init__(self, layout: Layout) -> None:
+        self._layout = layout
+        self._fh: IO[str] | None = None
+        self._root_id: tuple[int, int] | None = None
+        self.started_ns = 0
+        """The lock file's mtime after it was written: this start, on the volume's clock."""
+
+    def acquire(self) -> None:
+        """Take the lock or raise AlreadyRunning naming the holder's pid."""
+        self._root_id = _identity(os.stat(self._layout.root))
+        self._fh = self._take(self._layout.lock_file)
+        self.started_ns = os.fstat(self._fh.fileno()).st_mtime_ns
+
+    def _take(self, path: Path) -> IO[str]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fh = os.fdopen(fd, "r+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise AlreadyRunning(f"another modelgen-watcher (pid {holder}) is serving {self._layout.root}") from exc
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        return fh
+
+    def check(self) -> str | None:
+        """None while this lock still guards the watch dir; otherwise why this daemon must stop."""
+        assert self._fh is not None
+        root = self._layout.root
+        try:
+            root_id = _identity(os.stat(root))
+        except FileNotFoundError:
+            return f"the watch dir {root} was removed"
+        if root_id != self._root_id:
+            return f"the watch dir {root} was replaced by another directory"
+        try:
+            on_disk = _identity(os.lstat(self._layout.lock_file))
+        except FileNotFoundError:
+            on_disk = None
+        if on_disk == _identity(os.fstat(self._fh.fileno())):
+            return None
+        # Our lock file is gone or replaced: take the one at the path now, unless another watcher has.
+        try:
+            fresh = self._take(self._layout.lock_file)
+        except AlreadyRunning as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"cannot take the lock again: {exc}"
+        self._fh.close()
+        self._fh = fresh
+        return None
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
