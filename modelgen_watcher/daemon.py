@@ -122,17 +122,17 @@ class Daemon:
         Only files are removed, never followed: the private directories were checked to
         be real ones of ours, and a symlink found here is unlinked, not its target.
         """
-        stale = [
-            (self.layout.root, lambda name: name.startswith(WATCHER_TEMP_PREFIX)),
-            (self.layout.state_dir, lambda name: name.startswith(WATCHER_TEMP_PREFIX)),
-            (self.layout.tmp_dir, lambda name: True),
-            (self.layout.workspace, lambda name: name.startswith(MODEL_OUTPUT_PREFIX)),
-            (self.layout.inflight_dir, lambda name: name.startswith(WATCHER_TEMP_PREFIX)),
+        stale_prefixes = [
+            (self.layout.root, WATCHER_TEMP_PREFIX),
+            (self.layout.state_dir, WATCHER_TEMP_PREFIX),
+            (self.layout.tmp_dir, ""),  # every snapshot
+            (self.layout.workspace, MODEL_OUTPUT_PREFIX),
+            (self.layout.inflight_dir, WATCHER_TEMP_PREFIX),
         ]
         removed = 0
-        for directory, is_stale in stale:
+        for directory, prefix in stale_prefixes:
             for entry in os.scandir(directory):
-                if is_stale(entry.name) and not entry.is_dir(follow_symlinks=False):
+                if entry.name.startswith(prefix) and not entry.is_dir(follow_symlinks=False):
                     removed += fsio.remove_quietly(Path(entry.path))
         if removed:
             log.info("startup.cleaned", removed=removed)
@@ -243,7 +243,19 @@ class Daemon:
             ready=ready and reason is None,
             reason=reason,
         )
-        fsio.atomic_write_json(self.layout.health_file, health.model_dump(), temp_prefix=WATCHER_TEMP_PREFIX)
+        data = fsio.dump_json(health.model_dump())
+        try:
+            fsio.atomic_write(self.layout.health_file, data, temp_prefix=WATCHER_TEMP_PREFIX)
+        except OSError as exc:
+            # No room for a temp file: say "not ready" in place, or readers would trust the
+            # last heartbeat until it ages out. A torn read of it is red as well.
+            self.readiness.fail_volume(exc)
+            unready = health.model_copy(update={"ready": False, "reason": self.readiness.reason()})
+            try:
+                fsio.overwrite_in_place(self.layout.health_file, fsio.dump_json(unready.model_dump()))
+            except OSError:
+                pass
+            raise
         self._write_metrics(observer)
 
     def _write_metrics(self, observer: ObserverKind) -> None:
@@ -267,7 +279,7 @@ class Daemon:
         except fsio.UnsafeFile as exc:
             return str(exc)
         except OSError as exc:
-            self.readiness.fail(VOLUME, f"the watch dir cannot be written: {exc}")
+            self.readiness.fail_volume(exc)
         return self.lock.check()
 
     def _probe_volume(self) -> None:
@@ -284,8 +296,7 @@ class Daemon:
             fsio.remove_quietly(probe)
         except OSError:
             return
-        if self.readiness.clear(VOLUME):
-            log.warning("volume.writable", reason="a test write in the watch dir succeeded")
+        self.readiness.clear(VOLUME, "a test write in the watch dir succeeded")
 
     def _lost(self, reason: str) -> None:
         """The watch dir is no longer ours to serve: stop, non-zero, without touching it further."""
@@ -320,9 +331,8 @@ class Daemon:
             self._log_quiet_refusals()
             try:  # the heartbeat must not depend on the chores above succeeding
                 self._write_health(self.events.kind, ready=True)
-            except OSError as exc:
-                if self.readiness.fail(VOLUME, f"the watch dir cannot be written: {exc}"):
-                    log.error("daemon.io_error", chore="heartbeat", error=str(exc))
+            except OSError:
+                pass  # recorded as a readiness problem and logged once by _write_health
 
     # -- lifecycle --------------------------------------------------------
 

@@ -72,6 +72,17 @@ def atomic_write(path: Path, data: bytes, *, temp_prefix: str = ".tmp-", durable
         fsync_dir(directory)
 
 
+def overwrite_in_place(path: Path, data: bytes) -> None:
+    """Rewrite an existing file without a temp file: for when an atomic write failed for lack of space.
+
+    Not atomic: only for documents where a torn read is as good as the news itself
+    (a heartbeat that says "not ready" reads as "no valid heartbeat", red either way).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
 def dump_json(obj: Any) -> bytes:
     """The one JSON encoding used for every published file."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -48,18 +48,25 @@ class WatchDirLock:
         self.started_ns = os.fstat(self._fh.fileno()).st_mtime_ns
 
     def _take(self, path: Path) -> IO[str]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        fh = os.fdopen(fd, "r+")
+        """Lock ``path`` through a read-only descriptor, then write our pid into it through another.
+
+        The descriptor held for the daemon's life is read-only: a file open for writing
+        would keep an operator from remounting the volume read-only ("mount point is busy").
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fh = os.fdopen(fd, "r")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             holder = fh.read().strip() or "unknown"
             fh.close()
             raise AlreadyRunning(f"another modelgen-watcher (pid {holder}) is serving {self._layout.root}") from exc
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+        try:
+            with open(path, "w") as pid_file:
+                pid_file.write(str(os.getpid()))
+        except BaseException:
+            fh.close()
+            raise
         return fh
 
     def check(self) -> str | None:

@@ -198,14 +198,6 @@ class Pipeline:
         )
         return duration_ms
 
-    def _volume_failed(self, exc: Exception, bound: Any) -> None:
-        if self.readiness.fail(VOLUME, f"the watch dir cannot be written: {exc}"):
-            bound.error("volume.unwritable", error=str(exc))
-
-    def _volume_ok(self) -> None:
-        if self.readiness.clear(VOLUME):
-            log.warning("volume.writable", reason="a request was published again")
-
     # -- the request ------------------------------------------------------
 
     def process(self, req: Request) -> Processed:
@@ -256,7 +248,7 @@ class Pipeline:
                 self.layout.result(req.key), scored.model_dump(mode="json"), temp_prefix=WATCHER_TEMP_PREFIX
             )
             duration_ms = self._write_final(req, sha, started_at, t0)
-            self._volume_ok()
+            self.readiness.clear(VOLUME, "a request was published")
             bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)
             return Processed(Outcome.ok)
         except _StillWriting as busy:
@@ -266,7 +258,7 @@ class Pipeline:
         except (OSError, fsio.UnsafeFile) as exc:
             # Reads of the input are turned into RequestFailed in _snapshot: what reaches
             # here is a write to the volume (or a private dir that is not ours) failing.
-            self._volume_failed(exc, bound)
+            self.readiness.fail_volume(exc)
             info = ErrorInfo(kind=ErrorKind.io_error, message=f"cannot write to the watch dir: {exc}")
             return self._fail(req, sha, started_at, t0, info, bound, volume_fault=True)
         finally:
@@ -298,10 +290,10 @@ class Pipeline:
             self._write_final(req, sha, started_at, t0, error=info)
             fsio.remove_quietly(self.layout.result(req.key))  # no result may claim a failed input
             if not volume_fault:
-                self._volume_ok()
+                self.readiness.clear(VOLUME, "a request was published")
         except OSError as exc:
             transient = True
-            self._volume_failed(exc, bound)
+            self.readiness.fail_volume(exc)
             bound.error("request.status_unwritable", error=str(exc))
         bound.warning(
             "request.done",

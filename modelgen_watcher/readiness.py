@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import threading
 
+from .logs import get_logger
+
 VOLUME = "volume"
 """The watch dir refused a write (full, read-only, not writable)."""
+
+log = get_logger("modelgen_watcher.readiness")
 
 
 class Readiness:
@@ -21,17 +25,23 @@ class Readiness:
         self._lock = threading.Lock()
         self._problems: dict[str, str] = {}
 
-    def fail(self, name: str, message: str) -> bool:
-        """Record a problem; True when it is new (so it is logged once, not at every retry)."""
+    def fail(self, name: str, message: str) -> None:
+        """Record a problem; it is logged when it starts, not at every retry."""
         with self._lock:
             new = name not in self._problems
             self._problems[name] = message
-            return new
+        if new:
+            log.error("daemon.not_ready", problem=name, reason=message)
 
-    def clear(self, name: str) -> bool:
-        """The problem is gone; True when there was one."""
+    def fail_volume(self, exc: Exception) -> None:
+        self.fail(VOLUME, f"the watch dir cannot be written: {exc}")
+
+    def clear(self, name: str, why: str) -> None:
+        """The problem is gone (``why``: what showed it); logged when it ends."""
         with self._lock:
-            return self._problems.pop(name, None) is not None
+            gone = self._problems.pop(name, None) is not None
+        if gone:
+            log.warning("daemon.ready_again", problem=name, reason=why)
 
     def has(self, name: str) -> bool:
         with self._lock:

@@ -82,5 +82,5 @@ def backoff(attempt: int) -> float:
     Doubling from BACKOFF_FIRST up to BACKOFF_MAX, with 20 % jitter so that many
     requests failing together (a full volume) do not retry in lockstep.
     """
-    base = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, attempt - 1))
+    base = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** max(0, attempt - 1))
     return base * random.uniform(0.8, 1.0)

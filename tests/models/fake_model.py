@@ -7,7 +7,8 @@ exit 1), hang (sleeps forever with a child process), chatty (megabytes on stdout
 stderr, then ok), garbage (not JSON), nothing (exit 0, no file), badshape (JSON of the
 wrong shape), slow (sleep, then ok), trapterm (ignores SIGTERM while hanging), orphan
 (leaves a grandchild to be re-parented), escape (a setsid descendant holds stdout open),
-chattyfail (megabytes of output, then exit 3).
+chattyfail (megabytes of output, then exit 3), killwatcher (sends --signal to its parent,
+the watcher, then waits to be stopped), hugeoutput (a list of a million empty objects).
 """
 
 import argparse
@@ -39,6 +40,7 @@ def main():
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--pidfile")
     p.add_argument("--fail-marked", action="store_true", help="fail (exit 1) on inputs with \"fail_me\": true")
+    p.add_argument("--signal", default="SIGTERM", help="what killwatcher sends to the watcher")
     a = p.parse_args()
     if a.pidfile:
         with open(a.pidfile, "a") as fh:
@@ -54,6 +56,9 @@ def main():
         if a.pidfile:
             with open(a.pidfile, "a") as fh:
                 fh.write(f"{escaped.pid}\n")
+    if a.mode == "killwatcher":
+        os.kill(os.getppid(), getattr(signal, a.signal))
+        time.sleep(3600)
     if a.fail_marked and doc.get("fail_me"):
         raise RuntimeError("this route was marked to fail")
     if a.mode in ("hang", "trapterm"):
@@ -80,6 +85,8 @@ def main():
     with open(a.output, "w") as fh:
         if a.mode == "garbage":
             fh.write("<html>this is not json")
+        elif a.mode == "hugeoutput":
+            fh.write('{"routes": [' + ",".join(["{}"] * 1_000_000) + '], "totalScores": []}')
         elif a.mode == "badshape":
             json.dump({"routes": "nope"}, fh)
         elif a.mode in ("orphan", "escape"):
