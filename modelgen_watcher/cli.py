@@ -104,13 +104,14 @@ def _settings(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = ()) -
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
     from .daemon import AlreadyRunning, Daemon
+    from .fsio import UnsafeFile
     from .settings import WatcherSettings
 
     settings = _settings(WatcherSettings, args)
     logs.configure(settings.log_format, settings.log_level)
     try:
         code = Daemon(settings).run()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, UnsafeFile) as exc:
         print(f"modelgen-watcher: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except OSError as exc:

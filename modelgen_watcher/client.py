@@ -214,8 +214,10 @@ class Client:
             return None
         if status.state is State.error:
             err = status.error
-            if err is None or (err.kind is not ErrorKind.invalid_input and written_ns < sub.published_ns):
-                return None  # an earlier attempt's transient failure: the watcher is redoing it
+            if err is None or err.kind is ErrorKind.io_error:
+                return None  # transient: the watcher retries it with backoff while it runs
+            if err.kind is not ErrorKind.invalid_input and written_ns < sub.published_ns:
+                return None  # an earlier attempt's model failure: publishing again makes the watcher redo it
             raise ModelError(err.kind.value, err.message, err.detail)
         doc = fsio.read_json_file(self.layout.result(sub.key), MAX_RESULT_BYTES)
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import threading
 import time
@@ -249,7 +248,7 @@ class Daemon:
         except OSError as exc:
             # No room for a temp file: say "not ready" in place, or readers would trust the
             # last heartbeat until it ages out. A torn read of it is red as well.
-            self.readiness.fail_volume(exc)
+            self.readiness.fail(VOLUME, f"the watch dir cannot be written: {exc}")
             unready = health.model_copy(update={"ready": False, "reason": self.readiness.reason()})
             try:
                 fsio.overwrite_in_place(self.layout.health_file, fsio.dump_json(unready.model_dump()))
@@ -271,32 +270,30 @@ class Daemon:
     def _still_ours(self) -> str | None:
         """Why this daemon must stop serving the watch dir (it was replaced, or is another's now), or None.
 
-        Private directories deleted meanwhile are made again here; one that became a
-        symlink or another user's is a reason to stop (writing there would follow it).
+        Private directories deleted meanwhile are made again here (only once the watch
+        dir is known to be the same); one that became a symlink or another user's is a
+        reason to stop (writing there would follow it).
         """
+        reason = self.lock.check_dir()
+        if reason is not None:
+            return reason
         try:
             self.pipeline.prepare()
         except fsio.UnsafeFile as exc:
             return str(exc)
         except OSError as exc:
-            self.readiness.fail_volume(exc)
-        return self.lock.check()
+            self.readiness.fail(VOLUME, f"the watch dir cannot be written: {exc}")
+        return self.lock.check_file()
 
     def _probe_volume(self) -> None:
-        """While writes are known to fail, try one each heartbeat, so readiness turns green again by itself.
-
-        The probe is 64 KiB and fsynced: on a full volume a few bytes can still fit where
-        a result would not.
-        """
+        """While the volume is known to refuse writes, try one each heartbeat, so readiness turns green by itself."""
         if not self.readiness.has(VOLUME):
             return
-        probe = self.layout.root / f"{WATCHER_TEMP_PREFIX}writable-{secrets.token_hex(4)}"
-        try:
-            fsio.atomic_write(probe, bytes(65536), temp_prefix=WATCHER_TEMP_PREFIX)
-            fsio.remove_quietly(probe)
-        except OSError:
-            return
-        self.readiness.clear(VOLUME, "a test write in the watch dir succeeded")
+        trouble = fsio.volume_trouble(self.layout.root) or fsio.probe_writable(self.layout.root, WATCHER_TEMP_PREFIX)
+        if trouble is None:
+            self.readiness.clear(VOLUME, "a test write in the watch dir succeeded")
+        else:
+            self.readiness.fail(VOLUME, trouble)
 
     def _lost(self, reason: str) -> None:
         """The watch dir is no longer ours to serve: stop, non-zero, without touching it further."""
@@ -329,10 +326,15 @@ class Daemon:
                 self.runner.reap_orphans()
             self._probe_volume()
             self._log_quiet_refusals()
-            try:  # the heartbeat must not depend on the chores above succeeding
-                self._write_health(self.events.kind, ready=True)
-            except OSError:
-                pass  # recorded as a readiness problem and logged once by _write_health
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Write the heartbeat; a failure is a readiness problem (logged once by _write_health), never a crash."""
+        assert self.events is not None
+        try:
+            self._write_health(self.events.kind, ready=True)
+        except OSError:
+            pass
 
     # -- lifecycle --------------------------------------------------------
 
@@ -361,7 +363,7 @@ class Daemon:
         )
         observer = self.events.start()
         pending = self.rescan(everything=True)
-        self._write_health(observer, ready=True)
+        self._heartbeat()
         log.info(
             "daemon.ready",
             watch_dir=str(self.layout.root),

@@ -166,6 +166,38 @@ def read_json_file(path: Path, max_bytes: int) -> Any:
         return None
 
 
+def volume_trouble(directory: Path) -> str | None:
+    """Why nothing can be written under ``directory`` (read-only, full), read from the file system itself.
+
+    Cheap (one statvfs), and it works when nothing else can be written to say so.
+    File systems that report no sizes (some FUSE and network mounts) are not judged full.
+    """
+    try:
+        st = os.statvfs(directory)
+    except OSError as exc:
+        return f"the watch dir cannot be inspected: {exc}"
+    if st.f_flag & os.ST_RDONLY:
+        return "the watch dir is on a read-only file system"
+    if st.f_blocks and not st.f_bavail:
+        return "the watch dir's file system is full"
+    return None
+
+
+PROBE_BYTES = 65536
+"""A probe write's size: on a nearly full volume a few bytes can still fit where a result would not."""
+
+
+def probe_writable(directory: Path, temp_prefix: str) -> str | None:
+    """Why a file cannot be written in ``directory`` (tried: written, fsynced, removed), or None when it can."""
+    probe = directory / f"{temp_prefix}probe-{secrets.token_hex(4)}"
+    try:
+        atomic_write(probe, bytes(PROBE_BYTES), temp_prefix=temp_prefix)
+        remove_quietly(probe)
+    except OSError as exc:
+        return f"the watch dir cannot be written: {exc}"
+    return None
+
+
 def ensure_private_dir(path: Path) -> None:
     """Create ``path`` if missing; refuse it unless it is a real directory owned by this process's user.
 

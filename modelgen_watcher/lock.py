@@ -69,9 +69,8 @@ class WatchDirLock:
             raise
         return fh
 
-    def check(self) -> str | None:
-        """None while this lock still guards the watch dir; otherwise why this daemon must stop."""
-        assert self._fh is not None
+    def check_dir(self) -> str | None:
+        """None while the watch dir's path still names the directory this daemon locked."""
         root = self._layout.root
         try:
             root_id = _identity(os.stat(root))
@@ -79,6 +78,11 @@ class WatchDirLock:
             return f"the watch dir {root} was removed"
         if root_id != self._root_id:
             return f"the watch dir {root} was replaced by another directory"
+        return None
+
+    def check_file(self) -> str | None:
+        """None while this daemon holds the lock file at the lock's path (taken again if it vanished)."""
+        assert self._fh is not None
         try:
             on_disk = _identity(os.lstat(self._layout.lock_file))
         except FileNotFoundError:

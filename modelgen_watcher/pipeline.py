@@ -67,6 +67,13 @@ class RequestFailed(Exception):
         self.info = ErrorInfo(kind=kind, message=message, detail=detail)
 
 
+class _VolumeFault(RequestFailed):
+    """The request failed because the watch dir refuses writes: an ``io_error``, retried, and the daemon unready."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(ErrorKind.io_error, message, detail)
+
+
 class _StillWriting(Exception):
     """The input changed while it was read; read it again once it is quiet."""
 
@@ -253,14 +260,16 @@ class Pipeline:
             return Processed(Outcome.ok)
         except _StillWriting as busy:
             return Processed(Outcome.deferred, retry_after=busy.retry_after)
+        except _VolumeFault as fault:
+            return self._fail(req, sha, started_at, t0, fault.info, bound, volume_fault=True)
         except RequestFailed as failed:
             return self._fail(req, sha, started_at, t0, failed.info, bound)
         except (OSError, fsio.UnsafeFile) as exc:
             # Reads of the input are turned into RequestFailed in _snapshot: what reaches
             # here is a write to the volume (or a private dir that is not ours) failing.
-            self.readiness.fail_volume(exc)
+            trouble = self._volume_trouble(probe=True)
             info = ErrorInfo(kind=ErrorKind.io_error, message=f"cannot write to the watch dir: {exc}")
-            return self._fail(req, sha, started_at, t0, info, bound, volume_fault=True)
+            return self._fail(req, sha, started_at, t0, info, bound, volume_fault=trouble is not None)
         finally:
             if in_flight and not keep_marker:
                 try:
@@ -293,7 +302,7 @@ class Pipeline:
                 self.readiness.clear(VOLUME, "a request was published")
         except OSError as exc:
             transient = True
-            self.readiness.fail_volume(exc)
+            self._volume_trouble(probe=True)
             bound.error("request.status_unwritable", error=str(exc))
         bound.warning(
             "request.done",
@@ -304,6 +313,21 @@ class Pipeline:
             retried=transient,
         )
         return Processed(Outcome.transient if transient else Outcome.error, error=info)
+
+    def _volume_trouble(self, *, probe: bool) -> str | None:
+        """Whether the watch dir as a whole refuses writes, as a readiness problem; None when it does not.
+
+        Asked after a failure, so that one unwritable path (a directory where a status
+        goes) is that request's trouble, while a full or read-only volume turns the
+        daemon unready. ``probe`` also tries a write, which finds permissions too.
+        """
+        root = self.layout.root
+        trouble = fsio.volume_trouble(root)
+        if trouble is None and probe:
+            trouble = fsio.probe_writable(root, WATCHER_TEMP_PREFIX)
+        if trouble is not None:
+            self.readiness.fail(VOLUME, trouble)
+        return trouble
 
     def _snapshot(self, req: Request) -> fsio.Snapshot | None:
         """The input's bytes, read once and checked not to have changed while read."""
@@ -377,6 +401,9 @@ class Pipeline:
                 return report, None
             failed = failure_from_report(report, self.model_timeout)
             if failed:
+                trouble = self._volume_trouble(probe=False)
+                if trouble is not None:  # the model could not write either: the volume's fault, not the model's
+                    raise _VolumeFault(f"the model failed while {trouble}: {failed.info.message}", failed.info.detail)
                 raise failed
             try:
                 raw = fsio.safe_read(output, MAX_RESULT_BYTES).data

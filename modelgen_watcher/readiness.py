@@ -33,9 +33,6 @@ class Readiness:
         if new:
             log.error("daemon.not_ready", problem=name, reason=message)
 
-    def fail_volume(self, exc: Exception) -> None:
-        self.fail(VOLUME, f"the watch dir cannot be written: {exc}")
-
     def clear(self, name: str, why: str) -> None:
         """The problem is gone (``why``: what showed it); logged when it ends."""
         with self._lock:

@@ -199,3 +199,36 @@ class Daemon:
             rc = self.proc.wait()
         self._log.close()
         return rc, time.monotonic() - t0
+
+
+def metric(watch_dir: Path, name: str, **labels: str) -> float | None:
+    """A sample from the watcher's metrics file (``.modelgen/metrics.prom``), or None when absent."""
+    path = watch_dir / ".modelgen" / "metrics.prom"
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    series = f"{name}{{{want}}}" if labels else name
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head == series:
+            return float(value)
+    return None
+
+
+def proc_status(pid: int, field: str) -> int:
+    """A number from /proc/<pid>/status (``VmHWM`` and ``VmRSS`` in kB, ``Threads``)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def health_of(watch_dir: Path, max_age: float = 30.0) -> tuple[bool, str]:
+    """What ``modelgen-watcher health`` would answer, through the same function."""
+    from modelgen_watcher.health import check
+
+    result = check(watch_dir, max_age)
+    return result.healthy, result.message

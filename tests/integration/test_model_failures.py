@@ -48,7 +48,8 @@ def test_failure_removes_a_stale_result_of_an_older_input(daemon_factory, watch_
     d.stop()
     _, st = serve_next(daemon_factory, watch_dir, "fail", key="k")
     assert st["state"] == "error"
-    assert not (watch_dir / "gps_scored_route.k.json").exists()
+    # The error status is written first (so an ok status never stands without its result), then the stale result goes.
+    wait_for(lambda: not (watch_dir / "gps_scored_route.k.json").exists(), 10, what="the stale result removed")
 
 
 def test_hanging_model_and_its_child_are_killed_at_the_timeout(daemon_factory, watch_dir, tmp_path):

@@ -41,6 +41,8 @@ def main():
     p.add_argument("--pidfile")
     p.add_argument("--fail-marked", action="store_true", help="fail (exit 1) on inputs with \"fail_me\": true")
     p.add_argument("--signal", default="SIGTERM", help="what killwatcher sends to the watcher")
+    p.add_argument("--kill-marked", action="store_true",
+                   help="on inputs with \"kill_me\": true, behave as killwatcher; score the rest")
     a = p.parse_args()
     if a.pidfile:
         with open(a.pidfile, "a") as fh:
@@ -56,7 +58,7 @@ def main():
         if a.pidfile:
             with open(a.pidfile, "a") as fh:
                 fh.write(f"{escaped.pid}\n")
-    if a.mode == "killwatcher":
+    if a.mode == "killwatcher" or (a.kill_marked and doc.get("kill_me")):
         os.kill(os.getppid(), getattr(signal, a.signal))
         time.sleep(3600)
     if a.fail_marked and doc.get("fail_me"):

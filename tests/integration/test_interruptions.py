@@ -1,0 +1,103 @@
+"""A request that keeps stopping the watcher is given up after three stops; the others are served; readers never
+see an ``ok`` status without its result.
+
+Before: a request in flight when the watcher died (OOM-killed, or a model that sends
+SIGTERM to the watcher) stayed ``running`` and was retried at every start, stopping
+the watcher again each time: a crash loop in which nothing else was scored. And a
+failure removed the old result before writing the new status, so an ``ok`` status
+could be read with no result beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    Daemon,
+    drop,
+    fake_model_cmd,
+    result_name,
+    route,
+    sha,
+    status_name,
+    status_of,
+    wait_final,
+    wait_for,
+)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_request_that_stops_the_watcher_is_given_up_after_three_stops(watch_dir, tmp_path, sig):
+    pidfile = tmp_path / "pids"
+    cmd = fake_model_cmd("ok", "--kill-marked", "--signal", sig, "--pidfile", str(pidfile))
+    poison = drop(watch_dir, {**route([""]), "kill_me": True}, key="poison")
+    good = drop(watch_dir, route(["turn-left"]), key="good")
+    starts = 0
+    try:
+        while (status_of(watch_dir, "poison") or {}).get("state") != "error":
+            assert starts < 6, "the poisonous request was never given up"
+            starts += 1
+            d = Daemon(watch_dir, "--model-cmd", cmd, log_path=tmp_path / f"daemon-{starts}.log").start(wait_ready=False)
+            assert d.proc is not None
+            wait_for(lambda: d.proc.poll() is not None or (status_of(watch_dir, "poison") or {}).get("state") == "error",
+                     60, what="the watcher stopped by its model, or the request given up")
+        assert starts == 4  # three stops, then the fourth start gives up without running the model
+        st = wait_final(watch_dir, "poison", sha(poison))
+        assert st["error"]["kind"] == "model_failed"
+        assert "stopped 3 times" in st["error"]["message"]
+        assert wait_final(watch_dir, "good", sha(good))["state"] == "ok"
+        assert d.proc.poll() is None  # the fourth watcher serves on
+        d.stop()
+    finally:
+        for pid in [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []:
+            try:
+                os.kill(pid, signal.SIGKILL)  # models orphaned by a killed watcher
+            except ProcessLookupError:
+                pass
+
+
+def test_an_ok_status_never_stands_without_its_result(daemon_factory, watch_dir):
+    """A reader checks status, result, status; when the status did not change meanwhile and says ok,
+    the result must be there and name the same bytes, while good and bad inputs alternate."""
+    daemon_factory("--settle", "0")
+    violations: list[str] = []
+    stop = threading.Event()
+    status_path, result_path = watch_dir / status_name("k"), watch_dir / result_name("k")
+
+    def read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def reader() -> None:
+        while not stop.is_set():
+            before, result, after = read(status_path), read(result_path), read(status_path)
+            if before is None or before != after:
+                continue
+            st = json.loads(before)
+            if st["state"] != "ok":
+                continue
+            if result is None:
+                violations.append(f"ok status for {st['input_sha256'][:12]} with no result")
+            elif json.loads(result)["meta"]["input_sha256"] != st["input_sha256"]:
+                violations.append(f"ok status for {st['input_sha256'][:12]} beside another input's result")
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        for i in range(40):
+            good = drop(watch_dir, route([""], lat0=30 + i / 1000), key="k")
+            assert wait_final(watch_dir, "k", sha(good))["state"] == "ok"
+            bad = drop(watch_dir, b'{"routes": "not a list %d"}' % i, key="k")
+            assert wait_final(watch_dir, "k", sha(bad))["state"] == "error"
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not violations, violations[:5]
