@@ -12,12 +12,13 @@ CS_PORT ?= 8009
 VERIFY_URL ?= http://127.0.0.1:$(CS_PORT)/rest/score
 TAG ?= 0.1.0
 
-.PHONY: help run test unit integration e2e bench static-checks containers-check ci \
+.PHONY: help run test unit integration e2e bench reliability static-checks containers-check ci \
         build up verify logs down clean clean-venv k3d-up k3d-deploy
 
 help:
 	@echo "make run               - the watcher on ./$(WATCH_DIR) with the embedded reference model"
 	@echo "make test              - the Python test suite (unit, integration, end-to-end)"
+	@echo "make reliability       - the long runs behind docs/RELIABILITY.md (about 15 min)"
 	@echo "make static-checks     - hadolint, Compose schema, kubernetes-validate, checkov"
 	@echo "make containers-check  - build and run the stack with podman, end to end"
 	@echo "make build|up|verify|logs|down|clean  - the stack with Docker Compose"
@@ -39,6 +40,12 @@ unit integration e2e: $(BIN)/modelgen-watcher
 
 bench: $(BIN)/modelgen-watcher
 	$(BIN)/python bench/latency.py
+
+# The long runs behind docs/RELIABILITY.md: decode memory, a 10-minute soak, 100 kill -9s.
+reliability: $(BIN)/modelgen-watcher
+	$(BIN)/python bench/decode_memory.py
+	$(BIN)/python bench/soak.py --minutes 10
+	$(BIN)/python bench/killloop.py --kills 100
 
 static-checks: $(BIN)/modelgen-watcher
 	bash scripts/static-checks.sh

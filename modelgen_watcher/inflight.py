@@ -26,6 +26,8 @@ from .protocol import MAX_DOCUMENT_BYTES, WATCHER_TEMP_PREFIX, Layout, Request
 
 class _Marker(BaseModel):
     input_sha256: str
+    input_mtime_ns: int = 0
+    """Which publication of those bytes: publishing them again is a fresh start."""
     interruptions: int = 0
 
 
@@ -51,12 +53,18 @@ def _write(layout: Layout, name: str, marker: _Marker) -> None:
     )
 
 
-def begin(layout: Layout, req: Request, sha: str) -> int:
-    """Record that ``req`` with hash ``sha`` is in flight; returns its interruptions so far."""
+def begin(layout: Layout, req: Request, sha: str, mtime_ns: int) -> int:
+    """Record that ``req`` is in flight with the input published at ``mtime_ns`` with hash ``sha``.
+
+    Returns the interruptions of that same publication so far. Publishing the input
+    again (even the same bytes: a new mtime) starts the count afresh, as it does for
+    a model failure (see ``retry``).
+    """
     name = layout.names.input(req.key)
     old = _read(layout, name)
-    count = old.interruptions if old is not None and old.input_sha256 == sha else 0
-    _write(layout, name, _Marker(input_sha256=sha, interruptions=count))
+    same = old is not None and (old.input_sha256, old.input_mtime_ns) == (sha, mtime_ns)
+    count = old.interruptions if old is not None and same else 0
+    _write(layout, name, _Marker(input_sha256=sha, input_mtime_ns=mtime_ns, interruptions=count))
     return count
 
 

@@ -225,14 +225,14 @@ class Pipeline:
                 bound.debug("request.skipped", verdict=verdict.value)
                 return Processed(Outcome.skipped if verdict is Verdict.done else Outcome.skipped_error)
             self.prepare()
-            interruptions = inflight.begin(self.layout, req, sha)
+            interruptions = inflight.begin(self.layout, req, sha, snap.mtime_ns)
             in_flight = True
             if interruptions >= MAX_INTERRUPTIONS:
                 keep_marker = True  # the marker is the memory that these bytes are poisonous
                 raise RequestFailed(
                     ErrorKind.model_failed,
                     f"the watcher stopped {interruptions} times while serving these bytes (killed, out of "
-                    "memory, or stopped by a signal, perhaps sent by the model); not retried until the input changes",
+                    "memory, or stopped by a signal, perhaps sent by the model); not retried until it is published again",
                 )
             route = self._parse_input(req, snap)
             if isinstance(route, Processed):

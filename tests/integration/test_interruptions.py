@@ -54,6 +54,13 @@ def test_a_request_that_stops_the_watcher_is_given_up_after_three_stops(watch_di
         assert wait_final(watch_dir, "good", sha(good))["state"] == "ok"
         assert d.proc.poll() is None  # the fourth watcher serves on
         d.stop()
+        # A restart alone does not run those bytes again (that would restart the crash loop)...
+        fixed = Daemon(watch_dir, log_path=tmp_path / "fixed.log").start()
+        assert fixed.wait_runs("poison", 1)[0]["error_kind"] == "model_failed"
+        # ...but publishing them again is a fresh try (here with a model that no longer stops the watcher).
+        drop(watch_dir, poison, key="poison")
+        wait_for(lambda: (status_of(watch_dir, "poison") or {}).get("state") == "ok", 30, what="the fresh try scored")
+        fixed.stop()
     finally:
         for pid in [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []:
             try:
