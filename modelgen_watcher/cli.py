@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(serve, "--max-wait", "longest ?wait= a GET may ask for, seconds (default 60)")
     _opt(serve, "--legacy-wait", "seconds the key-less GET waits for the last upload's result (default 30)")
     _opt(serve, "--health-max-age", "heartbeat age after which the watcher counts as down (default 30)")
+    _opt(serve, "--request-timeout", "seconds to receive a whole request: line, headers and body (default 30)")
+    _opt(serve, "--head-timeout", "seconds to receive the request line and headers (default 10)")
+    _opt(serve, "--keepalive-timeout", "seconds an idle kept-alive connection stays open (default 15)")
+    _opt(serve, "--max-connections", "connections waiting for a request before the oldest is dropped (default 1024)")
     _logging_flags(serve)
     return parser
 

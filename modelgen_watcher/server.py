@@ -1,23 +1,23 @@
 """The reference server: cyclesafe's REST API spoken through files only (``modelgen-watcher serve``).
 
-Standard library ``ThreadingHTTPServer``: one thread per connection suits requests that
-mostly wait on a file, needs no extra dependency, and serves 50+ concurrent clients.
+Connections, framing, limits and deadlines are ``httpfront``'s; this module answers
+complete requests. A retrieve mostly waits on a file, so it holds a pool thread, never
+the selector that reads request heads.
 """
 
 from __future__ import annotations
 
 import json
 import mimetypes
-import re
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from . import fsio, health
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
+from .httpfront import RETRY_AFTER_S, Exchange, HttpFront, PoolSpec, Request, Response, error_response
 from .logs import get_logger
 from .metrics import Metrics
 from .protocol import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, RESERVED_KEYS, is_valid_key
@@ -27,16 +27,26 @@ log = get_logger("modelgen_watcher.server")
 
 UPLOAD_PATH = "/rest/score/upload"
 RETRIEVE_PATH = "/rest/score/retrieve"
-RETRY_AFTER_S = 1
-MAX_CONNECTIONS = 256
-_DIGITS = re.compile(r"[0-9]{1,12}")
 ENDPOINTS = {UPLOAD_PATH: "upload", RETRIEVE_PATH: "retrieve", "/healthz": "healthz", "/readyz": "readyz",
              "/metrics": "metrics"}
 
+POOLS = {
+    "probe": PoolSpec(workers=4, backlog=32, what="health probes"),
+    "upload": PoolSpec(workers=8, backlog=128, what="uploads"),
+    "retrieve": PoolSpec(workers=128, backlog=64, what="retrieves (long-polls)"),
+    "other": PoolSpec(workers=16, backlog=64, what="static file and metrics requests"),
+}
+"""Requests served at once (and waiting) per kind, so no kind can take the others' threads.
 
-class ScoreServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 resets connections when 50 clients arrive at once
+Probes get a small pool of their own, so ``/healthz`` and ``/readyz`` answer while every
+other pool is full. Uploads are few because each holds up to ``--max-input-bytes`` of
+body in memory (8 x 5 MiB), but may queue deeply: a queued upload costs only its
+socket. Retrieves mostly sleep on a file (up to ``--max-wait``), so they get many
+threads; 128 long-polls plus 64 waiting, then 503 + Retry-After."""
+
+
+class ScoreServer:
+    """The REST API: what ``httpfront.HttpFront`` calls for every complete request."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -49,28 +59,37 @@ class ScoreServer(ThreadingHTTPServer):
         self.static_root = settings.static_dir.resolve() if settings.static_dir else None
         self._last_lock = threading.Lock()
         self._last_upload: Submission | None = None
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.metrics = Metrics("modelgen_server")
         self.metrics.describe("http_requests_total", "counter", "HTTP requests answered, by endpoint and status code.")
-        super().__init__((settings.host, settings.port), Handler)
+        self.front = HttpFront(settings.host, settings.port, self, POOLS,
+                               request_timeout=settings.request_timeout, head_timeout=settings.head_timeout,
+                               keepalive_timeout=settings.keepalive_timeout,
+                               max_connections=settings.max_connections)
+        self.server_address = self.front.address
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """One thread per connection, but no more than MAX_CONNECTIONS: the rest get a 503 at once."""
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: %d\r\n"
-                                b"Connection: close\r\n\r\n" % RETRY_AFTER_S)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
+    # -- what the front end calls ------------------------------------------------
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def classify(self, request: Request) -> str:
+        if request.path in ("/healthz", "/readyz") and request.method in ("GET", "HEAD"):
+            return "probe"
+        if request.method == "POST":
+            return "upload"
+        if request.path == RETRIEVE_PATH:
+            return "retrieve"
+        return "other"
+
+    def handle(self, request: Request) -> Response:
+        return Handler(self, request).dispatch()
+
+    def record(self, exchange: Exchange) -> None:
+        """The one log line and the one metric of every response, including those the front end refused."""
+        endpoint = ENDPOINTS.get(exchange.path, "static") if exchange.path is not None else "invalid"
+        self.metrics.inc("http_requests_total", endpoint=endpoint, code=str(exchange.status))
+        emit = log.warning if exchange.refused else log.info
+        emit("http.request", method=exchange.method, path=exchange.path, status=exchange.status,
+             duration_ms=int(exchange.duration_s * 1000), **exchange.fields)
+
+    # -- shared state ---------------------------------------------------------------
 
     def remember_upload(self, sub: Submission) -> None:
         with self._last_lock:
@@ -83,72 +102,62 @@ class ScoreServer(ThreadingHTTPServer):
     def watcher_alive(self) -> health.HealthCheck:
         return health.check(self.settings.watch_dir, self.settings.health_max_age)
 
-    def server_close(self) -> None:
+    def start(self) -> None:
+        self.front.start()
+
+    def close(self) -> None:
+        self.front.close()
         self.client.close()
-        super().server_close()
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: ScoreServer
-    protocol_version = "HTTP/1.1"
-    server_version = "modelgen-watcher"
-    timeout = 30  # seconds a connection may sit idle or half-sent before its thread is freed
+class Handler:
+    """One request's answer. Every method returns the Response; the front end writes, logs and counts it."""
 
-    # -- plumbing ---------------------------------------------------------
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        """Silenced: every request is logged once, as structured JSON, in ``_send``."""
+    def __init__(self, server: ScoreServer, request: Request) -> None:
+        self.server = server
+        self.request = request
+        self.command = request.method
+        self.headers = request.headers
+        self._log_fields: dict[str, Any] = {}
 
     def _send(self, code: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        self.server.metrics.inc("http_requests_total", endpoint=self._endpoint, code=str(code))
-        log.info("http.request", method=self.command, path=self.path.split("?")[0], status=code,
-                 duration_ms=int((time.monotonic() - self._t0) * 1000), **self._log_fields)
+              headers: dict[str, str] | None = None, close: bool = False) -> Response:
+        return Response(code, body, content_type, dict(headers or {}), close, self._log_fields)
 
-    def _json(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(code, fsio.dump_json(obj), headers=headers)
+    def _json(self, code: int, obj: Any, headers: dict[str, str] | None = None, close: bool = False) -> Response:
+        return self._send(code, fsio.dump_json(obj), headers=headers, close=close)
 
-    def _error(self, code: int, kind: str, message: str) -> None:
-        self._json(code, {"error": kind, "message": message})
+    def _error(self, code: int, kind: str, message: str, close: bool = False) -> Response:
+        resp = error_response(code, kind, message, close=close)
+        resp.log = self._log_fields
+        return resp
 
-    def _begin(self) -> tuple[str, dict[str, list[str]]]:
-        self._t0 = time.monotonic()
-        self._log_fields: dict[str, Any] = {}
-        url = urllib.parse.urlsplit(self.path)
-        self._endpoint = ENDPOINTS.get(url.path, "static")
-        return url.path, urllib.parse.parse_qs(url.query, keep_blank_values=True)
+    def dispatch(self) -> Response:
+        path = self.request.path
+        query = urllib.parse.parse_qs(self.request.query, keep_blank_values=True)
+        if self.command == "POST":
+            return self._post(path)
+        if self.command in ("GET", "HEAD"):
+            return self._get(path, query)
+        return self._error(501, "not_implemented", f"method {self.command} is not supported")
 
     # -- POST ---------------------------------------------------------------
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        path, _ = self._begin()
+    def _post(self, path: str) -> Response:
+        # Every early answer leaves the body unread, so the front end closes the connection after it.
         if path != UPLOAD_PATH:
-            self.close_connection = True
             return self._error(404, "not_found", f"no such endpoint: POST {path}")
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
-            self.close_connection = True
             return self._error(415, "unsupported_media_type", "send the route as Content-Type: application/json")
-        raw_length = (self.headers.get("Content-Length") or "").strip()
-        if "Transfer-Encoding" in self.headers or not _DIGITS.fullmatch(raw_length):
-            # Chunked or unknown lengths are refused: a proxy and this server must agree where a request ends.
-            self.close_connection = True
-            return self._error(411, "length_required", "send the route with a Content-Length (no chunked encoding)")
-        length = int(raw_length)
+        length = self.request.content_length
+        if length is None:  # missing, or not a plain number (Transfer-Encoding never gets this far)
+            return self._error(411, "length_required", "send the route with a Content-Length (no chunked encoding)",
+                               close=True)
         if length > self.server.settings.max_input_bytes:
-            self.close_connection = True  # the body is not read; the connection cannot be reused
             return self._error(413, "too_large",
                                f"the route is {length} bytes, over the limit of {self.server.settings.max_input_bytes}")
-        body = self.rfile.read(length)
+        body = self.request.read_body()
         try:
             sub = self.server.client.submit(body)
         except InvalidRoute as exc:
@@ -158,14 +167,12 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(503, "io_error", f"cannot write to the shared volume: {exc.strerror}")
         self.server.remember_upload(sub)
         self._log_fields = {"key": sub.key, "input_sha256": sub.input_sha256}
-        self._json(200, {"key": sub.key, "input_sha256": sub.input_sha256})
+        return self._json(200, {"key": sub.key, "input_sha256": sub.input_sha256})
 
     # -- GET ----------------------------------------------------------------
 
-    def do_GET(self) -> None:  # noqa: N802
-        path, query = self._begin()
-        if "Transfer-Encoding" in self.headers or (self.headers.get("Content-Length") or "0").strip() != "0":
-            self.close_connection = True  # an unread body must not be taken for the next request
+    def _get(self, path: str, query: dict[str, list[str]]) -> Response:
+        # A GET's body is never read, so the front end closes a connection that announced one.
         if path == "/healthz":
             return self._json(200, {"status": "ok"})
         if path == "/readyz":
@@ -177,18 +184,16 @@ class Handler(BaseHTTPRequestHandler):
             return self._metrics()
         return self._static(path)
 
-    def _metrics(self) -> None:
+    def _metrics(self) -> Response:
         """The server's counters, then the watcher's (from its metrics file on the volume)."""
         text = self.server.metrics.render()
         try:
             watcher = fsio.safe_read(self.server.client.layout.metrics_file, MAX_DOCUMENT_BYTES).data.decode()
         except (OSError, fsio.UnsafeFile, UnicodeDecodeError):
             watcher = ""
-        self._send(200, (text + watcher).encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return self._send(200, (text + watcher).encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
-    do_HEAD = do_GET  # noqa: N815
-
-    def _retrieve(self, query: dict[str, list[str]]) -> None:
+    def _retrieve(self, query: dict[str, list[str]]) -> Response:
         settings = self.server.settings
         try:
             wait = float(query.get("wait", ["0"])[-1] or 0)
@@ -208,16 +213,16 @@ class Handler(BaseHTTPRequestHandler):
         except (OSError, fsio.UnsafeFile) as exc:
             return self._error(404, "unknown_key", f"request {key} cannot be read: {exc}")
         self._log_fields = {"key": key, "input_sha256": sub.input_sha256}
-        self._answer(sub, wait, legacy=False)
+        return self._answer(sub, wait, legacy=False)
 
-    def _retrieve_legacy(self, wait: float) -> None:
+    def _retrieve_legacy(self, wait: float) -> Response:
         sub = self.server.last_upload()
         if sub is None:
             return self._error(404, "no_upload", "nothing was uploaded to this server yet")
         self._log_fields = {"key": sub.key, "input_sha256": sub.input_sha256, "legacy": True}
-        self._answer(sub, wait, legacy=True)
+        return self._answer(sub, wait, legacy=True)
 
-    def _answer(self, sub: Submission, wait: float, *, legacy: bool) -> None:
+    def _answer(self, sub: Submission, wait: float, *, legacy: bool) -> Response:
         client = self.server.client
         try:
             result = client.poll(sub)
@@ -239,11 +244,11 @@ class Handler(BaseHTTPRequestHandler):
                               headers={"Retry-After": str(RETRY_AFTER_S)})
         if legacy:  # upstream's page runs JSON.parse(JSON.parse(text)): a JSON string holding the JSON
             return self._send(200, json.dumps(json.dumps(result)).encode())
-        self._json(200, result)
+        return self._json(200, result)
 
     # -- static files ---------------------------------------------------------
 
-    def _static(self, path: str) -> None:
+    def _static(self, path: str) -> Response:
         root = self.server.static_root
         target = self._static_target(root, path) if root else None
         if target is None:
@@ -253,7 +258,7 @@ class Handler(BaseHTTPRequestHandler):
             data = fsio.safe_read(target, MAX_STATIC_FILE_BYTES).data
         except (OSError, fsio.UnsafeFile):
             return self._error(404, "not_found", f"no such file: {path}")
-        self._send(200, data, content_type=ctype)
+        return self._send(200, data, content_type=ctype)
 
     @staticmethod
     def _static_target(root: Path, path: str) -> Path | None:
@@ -286,15 +291,13 @@ def serve(settings: ServerSettings) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
+    server.start()
+    host, port = server.server_address
     log.info("server.ready", host=host, port=port, watch_dir=str(settings.watch_dir),
              static_dir=str(server.static_root) if server.static_root else None)
     while not stop_requested:
         time.sleep(0.2)
     log.info("server.stopping")
-    server.shutdown()
-    server.server_close()
+    server.close()
     log.info("server.stopped")
     return 0

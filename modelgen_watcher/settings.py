@@ -188,3 +188,15 @@ class ServerSettings(_NamedFiles):
     max_wait: float = Field(default=60.0, ge=0, le=600, description="longest ?wait= a GET may ask for")
     legacy_wait: float = Field(default=30.0, ge=0, le=600, description="how long the key-less GET waits")
     health_max_age: float = Field(default=30.0, gt=0)
+    request_timeout: float = Field(
+        default=30.0, ge=0.1, le=600, description="seconds to receive a whole request (line, headers, body)"
+    )
+    head_timeout: float = Field(
+        default=10.0, ge=0.1, le=600, description="seconds to receive the request line and headers"
+    )
+    keepalive_timeout: float = Field(
+        default=15.0, ge=0.1, le=3600, description="seconds a kept-alive connection may sit idle between requests"
+    )
+    max_connections: int = Field(
+        default=1024, ge=8, le=65536, description="connections waiting for a request before the oldest is dropped"
+    )

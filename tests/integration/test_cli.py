@@ -104,6 +104,8 @@ def test_defaults_watch_dir_is_created(tmp_path):
         (["--input-name", "same.json", "--output-name", "same.json"], {}, "must differ"),
         (["--model-cwd", "/nonexistent"], {}, "--model-cwd"),
         (["--no-such-flag"], {}, "unrecognized arguments"),
+        (["serve", "--request-timeout", "0"], {}, "--request-timeout (MODELGEN_REQUEST_TIMEOUT)"),
+        (["serve"], {"MODELGEN_MAX_CONNECTIONS": "2"}, "--max-connections (MODELGEN_MAX_CONNECTIONS)"),
     ],
 )
 def test_bad_setting_exits_2_with_one_line(tmp_path, args, env, words):
