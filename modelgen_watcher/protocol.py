@@ -35,6 +35,7 @@ METRICS_FILE = "metrics.prom"
 LOCK_FILE = "lock"
 WORKSPACE_DIR = "workspace"
 TMP_DIR = "tmp"
+RUN_DIR = "run"
 MODEL_OUTPUT_PREFIX = "modelgen-out-"
 
 
@@ -175,6 +176,11 @@ class Layout:
     @property
     def tmp_dir(self) -> Path:
         return self.state_dir / TMP_DIR
+
+    @property
+    def run_dir(self) -> Path:
+        """Records of the models running now, so a daemon started after a ``kill -9`` can stop them."""
+        return self.state_dir / RUN_DIR
 
     def input(self, key: str | None) -> Path:
         return self.root / self.names.input(key)
