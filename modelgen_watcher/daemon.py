@@ -17,7 +17,7 @@ from .metrics import Metrics, watcher_metrics
 from .observe import EventSource, ObserverKind
 from .pipeline import Outcome, Pipeline
 from .protocol import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
-from .runners import SubprocessRunner
+from .runners import ModelRunner, SubprocessRunner
 from .scheduler import Scheduler
 from .schemas import Health, utc_now_iso
 from .settings import WatcherSettings
@@ -40,7 +40,7 @@ def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
 
 def build_pipeline(
     settings: WatcherSettings, layout: Layout, metrics: Metrics | None = None
-) -> tuple[Pipeline, SubprocessRunner]:
+) -> tuple[Pipeline, ModelRunner]:
     """The pipeline and runner one settings object describes (shared by ``run`` and ``score``)."""
     runner = SubprocessRunner(settings.command_template, cwd=settings.model_cwd, kill_grace=settings.kill_grace)
     pipeline = Pipeline(
@@ -94,6 +94,7 @@ class Daemon:
         self._lock_fh.truncate()
         self._lock_fh.write(str(os.getpid()))
         self._lock_fh.flush()
+        self.runner.start(self.layout.run_dir)  # models a killed daemon left running
         self._clean_stale()
 
     def _clean_stale(self) -> None:
@@ -225,8 +226,7 @@ class Daemon:
                         chore()
                     except OSError as exc:
                         log.error("daemon.io_error", chore=chore.__name__, error=str(exc))
-            if os.getpid() == 1:
-                self.runner.reap_orphans()
+            self.runner.reap_orphans()
             try:  # the heartbeat must not depend on the chores above succeeding
                 self._write_health(self.events.kind, ready=True)
             except OSError as exc:

@@ -1,13 +1,15 @@
 """A model double whose misbehaviour is chosen on the command line (tests only).
 
-    fake_model.py MODE --input {input} --output {output} [--sleep S]
+    fake_model.py MODE --input {input} --output {output} [--sleep S] [--linger S] [--pidfile F]
 
 Modes: ok (plain JSON), double (upstream's JSON string holding JSON), fail (traceback,
 exit 1), hang (sleeps forever with a child process), chatty (megabytes on stdout and
 stderr, then ok), garbage (not JSON), nothing (exit 0, no file), badshape (JSON of the
 wrong shape), slow (sleep, then ok), trapterm (ignores SIGTERM while hanging), orphan
 (leaves a grandchild to be re-parented), escape (a setsid descendant holds stdout open),
-chattyfail (megabytes of output, then exit 3).
+chattyfail (megabytes of output, then exit 3). --sleep waits before reading the input,
+--linger after starting any descendants; --pidfile appends the model's pid and those of
+the processes it starts, one a line.
 """
 
 import argparse
@@ -37,6 +39,7 @@ def main():
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--linger", type=float, default=0.0, help="seconds to sleep after starting descendants")
     p.add_argument("--pidfile")
     p.add_argument("--fail-marked", action="store_true", help="fail (exit 1) on inputs with \"fail_me\": true")
     a = p.parse_args()
@@ -54,6 +57,8 @@ def main():
         if a.pidfile:
             with open(a.pidfile, "a") as fh:
                 fh.write(f"{escaped.pid}\n")
+    if a.linger:
+        time.sleep(a.linger)
     if a.fail_marked and doc.get("fail_me"):
         raise RuntimeError("this route was marked to fail")
     if a.mode in ("hang", "trapterm"):
