@@ -119,12 +119,12 @@ class RecordDir:
             pass
 
     def load(self) -> list[RunRecord]:
-        """Every valid record; anything else in the directory is removed unread (nothing else belongs there)."""
+        """Every valid record; anything else in the directory is removed without being acted on."""
         found = []
         with self._dir_fd() as dfd:
             for name in os.listdir(dfd):
                 record = self._read(name, dfd) if name.endswith(RECORD_SUFFIX) else None
-                if record is not None:
+                if record is not None and record.file_name == name:
                     found.append(record)
                     continue
                 try:

@@ -342,6 +342,7 @@ def test_start_stops_only_leftovers_that_still_match_their_record(tmp_path: Path
         record(recycled, secrets.token_hex(16), start_shift=-1)
         record(other_boot, secrets.token_hex(16), boot_id="another-boot")
         (run_dir / "4242.json").write_bytes(b"{half a rec")
+        (run_dir / "4244.json").write_bytes(RunRecord(orphan.pid, None, boot, run_id).encode())  # misnamed
         (tmp_path / "elsewhere.json").write_bytes(b"{}")
         os.symlink(tmp_path / "elsewhere.json", run_dir / "4243.json")
 
