@@ -18,7 +18,7 @@ from .pipeline import Outcome, Pipeline
 from .protocol import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
 from .readiness import VOLUME, Readiness
 from .retry import ONCE_ATTEMPTS
-from .runners import SubprocessRunner
+from .runners import ModelRunner, SubprocessRunner
 from .scheduler import Scheduler
 from .schemas import Health, utc_now_iso
 from .settings import WatcherSettings
@@ -53,7 +53,7 @@ def _content_changed(old: Signature | None, new: Signature) -> bool:
 
 def build_pipeline(
     settings: WatcherSettings, layout: Layout, metrics: Metrics | None = None, readiness: Readiness | None = None
-) -> tuple[Pipeline, SubprocessRunner]:
+) -> tuple[Pipeline, ModelRunner]:
     """The pipeline and runner one settings object describes (shared by ``run`` and ``score``)."""
     runner = SubprocessRunner(settings.command_template, cwd=settings.model_cwd, kill_grace=settings.kill_grace)
     pipeline = Pipeline(
@@ -108,6 +108,7 @@ class Daemon:
         self.lock.acquire()
         self.pipeline.life_started_ns = self.lock.started_ns
         self.pipeline.prepare()
+        self.runner.start(self.layout.run_dir)  # models a killed daemon left running
         self._clean_stale()
         for req in inflight.count_interruptions(self.layout):
             self._interrupted.add(req.name)
@@ -322,8 +323,7 @@ class Daemon:
                         chore()
                     except OSError as exc:
                         log.error("daemon.io_error", chore=chore.__name__, error=str(exc))
-            if os.getpid() == 1:
-                self.runner.reap_orphans()
+            self.runner.reap_orphans()
             self._probe_volume()
             self._log_quiet_refusals()
             self._heartbeat()

@@ -267,7 +267,7 @@ class Pipeline:
         except (OSError, fsio.UnsafeFile) as exc:
             # Reads of the input are turned into RequestFailed in _snapshot: what reaches
             # here is a write to the volume (or a private dir that is not ours) failing.
-            trouble = self._volume_trouble(probe=True)
+            trouble = self._volume_trouble()
             info = ErrorInfo(kind=ErrorKind.io_error, message=f"cannot write to the watch dir: {exc}")
             return self._fail(req, sha, started_at, t0, info, bound, volume_fault=trouble is not None)
         finally:
@@ -302,7 +302,7 @@ class Pipeline:
                 self.readiness.clear(VOLUME, "a request was published")
         except OSError as exc:
             transient = True
-            self._volume_trouble(probe=True)
+            self._volume_trouble()
             bound.error("request.status_unwritable", error=str(exc))
         bound.warning(
             "request.done",
@@ -314,17 +314,16 @@ class Pipeline:
         )
         return Processed(Outcome.transient if transient else Outcome.error, error=info)
 
-    def _volume_trouble(self, *, probe: bool) -> str | None:
+    def _volume_trouble(self) -> str | None:
         """Whether the watch dir as a whole refuses writes, as a readiness problem; None when it does not.
 
         Asked after a failure, so that one unwritable path (a directory where a status
         goes) is that request's trouble, while a full or read-only volume turns the
-        daemon unready. ``probe`` also tries a write, which finds permissions too.
+        daemon unready. Besides statvfs it tries a 64 KiB write, which finds permissions
+        and a volume with a few pages left (clean-up after a failed run frees some).
         """
         root = self.layout.root
-        trouble = fsio.volume_trouble(root)
-        if trouble is None and probe:
-            trouble = fsio.probe_writable(root, WATCHER_TEMP_PREFIX)
+        trouble = fsio.volume_trouble(root) or fsio.probe_writable(root, WATCHER_TEMP_PREFIX)
         if trouble is not None:
             self.readiness.fail(VOLUME, trouble)
         return trouble
@@ -401,7 +400,7 @@ class Pipeline:
                 return report, None
             failed = failure_from_report(report, self.model_timeout)
             if failed:
-                trouble = self._volume_trouble(probe=False)
+                trouble = self._volume_trouble()
                 if trouble is not None:  # the model could not write either: the volume's fault, not the model's
                     raise _VolumeFault(f"the model failed while {trouble}: {failed.info.message}", failed.info.detail)
                 raise failed

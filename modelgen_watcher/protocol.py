@@ -40,6 +40,7 @@ LOCK_FILE = "lock"
 WORKSPACE_DIR = "workspace"
 TMP_DIR = "tmp"
 INFLIGHT_DIR = "inflight"
+RUN_DIR = "run"
 MODEL_OUTPUT_PREFIX = "modelgen-out-"
 
 
@@ -184,6 +185,11 @@ class Layout:
     @property
     def inflight_dir(self) -> Path:
         return self.state_dir / INFLIGHT_DIR
+
+    @property
+    def run_dir(self) -> Path:
+        """Records of the models running now, so a daemon started after a ``kill -9`` can stop them."""
+        return self.state_dir / RUN_DIR
 
     def input(self, key: str | None) -> Path:
         return self.root / self.names.input(key)

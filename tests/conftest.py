@@ -32,8 +32,9 @@ def observer(request: pytest.FixtureRequest) -> str:
 def daemon_factory(watch_dir: Path) -> Iterator:
     started: list[Daemon] = []
 
-    def make(*args: str, env: dict[str, str] | None = None, start: bool = True, wait_ready: bool = True) -> Daemon:
-        d = Daemon(watch_dir, *args, env=env)
+    def make(*args: str, env: dict[str, str] | None = None, start: bool = True, wait_ready: bool = True,
+             fd_limit: int | None = None) -> Daemon:
+        d = Daemon(watch_dir, *args, env=env, fd_limit=fd_limit)
         started.append(d)
         if start:
             d.start(wait_ready=wait_ready)

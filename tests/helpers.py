@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shlex
 import signal
 import subprocess
@@ -135,8 +136,10 @@ def pid_alive(pid: int) -> bool:
 class Daemon:
     """``python -m modelgen_watcher`` on a directory, with its JSON log captured to a file."""
 
-    def __init__(self, watch_dir: Path, *args: str, env: dict[str, str] | None = None, log_path: Path | None = None):
+    def __init__(self, watch_dir: Path, *args: str, env: dict[str, str] | None = None, log_path: Path | None = None,
+                 fd_limit: int | None = None):
         self.watch_dir = watch_dir
+        self.fd_limit = fd_limit
         self.args = list(args)
         self.env = {**os.environ, "MODELGEN_LOG_FORMAT": "json", **(env or {})}
         self.log_path = log_path or watch_dir.parent / f"daemon-{time.monotonic_ns()}.log"
@@ -147,10 +150,16 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelgen_watcher", "run", "--watch-dir", str(self.watch_dir), *self.args],
             stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+            preexec_fn=self._limit_fds if self.fd_limit is not None else None,
         )
         if wait_ready:
             self.wait_ready()
         return self
+
+    def _limit_fds(self) -> None:
+        """In the daemon's process before exec: at most ``fd_limit`` open files (RLIMIT_NOFILE, soft and hard)."""
+        assert self.fd_limit is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         assert self.proc is not None

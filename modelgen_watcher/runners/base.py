@@ -40,10 +40,39 @@ class RunReport:
 
 
 class ModelRunner(Protocol):
-    """A strategy that runs a model on one job at a time per calling thread."""
+    """A strategy that runs a model on one job at a time per calling thread.
+
+    Containment policy, for every strategy: no model process, nor anything it starts,
+    outlives its request, even when the daemon itself was killed. The daemon calls
+    ``start`` once at start-up, ``run`` per request from its workers, ``reap_orphans``
+    with every heartbeat, and ``stop`` at shutdown; it calls nothing else.
+    """
+
+    def start(self, record_dir: Path) -> int:
+        """Take charge of model processes for one watch dir before the first run; returns how many leftovers it stopped.
+
+        The daemon calls it once, holding the watch dir's lock. Leftovers are model
+        processes an earlier daemon on this directory left running when it was killed;
+        ``record_dir`` (``Layout.run_dir``) is where a runner keeps what it needs to
+        find them. A runner without processes of its own returns 0.
+        """
+        ...
 
     def run(self, job: ModelJob) -> RunReport:
-        """Run to completion, timeout or cancellation; never raises for model misbehaviour."""
+        """Run to completion, timeout or cancellation; never raises for model misbehaviour.
+
+        When it returns, nothing the model started is left running, and the run holds
+        no thread or file descriptor of the caller's process.
+        """
+        ...
+
+    def reap_orphans(self) -> int:
+        """Reap and stop what finished runs left behind; returns how many processes that was.
+
+        The daemon calls it with every heartbeat (not only as PID 1): descendants of a
+        model can become the daemon's children after their parents exit, and must be
+        stopped and reaped whenever that happens.
+        """
         ...
 
     def stop(self) -> None:

@@ -1,28 +1,60 @@
-"""One subprocess per request: argument template, own process group, timeout, drained output."""
+"""One subprocess per request, contained: no model process, nor anything it starts, outlives its request.
+
+How, in order of a run:
+
+- The model starts in a session (and process group) of its own, with a random run id
+  in its environment (``MODELGEN_RUN_ID``) that everything it starts inherits.
+- The ``run()`` thread itself drains stdout and stderr (keeping the last TAIL_BYTES of
+  each, so a chatty model never blocks) and waits for the exit in the same selector
+  loop, on a pidfd where Linux has one: no thread is started per run.
+- A timeout (or ``stop()``) sends TERM to the group, then KILL after ``kill_grace``;
+  when the model is gone, whatever is left in its group is killed.
+- Descendants that left the group (``setsid``, double forks) are re-parented to the
+  daemon, which ``start()`` made their subreaper, and are killed as soon as they turn
+  up as its children without the run id of a model still running: when the run ends
+  and with every heartbeat (``reap_orphans``).
+- The pipes get PIPE_GRACE to reach end of file once the group is dead; our ends are
+  then closed regardless, so nothing a model leaves behind costs the daemon an fd.
+- While a model runs, its group is recorded under ``.modelgen/run/`` (see ``records``),
+  so a daemon started after this one was SIGKILLed stops it.
+
+Without ``start()`` (the one-shot ``score`` command) the runner still kills the group
+and never holds a pipe or a thread past the run, but does not chase escaped
+descendants or keep records. Where Linux's pidfd, /proc or prctl are missing, exits are
+polled and containment falls back to the process group.
+"""
 
 from __future__ import annotations
 
-import collections
+import math
 import os
 import re
+import secrets
+import selectors
 import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from ..logs import get_logger
 from ..settings import PLACEHOLDERS
+from . import procfs
 from .base import ModelJob, RunReport
+from .records import RUN_ID_ENV, RecordDir, RunRecord, stop_leftovers
 
 log = get_logger("modelgen_watcher.runner")
 
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 PIPE_GRACE = 0.5
-"""Seconds to wait for the output pipes to close once the model's group is gone."""
+"""Seconds the output pipes get to reach end of file once the model's group is dead."""
 TAIL_BYTES = 16 * 1024
 """How much of each stream is kept for the error status; the rest is read and dropped."""
+POLL_INTERVAL = 0.02
+"""Seconds between checks where no pidfd tells us of the exit, and between sweeps for escaped descendants."""
+_CHUNK = 65536
 
 
 def render_argv(template: list[str], job: ModelJob) -> list[str]:
@@ -38,30 +70,118 @@ def render_argv(template: list[str], job: ModelJob) -> list[str]:
 
 
 class _Tail:
-    """Drains a pipe on its own thread, keeping only the last TAIL_BYTES, so a chatty model never blocks."""
+    """The last TAIL_BYTES of a stream (trimmed in batches, so megabytes cost little copying)."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._buf: collections.deque[bytes] = collections.deque()
-        self._size = 0
-        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True, name="model-pipe")
-        self._thread.start()
+    def __init__(self) -> None:
+        self._buf = bytearray()
 
-    def _drain(self, stream: IO[bytes]) -> None:
-        with stream:
-            while chunk := stream.read1(65536):  # type: ignore[attr-defined]
-                self._buf.append(chunk)
-                self._size += len(chunk)
-                while self._size - len(self._buf[0]) >= TAIL_BYTES:
-                    self._size -= len(self._buf.popleft())
-
-    def finished(self, deadline: float) -> bool:
-        """Wait for end of stream until ``deadline`` (monotonic); False if something still holds the pipe."""
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        return not self._thread.is_alive()
+    def feed(self, chunk: bytes) -> None:
+        self._buf += chunk
+        if len(self._buf) > 2 * TAIL_BYTES:
+            del self._buf[:-TAIL_BYTES]
 
     def text(self) -> str:
-        data = b"".join(self._buf)[-TAIL_BYTES:]
-        return data.decode("utf-8", errors="replace")
+        return bytes(self._buf[-TAIL_BYTES:]).decode("utf-8", errors="replace")
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux 5.3+); None means poll instead."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        fd: int = pidfd_open(pid)
+    except OSError:  # an old kernel (ENOSYS), a sandbox refusing it, or no fd to spare
+        return None
+    return fd
+
+
+class _Streams:
+    """The model's stdout, stderr and exit, watched by one selector in the thread that called ``run()``."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        self._proc = proc
+        self._sel: selectors.BaseSelector = (
+            selectors.PollSelector() if hasattr(selectors, "PollSelector") else selectors.DefaultSelector()
+        )
+        self.out, self.err = _Tail(), _Tail()
+        self._pipes: dict[int, tuple[IO[bytes], _Tail]] = {}
+        for stream, tail in ((proc.stdout, self.out), (proc.stderr, self.err)):
+            fd = stream.fileno()
+            os.set_blocking(fd, False)
+            self._sel.register(fd, selectors.EVENT_READ)
+            self._pipes[fd] = (stream, tail)
+        self._pidfd = _open_pidfd(proc.pid)
+        self._exit_seen = False
+        if self._pidfd is not None:
+            self._sel.register(self._pidfd, selectors.EVENT_READ)
+
+    def exited(self) -> bool:
+        """True once the model has exited. With a pidfd it is left unreaped, so its group id stays ours to signal."""
+        if self._pidfd is not None or self._exit_seen:
+            return self._exit_seen
+        self._exit_seen = self._proc.poll() is not None
+        return self._exit_seen
+
+    @property
+    def pipes_open(self) -> bool:
+        return bool(self._pipes)
+
+    def pump(self, timeout: float | None) -> None:
+        """Read what the pipes hold and note the exit, waiting up to ``timeout`` s (None: until something happens)."""
+        if self._pidfd is None and not self._exit_seen:
+            timeout = POLL_INTERVAL if timeout is None else min(timeout, POLL_INTERVAL)
+        for key, _ in self._sel.select(timeout):
+            if key.fd == self._pidfd:
+                self._exit_seen = True
+                self._close_pidfd()
+            else:
+                self._read(key.fd)
+
+    def _read(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""  # a broken pipe ends the stream like end of file does
+        if chunk:
+            self._pipes[fd][1].feed(chunk)
+        else:
+            self._close_pipe(fd)
+
+    def _close_pipe(self, fd: int) -> None:
+        stream, _ = self._pipes.pop(fd)
+        self._sel.unregister(fd)
+        stream.close()
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            self._sel.unregister(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def close(self) -> None:
+        """Close our ends of everything, whoever still holds the other ends."""
+        for fd in list(self._pipes):
+            self._close_pipe(fd)
+        self._close_pidfd()
+        self._sel.close()
+
+
+@dataclass(eq=False)
+class _Run:
+    """One model in flight. Its pid is also its process group and session id."""
+
+    proc: subprocess.Popen[bytes]
+    run_id: str
+    cancelled: bool = False
+    reaped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def pgid(self) -> int:
+        return self.proc.pid
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -71,21 +191,142 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
+def _group_alive(pgid: int) -> bool:
+    """True while any process (zombies included) is still in the group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class SubprocessRunner:
-    """Runs ``template`` without a shell in a new session, killing the whole group on timeout or stop."""
+    """Runs ``template`` without a shell, one contained process group per request (see the module docstring)."""
 
     def __init__(self, template: list[str], cwd: Path | None = None, kill_grace: float = 3.0) -> None:
         self.template = template
         self.cwd = cwd
         self.kill_grace = kill_grace
         self._lock = threading.Lock()
-        self._running: dict[int, subprocess.Popen[bytes]] = {}
-        self._cancelled: set[int] = set()
+        self._running: dict[str, _Run] = {}
         self._stopped = False
+        self._contained = False
+        self._records: RecordDir | None = None
+        self._boot_id: str | None = None
+        self._killed: set[int] = set()
+        self._record_warned = False
+
+    # -- the ModelRunner interface -----------------------------------------
+
+    def start(self, record_dir: Path) -> int:
+        """Take charge of model processes for one watch dir; returns how many leftover model groups were stopped.
+
+        Becomes the subreaper of our models' descendants, stops the model groups (and
+        their escaped descendants) that records in ``record_dir`` show an earlier,
+        killed daemon left running, and records runs there from now on. Call it once,
+        holding the watch dir's lock, before the first run, and only in a process that
+        starts no children of its own besides models (the daemon): from then on any
+        child that is not a running model counts as a model's leftover and is killed.
+        """
+        if not procfs.become_subreaper():
+            log.info("runner.no_subreaper", reason="descendants that leave a model's group cannot be stopped here")
+        self._contained = True
+        self._boot_id = procfs.boot_id()
+        try:
+            self._records = RecordDir.open(record_dir)
+        except OSError as exc:
+            log.error("runner.records_unusable", dir=str(record_dir), error=str(exc),
+                      consequence="models left running by a killed daemon are not stopped at the next start")
+            return 0
+        with self._lock:
+            ours = {run.pgid for run in self._running.values()}
+        try:
+            found = stop_leftovers(self._records, spare=ours)
+        except OSError as exc:
+            log.error("runner.leftovers_unchecked", dir=str(record_dir), error=str(exc))
+            return 0
+        if found.groups or found.processes:
+            log.warning("runner.leftovers_stopped", groups=found.groups, escaped=found.processes,
+                        reason="model processes of an earlier daemon that was killed")
+        return found.groups
 
     def run(self, job: ModelJob) -> RunReport:
-        argv = render_argv(self.template, job)
+        """Run the model to completion, timeout or cancellation; nothing it started survives the return."""
         start = time.monotonic()
+        launched = self._launch(render_argv(self.template, job), start)
+        if isinstance(launched, RunReport):
+            return launched
+        run = launched
+        self._record(run)
+        streams = _Streams(run.proc)
+        try:
+            try:
+                timed_out = self._supervise(run, streams, start + job.timeout)
+            finally:
+                self._end(run)
+            if not self._settle(run, streams):
+                log.warning("model.escaped", pid=run.pgid, action="closed its output pipes",
+                            reason="a descendant that left the model's process group still held them")
+        finally:
+            streams.close()
+            self._unrecord(run)
+        return RunReport(
+            exit_code=run.proc.returncode,
+            duration_s=time.monotonic() - start,
+            timed_out=timed_out and not run.cancelled,
+            cancelled=run.cancelled,
+            stdout_tail=streams.out.text(),
+            stderr_tail=streams.err.text(),
+        )
+
+    def reap_orphans(self) -> int:
+        """Reap zombie children, and kill children that are not models running now; returns how many.
+
+        Once ``start()`` has run, orphaned descendants of models are re-parented to us:
+        any child that is not a running model, and was not started by one still running
+        (its ``MODELGEN_RUN_ID``), is a leftover of a finished run and is killed. Zombies
+        are reaped in any case, as PID 1 must. Running models are left to their ``run()``:
+        the lock keeps a just-started model from being mistaken for an orphan.
+        """
+        handled = 0
+        with self._lock:
+            running = {run.pgid for run in self._running.values()}
+            live_ids = {run.run_id for run in self._running.values()}
+            for child in procfs.children(os.getpid()):
+                if child.pid in running:
+                    continue
+                if child.zombie:
+                    handled += self._reap(child.pid)
+                elif self._contained and procfs.environ_value(child.pid, RUN_ID_ENV) not in live_ids:
+                    handled += self._kill_stray(child.pid)
+        return handled
+
+    def stop(self) -> None:
+        """Cancel every run in flight: TERM to each group, KILL after ``kill_grace``; refuse new runs."""
+        with self._lock:
+            self._stopped = True
+            runs = list(self._running.values())
+            for run in runs:
+                run.cancelled = True
+                _signal_group(run.pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_grace
+        for run in runs:
+            run.reaped.wait(max(0.0, deadline - time.monotonic()))
+        with self._lock:  # under the lock an unreaped leader keeps its group id from being reused
+            for run in runs:
+                if not run.reaped.is_set():
+                    _signal_group(run.pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 1.0
+        for run in runs:
+            run.reaped.wait(max(0.0, deadline - time.monotonic()))
+
+    # -- one run ------------------------------------------------------------
+
+    def _launch(self, argv: list[str], start: float) -> _Run | RunReport:
+        """Start the model, registered as running under the lock; a report instead if it cannot start."""
+        run_id = secrets.token_hex(16)
         with self._lock:
             if self._stopped:
                 return RunReport(exit_code=None, duration_s=0.0, cancelled=True)
@@ -97,86 +338,91 @@ class SubprocessRunner:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     start_new_session=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_ID_ENV: run_id},
                 )
             except OSError as exc:
                 return RunReport(
                     exit_code=None, duration_s=time.monotonic() - start, launch_error=f"cannot start {argv[0]!r}: {exc}"
                 )
-            self._running[proc.pid] = proc
-        assert proc.stdout is not None and proc.stderr is not None
-        out, err = _Tail(proc.stdout), _Tail(proc.stderr)
+            run = _Run(proc, run_id)
+            self._running[run_id] = run
+        return run
+
+    def _supervise(self, run: _Run, streams: _Streams, timeout_at: float) -> bool:
+        """Drain the output until the model exits; TERM then KILL its group at the timeout. True if it timed out."""
         timed_out = False
-        try:
-            proc.wait(timeout=job.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            self._terminate(proc)
-        finally:
-            # Whatever the model left behind in its group (daemonised children holding
-            # our pipes open) goes with it: no model process outlives its request.
-            _signal_group(proc.pid, signal.SIGKILL)
-            with self._lock:
-                self._running.pop(proc.pid, None)
-                cancelled = proc.pid in self._cancelled
-                self._cancelled.discard(proc.pid)
-        # The group is dead; only a descendant that left it (setsid) can still hold our
-        # pipes. Do not let it stall the request: give up on its output after a moment.
-        pipe_deadline = time.monotonic() + PIPE_GRACE
-        if not (out.finished(pipe_deadline) and err.finished(pipe_deadline)):
-            log.warning("model.escaped", pid=proc.pid,
-                        reason="a descendant left the model's process group and still holds its output open")
-        return RunReport(
-            exit_code=proc.returncode,
-            duration_s=time.monotonic() - start,
-            timed_out=timed_out and not cancelled,
-            cancelled=cancelled,
-            stdout_tail=out.text(),
-            stderr_tail=err.text(),
-        )
+        kill_at: float | None = None
+        while not streams.exited():
+            now = time.monotonic()
+            if kill_at is None and now >= timeout_at:
+                timed_out = True
+                _signal_group(run.pgid, signal.SIGTERM)
+                kill_at = now + self.kill_grace
+            elif kill_at is not None and now >= kill_at:
+                _signal_group(run.pgid, signal.SIGKILL)
+                kill_at = math.inf
+            wake = timeout_at if kill_at is None else kill_at
+            streams.pump(None if wake == math.inf else max(0.0, wake - now))
+        return timed_out
 
-    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
-        """TERM to the group, then KILL after the grace period."""
-        _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=self.kill_grace)
-        except subprocess.TimeoutExpired:
-            _signal_group(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def reap_orphans(self) -> int:
-        """Reap zombie children that are not ours to wait for; needed when we run as PID 1.
-
-        Orphaned descendants of models are re-parented to PID 1, and a container's PID 1
-        must reap them or they pile up. Our own running models are left to ``Popen``:
-        the lock keeps a just-started model from being mistaken for an orphan.
-        """
-        me, reaped = os.getpid(), 0
+    def _end(self, run: _Run) -> None:
+        """Kill what the model left in its group, reap the model and forget it, all before its pid can be reused."""
+        _signal_group(run.pgid, signal.SIGKILL)
         with self._lock:
-            ours = set(self._running)
-            for entry in os.scandir("/proc"):
-                if not entry.name.isdigit() or int(entry.name) in ours:
-                    continue
-                try:
-                    with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                        fields = fh.read().rsplit(b")", 1)[1].split()
-                except OSError:
-                    continue
-                if fields[0] == b"Z" and int(fields[1]) == me:
-                    try:
-                        os.waitpid(int(entry.name), os.WNOHANG)
-                        reaped += 1
-                    except ChildProcessError:
-                        pass
-        return reaped
+            run.proc.wait()  # the model has exited (or was just killed): this returns at once
+            self._running.pop(run.run_id, None)
+            run.reaped.set()
 
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            procs = list(self._running.values())
-            self._cancelled.update(p.pid for p in procs)
-        threads = [threading.Thread(target=self._terminate, args=(p,), daemon=True) for p in procs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(self.kill_grace + 1)
+    def _settle(self, run: _Run, streams: _Streams) -> bool:
+        """Stop what the run left behind and give its pipes PIPE_GRACE to reach end of file; False if they did not."""
+        deadline = time.monotonic() + PIPE_GRACE
+        settled = not self._contained
+        while True:
+            if not settled:  # nothing killed or reaped this time, and the group is empty
+                settled = self.reap_orphans() == 0 and not _group_alive(run.pgid)
+            if settled and not streams.pipes_open:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return not streams.pipes_open
+            streams.pump(remaining if settled else min(remaining, POLL_INTERVAL))
+
+    # -- helpers ------------------------------------------------------------
+
+    def _reap(self, pid: int) -> int:
+        try:
+            reaped, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if not reaped:
+            return 0
+        self._killed.discard(pid)
+        return 1
+
+    def _kill_stray(self, pid: int) -> int:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            return 0
+        if pid not in self._killed:  # one line per stray, not one per sweep until it is reaped
+            self._killed.add(pid)
+            log.warning("model.escaped", pid=pid, action="killed",
+                        reason="it left a model's process group and outlived the model")
+        return 1
+
+    def _record(self, run: _Run) -> None:
+        if self._records is None:
+            return
+        st = procfs.read_stat(run.pgid)
+        record = RunRecord(run.pgid, st.start_time if st else None, self._boot_id, run.run_id)
+        try:
+            self._records.write(record)
+        except OSError as exc:
+            if not self._record_warned:
+                self._record_warned = True
+                log.warning("runner.record_failed", error=str(exc),
+                            consequence="a model running when the daemon is killed is not stopped at the next start")
+
+    def _unrecord(self, run: _Run) -> None:
+        if self._records is not None:
+            self._records.remove(RunRecord(run.pgid, None, None, run.run_id))

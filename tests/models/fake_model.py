@@ -1,6 +1,6 @@
 """A model double whose misbehaviour is chosen on the command line (tests only).
 
-    fake_model.py MODE --input {input} --output {output} [--sleep S]
+    fake_model.py MODE --input {input} --output {output} [--sleep S] [--linger S] [--pidfile F]
 
 Modes: ok (plain JSON), double (upstream's JSON string holding JSON), fail (traceback,
 exit 1), hang (sleeps forever with a child process), chatty (megabytes on stdout and
@@ -9,6 +9,8 @@ wrong shape), slow (sleep, then ok), trapterm (ignores SIGTERM while hanging), o
 (leaves a grandchild to be re-parented), escape (a setsid descendant holds stdout open),
 chattyfail (megabytes of output, then exit 3), killwatcher (sends --signal to its parent,
 the watcher, then waits to be stopped), hugeoutput (a list of a million empty objects).
+--sleep waits before reading the input, --linger after starting any descendants;
+--pidfile appends the model's pid and those of the processes it starts, one a line.
 """
 
 import argparse
@@ -38,6 +40,7 @@ def main():
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--linger", type=float, default=0.0, help="seconds to sleep after starting descendants")
     p.add_argument("--pidfile")
     p.add_argument("--fail-marked", action="store_true", help="fail (exit 1) on inputs with \"fail_me\": true")
     p.add_argument("--signal", default="SIGTERM", help="what killwatcher sends to the watcher")
@@ -58,6 +61,8 @@ def main():
         if a.pidfile:
             with open(a.pidfile, "a") as fh:
                 fh.write(f"{escaped.pid}\n")
+    if a.linger:
+        time.sleep(a.linger)
     if a.mode == "killwatcher" or (a.kill_marked and doc.get("kill_me")):
         os.kill(os.getppid(), getattr(signal, a.signal))
         time.sleep(3600)
