@@ -290,7 +290,7 @@ class Daemon:
         """While the volume is known to refuse writes, try one each heartbeat, so readiness turns green by itself."""
         if not self.readiness.has(VOLUME):
             return
-        trouble = fsio.volume_trouble(self.layout.root) or fsio.probe_writable(self.layout.root, WATCHER_TEMP_PREFIX)
+        trouble = fsio.refuses_writes(self.layout.root, WATCHER_TEMP_PREFIX)
         if trouble is None:
             self.readiness.clear(VOLUME, "a test write in the watch dir succeeded")
         else:

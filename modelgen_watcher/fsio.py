@@ -198,6 +198,15 @@ def probe_writable(directory: Path, temp_prefix: str) -> str | None:
     return None
 
 
+def refuses_writes(directory: Path, temp_prefix: str) -> str | None:
+    """Why ``directory``'s file system takes no writes now (read-only, full, not writable), or None.
+
+    statvfs first (free), then a real 64 KiB write: it finds permissions, and a volume
+    with a few pages left (a failed run's clean-up frees some).
+    """
+    return volume_trouble(directory) or probe_writable(directory, temp_prefix)
+
+
 def ensure_private_dir(path: Path) -> None:
     """Create ``path`` if missing; refuse it unless it is a real directory owned by this process's user.
 

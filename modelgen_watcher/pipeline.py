@@ -319,11 +319,9 @@ class Pipeline:
 
         Asked after a failure, so that one unwritable path (a directory where a status
         goes) is that request's trouble, while a full or read-only volume turns the
-        daemon unready. Besides statvfs it tries a 64 KiB write, which finds permissions
-        and a volume with a few pages left (clean-up after a failed run frees some).
+        daemon unready.
         """
-        root = self.layout.root
-        trouble = fsio.volume_trouble(root) or fsio.probe_writable(root, WATCHER_TEMP_PREFIX)
+        trouble = fsio.refuses_writes(self.layout.root, WATCHER_TEMP_PREFIX)
         if trouble is not None:
             self.readiness.fail(VOLUME, trouble)
         return trouble
