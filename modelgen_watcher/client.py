@@ -7,6 +7,7 @@ be handed an older result or another user's.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import threading
@@ -15,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 
-from . import fsio
+from . import fsio, retry
 from .documents import read_status
 from .protocol import (
     CLIENT_TEMP_PREFIX,
@@ -29,8 +29,8 @@ from .protocol import (
     Names,
     is_valid_key,
 )
-from .decoding import DecodeError, decode_route
-from .schemas import ErrorKind, ScoredRoute, State, Status
+from .decoding import DecodeError, decode_route, decode_scored
+from .schemas import ErrorKind, State, Status
 
 POLL_INTERVAL = 0.25
 """The bounded poll under the file events: waiting works even where no event arrives."""
@@ -67,6 +67,13 @@ class Submission:
     key: str | None
     input_sha256: str
     published_ns: int = 0
+
+
+def _as_object(raw: bytes) -> dict[str, Any]:
+    """A published result as a dict (already validated by poll_raw: a JSON object)."""
+    doc = json.loads(raw)
+    assert isinstance(doc, dict)
+    return doc
 
 
 def new_key() -> str:
@@ -204,8 +211,13 @@ class Client:
         """The request's status and the status file's mtime (ns), or None when missing or invalid."""
         return read_status(self.layout.status(key))
 
-    def poll(self, sub: Submission) -> dict[str, Any] | None:
-        """The result if it is ready, None while pending; raises ModelError if the request failed."""
+    def poll_raw(self, sub: Submission) -> bytes | None:
+        """The result's bytes as published if it is ready, None while pending; ModelError if the request failed.
+
+        The result is validated with the bounded decoder (one decode at a time in the
+        process) and then handed back as read: a server answering many retrieves at once
+        holds each result once, as bytes, not as a parsed document.
+        """
         found = self.status(sub.key)
         if found is None:
             return None
@@ -214,30 +226,35 @@ class Client:
             return None
         if status.state is State.error:
             err = status.error
-            if err is None or err.kind is ErrorKind.io_error:
-                return None  # transient: the watcher retries it with backoff while it runs
-            if err.kind is not ErrorKind.invalid_input and written_ns < sub.published_ns:
-                return None  # an earlier attempt's model failure: publishing again makes the watcher redo it
+            if err is None or retry.is_transient(err.kind):
+                return None  # the watcher retries it with backoff while it runs
+            if err.kind is not ErrorKind.invalid_input and retry.republished(sub.published_ns, written_ns):
+                return None  # an earlier attempt's model failure: the watcher runs it again for this publication
             raise ModelError(err.kind.value, err.message, err.detail)
-        doc = fsio.read_json_file(self.layout.result(sub.key), MAX_RESULT_BYTES)
         try:
-            result = ScoredRoute.model_validate(doc)
-        except ValidationError:
+            raw = fsio.safe_read(self.layout.result(sub.key), MAX_RESULT_BYTES).data
+            result = decode_scored(raw)
+        except (OSError, fsio.UnsafeFile, DecodeError):
             return None  # replaced between status and result: a newer outcome is on its way
         if result.meta is None or result.meta.input_sha256 != sub.input_sha256:
             return None
-        return doc  # type: ignore[no-any-return]
+        return raw
 
-    def wait(self, sub: Submission, timeout: float = 60.0) -> dict[str, Any]:
-        """Block until ``sub`` is scored (its result) or failed (ModelError); WaitTimeout after ``timeout``."""
+    def poll(self, sub: Submission) -> dict[str, Any] | None:
+        """The result if it is ready, None while pending; raises ModelError if the request failed."""
+        raw = self.poll_raw(sub)
+        return None if raw is None else _as_object(raw)
+
+    def wait_raw(self, sub: Submission, timeout: float = 60.0) -> bytes:
+        """Block until ``sub`` is scored (its result's bytes) or failed (ModelError); WaitTimeout after ``timeout``."""
         deadline = time.monotonic() + timeout
         if self._events is not None:
             self._events.ensure_started()
         seen = self._events.generation if self._events else 0
         while True:
-            result = self.poll(sub)
-            if result is not None:
-                return result
+            raw = self.poll_raw(sub)
+            if raw is not None:
+                return raw
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeout(f"no outcome for key {sub.key} within {timeout:g} s")
@@ -246,6 +263,10 @@ class Client:
                 seen = self._events.wait(seen, step)
             else:
                 time.sleep(step)
+
+    def wait(self, sub: Submission, timeout: float = 60.0) -> dict[str, Any]:
+        """Block until ``sub`` is scored (its result) or failed (ModelError); WaitTimeout after ``timeout``."""
+        return _as_object(self.wait_raw(sub, timeout))
 
     def close(self) -> None:
         if self._events is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -93,6 +94,9 @@ class Daemon:
         self._refusals_quiet = 0
         self._evented: set[str] = set()
         self._interrupted: set[str] = set()
+        self._ticker_thread: threading.Thread | None = None
+        self._refused_lock = threading.Lock()
+        """The observer thread and the main thread's first scan both refuse names."""
         self._stop_requested = False
         self._disowned = False
         """The watch dir was replaced or taken over: leave it alone at shutdown."""
@@ -132,8 +136,13 @@ class Daemon:
         removed = 0
         for directory, prefix in stale_prefixes:
             for entry in os.scandir(directory):
-                if entry.name.startswith(prefix) and not entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith(prefix):
+                    continue
+                if not entry.is_dir(follow_symlinks=False):
                     removed += fsio.remove_quietly(Path(entry.path))
+                elif directory != self.layout.root:  # a model left a directory as its output: ours to remove
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed += 1
         if removed:
             log.info("startup.cleaned", removed=removed)
 
@@ -156,24 +165,28 @@ class Daemon:
 
     def _refuse(self, rejected: Rejected) -> None:
         """Log a refused name once, in bounded memory and at a bounded rate (a flood of bad names is one line)."""
-        if rejected.name in self._refused:
-            self._refused.move_to_end(rejected.name)
-            return
-        self._refused[rejected.name] = None
-        if len(self._refused) > REFUSED_REMEMBERED:
-            self._refused.popitem(last=False)
+        with self._refused_lock:
+            if rejected.name in self._refused:
+                self._refused.move_to_end(rejected.name)
+                return
+            self._refused[rejected.name] = None
+            if len(self._refused) > REFUSED_REMEMBERED:
+                self._refused.popitem(last=False)
+            loud = self._refusals_logged < REFUSED_LOGGED_PER_HEARTBEAT
+            if loud:
+                self._refusals_logged += 1
+            else:
+                self._refusals_quiet += 1
         self.metrics.inc("refused_names_total")
-        if self._refusals_logged < REFUSED_LOGGED_PER_HEARTBEAT:
-            self._refusals_logged += 1
+        if loud:
             log.warning("input.refused", file=rejected.name, reason=rejected.reason)
-        else:
-            self._refusals_quiet += 1
 
     def _log_quiet_refusals(self) -> None:
-        if self._refusals_quiet:
-            log.warning("input.refused_more", files=self._refusals_quiet,
+        with self._refused_lock:
+            quiet, self._refusals_logged, self._refusals_quiet = self._refusals_quiet, 0, 0
+        if quiet:
+            log.warning("input.refused_more", files=quiet,
                         reason="more names shaped like inputs with invalid keys; not logged one by one")
-        self._refusals_logged = self._refusals_quiet = 0
 
     def rescan(self, *, everything: bool = False) -> int:
         """List the watch dir and schedule inputs that changed since the last scan (or all of them).
@@ -304,29 +317,47 @@ class Daemon:
         self._stop_requested = True
 
     def _ticker(self) -> None:
-        """Heartbeat every few seconds and rescan periodically; stop the daemon if a part of it died."""
+        """Heartbeat every few seconds and rescan periodically; stop the daemon if a part of it died.
+
+        Nothing may end this thread quietly: without it there are no heartbeats, rescans
+        or lock checks while the daemon still looks alive. An unexpected error stops the
+        daemon with exit 1, so that its supervisor starts a fresh one.
+        """
         next_rescan = time.monotonic() + self.settings.rescan_interval
         while not self._stop.wait(self.settings.heartbeat_interval):
-            assert self.events is not None
-            if not (self.scheduler.is_alive() and self.events.is_alive()):
-                log.error("daemon.unhealthy", reason="the scheduler or the observer stopped; exiting to be restarted")
+            try:
+                next_rescan = self._tick(next_rescan)
+            except Exception:
+                log.exception("daemon.unhealthy", reason="the heartbeat failed; exiting to be restarted")
                 self.exit_code = 1
                 self._stop_requested = True
+            if self._stop_requested:
                 return
-            reason = self._still_ours()
-            if reason is not None:
-                return self._lost(reason)
-            if time.monotonic() >= next_rescan:
-                next_rescan = time.monotonic() + self.settings.rescan_interval
-                for chore in (self.rescan, self._expire):
-                    try:
-                        chore()
-                    except OSError as exc:
-                        log.error("daemon.io_error", chore=chore.__name__, error=str(exc))
-            self.runner.reap_orphans()
-            self._probe_volume()
-            self._log_quiet_refusals()
-            self._heartbeat()
+
+    def _tick(self, next_rescan: float) -> float:
+        """One heartbeat: liveness, ownership, chores, heartbeat file; returns when the next rescan is due."""
+        assert self.events is not None
+        if not (self.scheduler.is_alive() and self.events.is_alive()):
+            log.error("daemon.unhealthy", reason="the scheduler or the observer stopped; exiting to be restarted")
+            self.exit_code = 1
+            self._stop_requested = True
+            return next_rescan
+        reason = self._still_ours()
+        if reason is not None:
+            self._lost(reason)
+            return next_rescan
+        if time.monotonic() >= next_rescan:
+            next_rescan = time.monotonic() + self.settings.rescan_interval
+            for chore in (self.rescan, self._expire):
+                try:
+                    chore()
+                except OSError as exc:
+                    log.error("daemon.io_error", chore=chore.__name__, error=str(exc))
+        self.runner.reap_orphans()
+        self._probe_volume()
+        self._log_quiet_refusals()
+        self._heartbeat()
+        return next_rescan
 
     def _heartbeat(self) -> None:
         """Write the heartbeat; a failure is a readiness problem (logged once by _write_health), never a crash."""
@@ -372,7 +403,8 @@ class Daemon:
             model=self.settings.model_label,
             pending=pending,
         )
-        threading.Thread(target=self._ticker, name="ticker", daemon=True).start()
+        self._ticker_thread = threading.Thread(target=self._ticker, name="ticker", daemon=True)
+        self._ticker_thread.start()
         self._wait_for_stop()
         self._shutdown()
         return self.exit_code
@@ -403,6 +435,8 @@ class Daemon:
         t0 = time.monotonic()
         log.info("daemon.stopping")
         self._stop.set()
+        if self._ticker_thread is not None:  # no heartbeat may land after the final one below
+            self._ticker_thread.join(2.0)
         self.scheduler.halt()
         if self.events is not None:
             self.events.stop()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
@@ -46,22 +45,12 @@ class Stage(str, Enum):
     schema = "schema"
 
 
-@dataclass(frozen=True)
-class Refusal:
-    stage: Stage
-    message: str
-
-
 class DecodeError(ValueError):
-    """The document cannot be used; ``refusal`` says at which stage and why, in one line."""
+    """The document cannot be used: ``stage`` says where it was refused, the message why, in one line."""
 
     def __init__(self, stage: Stage, message: str) -> None:
         super().__init__(message)
-        self.refusal = Refusal(stage, message)
-
-    @property
-    def stage(self) -> Stage:
-        return self.refusal.stage
+        self.stage = stage
 
 
 def count_containers(raw: bytes) -> int:

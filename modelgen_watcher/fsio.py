@@ -207,15 +207,16 @@ def refuses_writes(directory: Path, temp_prefix: str) -> str | None:
     return volume_trouble(directory) or probe_writable(directory, temp_prefix)
 
 
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` if missing; refuse it unless it is a real directory owned by this process's user.
+def ensure_private_dir(path: Path, mode: int = 0o777) -> None:
+    """Create ``path`` (with ``mode``, less the umask) if missing; refuse it unless it is a real directory
+    owned by this process's user.
 
     The watcher deletes stale files in its private directories at every start, so a
     symlink planted there (``.modelgen -> /somewhere``) must never be followed: that
     would delete files outside the volume.
     """
     try:
-        os.mkdir(path)
+        os.mkdir(path, mode)
     except FileExistsError:
         pass
     st = os.lstat(path)

@@ -402,7 +402,17 @@ class _Pool:
             if start:
                 self._threads += 1
         if start:
-            threading.Thread(target=self._work, name=f"http-{self.name}-{self._threads}", daemon=True).start()
+            try:
+                threading.Thread(target=self._work, name=f"http-{self.name}-{self._threads}", daemon=True).start()
+            except RuntimeError as exc:  # no thread to be had (pids.max, RLIMIT_NPROC): give the slot back
+                with self._lock:
+                    self._threads -= 1
+                    orphaned = self._threads == 0
+                    if orphaned:
+                        self._pending -= 1
+                log.error("http.worker_unavailable", pool=self.name, error=str(exc))
+                if orphaned:  # no worker would ever take the job: refuse it (503) rather than queue it
+                    return False
         self._jobs.put(job)
         return True
 
@@ -641,7 +651,11 @@ class HttpFront:
                 self._track(conn, _LINGER, now)
             elif leftover:  # the next request was pipelined behind the last one: it began already
                 self._track(conn, _HEAD, now)
-                self._try_head(conn, 0, now)
+                try:
+                    self._try_head(conn, 0, now)
+                except Exception:  # noqa: BLE001 - as in _loop: one connection's bug must not stop the others
+                    log.exception("http.front_failed")
+                    self._close(conn)
             else:
                 self._track(conn, _IDLE, now)
 

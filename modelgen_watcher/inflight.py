@@ -29,6 +29,8 @@ class _Marker(BaseModel):
     input_mtime_ns: int = 0
     """Which publication of those bytes: publishing them again is a fresh start."""
     interruptions: int = 0
+    given_up: bool = False
+    """These bytes were given up: kept as the memory of it, no longer counted or delayed at start."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,19 @@ def begin(layout: Layout, req: Request, sha: str, mtime_ns: int) -> int:
     name = layout.names.input(req.key)
     old = _read(layout, name)
     same = old is not None and (old.input_sha256, old.input_mtime_ns) == (sha, mtime_ns)
+    if old is not None and same and old.given_up:
+        return old.interruptions
     count = old.interruptions if old is not None and same else 0
     _write(layout, name, _Marker(input_sha256=sha, input_mtime_ns=mtime_ns, interruptions=count))
     return count
+
+
+def give_up(layout: Layout, req: Request) -> None:
+    """Keep the marker as the memory that this publication is given up; later starts leave it be."""
+    name = layout.names.input(req.key)
+    old = _read(layout, name)
+    if old is not None and not old.given_up:
+        _write(layout, name, old.model_copy(update={"given_up": True}))
 
 
 def end(layout: Layout, req: Request) -> None:
@@ -82,6 +94,8 @@ def count_interruptions(layout: Layout) -> list[Interrupted]:
         marker = _read(layout, entry.name)
         if marker is None or not os.path.lexists(layout.root / entry.name):
             fsio.remove_quietly(layout.inflight_dir / entry.name)
+            continue
+        if marker.given_up:
             continue
         marker.interruptions += 1
         _write(layout, entry.name, marker)

@@ -54,7 +54,7 @@ class WatchDirLock:
         would keep an operator from remounting the volume read-only ("mount point is busy").
         """
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        fh = os.fdopen(fd, "r")
+        fh = os.fdopen(fd, "r", errors="replace")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -76,6 +76,8 @@ class WatchDirLock:
             root_id = _identity(os.stat(root))
         except FileNotFoundError:
             return f"the watch dir {root} was removed"
+        except OSError as exc:  # ESTALE on NFS, EIO: the directory cannot be trusted to be ours
+            return f"the watch dir {root} cannot be checked: {exc}"
         if root_id != self._root_id:
             return f"the watch dir {root} was replaced by another directory"
         return None
@@ -87,6 +89,8 @@ class WatchDirLock:
             on_disk = _identity(os.lstat(self._layout.lock_file))
         except FileNotFoundError:
             on_disk = None
+        except OSError as exc:
+            return f"the lock file cannot be checked: {exc}"
         if on_disk == _identity(os.fstat(self._fh.fileno())):
             return None
         # Our lock file is gone or replaced: take the one at the path now, unless another watcher has.

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from . import fsio, inflight
@@ -27,7 +29,7 @@ from .logs import get_logger
 from .metrics import Metrics
 from .protocol import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
 from .readiness import VOLUME, Readiness
-from .retry import MAX_INTERRUPTIONS, Verdict, judge
+from .retry import MAX_INTERRUPTIONS, Verdict, is_transient, judge
 from .runners.base import ModelJob, ModelRunner, RunReport
 from .schemas import ErrorInfo, ErrorKind, ResultMeta, RouteRequest, ScoredRoute, State, Status, utc_now_iso
 
@@ -170,7 +172,8 @@ class Pipeline:
         self.metrics = metrics or Metrics("modelgen")
         self.readiness = readiness or Readiness()
         self.life_started_ns = time.time_ns()
-        """When this watcher started, on the volume's clock (the daemon sets it from a file it wrote)."""
+        """When this watcher started, on the volume's clock: the daemon sets it from the lock file's
+        mtime; the default (this clock, now) serves the one-shot ``score``."""
         self._first_seen: dict[tuple[Request, str], float] = {}
         self._first_seen_lock = threading.Lock()
 
@@ -229,6 +232,7 @@ class Pipeline:
             in_flight = True
             if interruptions >= MAX_INTERRUPTIONS:
                 keep_marker = True  # the marker is the memory that these bytes are poisonous
+                inflight.give_up(self.layout, req)
                 raise RequestFailed(
                     ErrorKind.model_failed,
                     f"the watcher stopped {interruptions} times while serving these bytes (killed, out of "
@@ -267,7 +271,7 @@ class Pipeline:
         except (OSError, fsio.UnsafeFile) as exc:
             # Reads of the input are turned into RequestFailed in _snapshot: what reaches
             # here is a write to the volume (or a private dir that is not ours) failing.
-            trouble = self._volume_trouble()
+            trouble = self._blame_volume()
             info = ErrorInfo(kind=ErrorKind.io_error, message=f"cannot write to the watch dir: {exc}")
             return self._fail(req, sha, started_at, t0, info, bound, volume_fault=trouble is not None)
         finally:
@@ -293,7 +297,7 @@ class Pipeline:
         An ``io_error`` is transient: the scheduler retries it with backoff. A status
         that cannot be written makes any error transient, since nothing was published.
         """
-        transient = info.kind is ErrorKind.io_error
+        transient = is_transient(info.kind)
         self.metrics.inc("errors_total", kind=info.kind.value)
         try:
             self._write_final(req, sha, started_at, t0, error=info)
@@ -302,7 +306,7 @@ class Pipeline:
                 self.readiness.clear(VOLUME, "a request was published")
         except OSError as exc:
             transient = True
-            self._volume_trouble()
+            self._blame_volume()
             bound.error("request.status_unwritable", error=str(exc))
         bound.warning(
             "request.done",
@@ -314,7 +318,7 @@ class Pipeline:
         )
         return Processed(Outcome.transient if transient else Outcome.error, error=info)
 
-    def _volume_trouble(self) -> str | None:
+    def _blame_volume(self) -> str | None:
         """Whether the watch dir as a whole refuses writes, as a readiness problem; None when it does not.
 
         Asked after a failure, so that one unwritable path (a directory where a status
@@ -384,35 +388,61 @@ class Pipeline:
         return max(0.0, seen + self.settle - now)
 
     def _run_model(self, req: Request, data: bytes) -> tuple[RunReport, ScoredRoute | None]:
-        """Run the model on a private copy of ``data``; the scored route, or RequestFailed."""
+        """Run the model on a private copy of ``data``; the scored route, or RequestFailed.
+
+        The run's files are discarded before a failure is judged: a model that filled the
+        volume with its own output is the model's fault, not the volume's.
+        """
         token = f"{req.label}-{secrets.token_hex(4)}"
         snapshot = self.layout.tmp_dir / f"input-{token}.json"
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
         try:
             fsio.atomic_write(snapshot, data, temp_prefix=WATCHER_TEMP_PREFIX, durable=False)
-            job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout)
-            report = self.runner.run(job)
+            report = self.runner.run(ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout))
             self.metrics.inc("model_runs_total")
             self.metrics.inc("model_seconds_total", report.duration_s)
-            if report.cancelled:
-                return report, None
-            failed = failure_from_report(report, self.model_timeout)
-            if failed:
-                trouble = self._volume_trouble()
-                if trouble is not None:  # the model could not write either: the volume's fault, not the model's
-                    raise _VolumeFault(f"the model failed while {trouble}: {failed.info.message}", failed.info.detail)
-                raise failed
-            try:
-                raw = fsio.safe_read(output, MAX_RESULT_BYTES).data
-            except FileNotFoundError as exc:
-                raise RequestFailed(
-                    ErrorKind.invalid_output,
-                    "the model exited 0 but wrote no output file",
-                    _tail_lines(report.stderr_tail) or _tail_lines(report.stdout_tail),
-                ) from exc
-            except (fsio.UnsafeFile, OSError) as exc:
-                raise RequestFailed(ErrorKind.invalid_output, f"the model's output was refused: {exc}") from exc
-            return report, decode_model_output(raw)
+            collected = _read_output(output, report) if report.succeeded else None
         finally:
-            fsio.remove_quietly(snapshot)
-            fsio.remove_quietly(output)
+            _discard(snapshot)
+            _discard(output)
+        if report.cancelled:
+            return report, None
+        failed = failure_from_report(report, self.model_timeout) or (
+            collected if isinstance(collected, RequestFailed) else None
+        )
+        if failed:
+            trouble = self._blame_volume()
+            if trouble is not None:  # the model could not write either: the volume's fault, not the model's
+                raise _VolumeFault(f"the model failed while {trouble}: {failed.info.message}", failed.info.detail)
+            raise failed
+        assert isinstance(collected, bytes)
+        return report, decode_model_output(collected)
+
+
+def _read_output(output: Path, report: RunReport) -> bytes | RequestFailed:
+    """What a model that exited 0 wrote, or why it cannot be used."""
+    try:
+        return fsio.safe_read(output, MAX_RESULT_BYTES).data
+    except FileNotFoundError:
+        return RequestFailed(
+            ErrorKind.invalid_output,
+            "the model exited 0 but wrote no output file",
+            _tail_lines(report.stderr_tail) or _tail_lines(report.stdout_tail),
+        )
+    except (fsio.UnsafeFile, OSError) as exc:
+        return RequestFailed(ErrorKind.invalid_output, f"the model's output was refused: {exc}")
+
+
+def _discard(path: Path) -> None:
+    """Remove a file of a model run, whatever the model left in its place; never raises.
+
+    A model may leave a directory where its output should be: removed too (rmtree does
+    not follow symlinks). A failure to remove is logged, never allowed to replace the
+    request's real outcome; start-up clean-up removes what is left.
+    """
+    try:
+        fsio.remove_quietly(path)
+    except IsADirectoryError:
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError as exc:
+        log.warning("model.cleanup_failed", file=str(path), error=str(exc))

@@ -35,6 +35,21 @@ MAX_INTERRUPTIONS = 3
 _MODEL_FAILURES = frozenset({ErrorKind.model_failed, ErrorKind.model_timeout, ErrorKind.invalid_output})
 
 
+def is_transient(kind: ErrorKind) -> bool:
+    """An error the watcher retries by itself while it runs: a reader should keep waiting."""
+    return kind is ErrorKind.io_error
+
+
+def republished(input_mtime_ns: int, status_mtime_ns: int) -> bool:
+    """The input was published (again) no earlier than its status was written: a model failure gets another run.
+
+    Not older, rather than newer: on a file system with coarse timestamps a publication
+    in the same tick as the status must still count (costing at most a spare run).
+    The watcher and its readers both ask this, so they never disagree about a failure.
+    """
+    return input_mtime_ns >= status_mtime_ns
+
+
 class Verdict(str, Enum):
     run = "run"
     done = "done"
@@ -70,9 +85,8 @@ def judge(
     if kind is ErrorKind.invalid_input:
         return Verdict.refused
     if kind in _MODEL_FAILURES:
-        republished = input_mtime_ns >= status_mtime_ns
         before_this_start = status_mtime_ns < life_started_ns
-        return Verdict.run if republished or before_this_start else Verdict.failed
+        return Verdict.run if republished(input_mtime_ns, status_mtime_ns) or before_this_start else Verdict.failed
     return Verdict.run  # io_error: transient
 
 

@@ -225,12 +225,12 @@ class Handler:
     def _answer(self, sub: Submission, wait: float, *, legacy: bool) -> Response:
         client = self.server.client
         try:
-            result = client.poll(sub)
+            result = client.poll_raw(sub)
             if result is None:
                 alive = self.server.watcher_alive()
                 if not alive.healthy:
                     return self._error(504, "watcher_unavailable", f"the model watcher is not running: {alive.message}")
-                result = client.wait(sub, wait) if wait > 0 else None
+                result = client.wait_raw(sub, wait) if wait > 0 else None
         except ModelError as exc:
             self._log_fields["error_kind"] = exc.kind
             return self._json(502, {"error": exc.kind, "message": exc.message, "key": sub.key,
@@ -243,8 +243,8 @@ class Handler:
             return self._json(202, {"state": "pending", "key": sub.key, "input_sha256": sub.input_sha256},
                               headers={"Retry-After": str(RETRY_AFTER_S)})
         if legacy:  # upstream's page runs JSON.parse(JSON.parse(text)): a JSON string holding the JSON
-            return self._send(200, json.dumps(json.dumps(result)).encode())
-        return self._json(200, result)
+            return self._send(200, json.dumps(result.decode("utf-8")).encode())
+        return self._send(200, result)  # the published bytes, as read and checked: never parsed twice
 
     # -- static files ---------------------------------------------------------
 

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import fsio
 from . import procfs
 
 RUN_ID_ENV = "MODELGEN_RUN_ID"
@@ -83,14 +84,9 @@ class RecordDir:
     def open(cls, path: Path) -> RecordDir:
         """Create ``path`` (0700) if needed; UnsafeRecordDir unless it is a real directory owned by us."""
         try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            raise UnsafeRecordDir(f"{path} is not a directory (a symlink?); not used")
-        if st.st_uid != os.geteuid():
-            raise UnsafeRecordDir(f"{path} belongs to uid {st.st_uid}, not to us; not used")
+            fsio.ensure_private_dir(path, mode=0o700)
+        except fsio.UnsafeFile as exc:
+            raise UnsafeRecordDir(f"{exc}; not used") from exc
         return cls(path)
 
     @contextmanager
@@ -102,7 +98,17 @@ class RecordDir:
             os.close(fd)
 
     def write(self, record: RunRecord) -> None:
-        """Write ``record`` (one small write; a torn one is merely unparsable at the next start)."""
+        """Write ``record`` (one small write; a torn one is merely unparsable at the next start).
+
+        The directory is made again if ``.modelgen`` was removed under the daemon.
+        """
+        try:
+            self._write(record)
+        except FileNotFoundError:
+            RecordDir.open(self.path)
+            self._write(record)
+
+    def _write(self, record: RunRecord) -> None:
         with self._dir_fd() as dfd:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(record.file_name, flags, 0o600, dir_fd=dfd)
@@ -112,9 +118,12 @@ class RecordDir:
                 os.close(fd)
 
     def remove(self, record: RunRecord) -> None:
+        """Remove ``record``'s file, unless it now holds another run's record (a recycled pid)."""
         try:
             with self._dir_fd() as dfd:
-                os.unlink(record.file_name, dir_fd=dfd)
+                on_disk = self._read(record.file_name, dfd)
+                if on_disk is None or on_disk.run_id == record.run_id:
+                    os.unlink(record.file_name, dir_fd=dfd)
         except OSError:  # already gone: nothing to do
             pass
 

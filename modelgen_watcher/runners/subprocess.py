@@ -282,13 +282,15 @@ class SubprocessRunner:
         )
 
     def reap_orphans(self) -> int:
-        """Reap zombie children, and kill children that are not models running now; returns how many.
+        """Reap zombie children, and kill leftovers of finished model runs; returns how many.
 
-        Once ``start()`` has run, orphaned descendants of models are re-parented to us:
-        any child that is not a running model, and was not started by one still running
-        (its ``MODELGEN_RUN_ID``), is a leftover of a finished run and is killed. Zombies
-        are reaped in any case, as PID 1 must. Running models are left to their ``run()``:
-        the lock keeps a just-started model from being mistaken for an orphan.
+        Once ``start()`` has run, orphaned descendants of models are re-parented to us.
+        A child that carries a model's ``MODELGEN_RUN_ID`` which is not a run in flight
+        is a leftover of a finished run and is killed. Any other child is only reaped
+        when it exits: as PID 1 in a container every orphan comes to us, and a process
+        an operator left running there (``kubectl exec -- sh -c 'task &'``) is not ours
+        to kill. Running models are left to their ``run()``: the lock keeps a
+        just-started model from being mistaken for an orphan.
         """
         handled = 0
         with self._lock:
@@ -299,8 +301,10 @@ class SubprocessRunner:
                     continue
                 if child.zombie:
                     handled += self._reap(child.pid)
-                elif self._contained and procfs.environ_value(child.pid, RUN_ID_ENV) not in live_ids:
-                    handled += self._kill_stray(child.pid)
+                elif self._contained:
+                    run_id = procfs.environ_value(child.pid, RUN_ID_ENV)
+                    if run_id is not None and run_id not in live_ids:
+                        handled += self._kill_stray(child.pid)
         return handled
 
     def stop(self) -> None:

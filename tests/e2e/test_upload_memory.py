@@ -35,3 +35,35 @@ def test_string_coordinates_are_refused_at_upload(server_factory):
     resp = server.post_route(doc)
     assert resp.status == 400
     assert "end_location.lat" in resp.json()["message"]
+
+
+def test_concurrent_retrieves_of_a_large_result_hold_it_as_bytes(daemon_factory, server_factory):
+    """Before: each retrieve parsed the result and serialised it again, about 19 MB at a time for the
+    largest result allowed (20,000 points): 30 at once was over half a GB."""
+    import json
+    import threading
+
+    from modelgen_watcher.decoding import MAX_STEPS
+
+    daemon_factory()
+    server = server_factory()
+    doc = {"routes": [{"legs": [{"steps": [{"end_location": {"lat": 30.2, "lng": -97.7}, "maneuver": "x"}]
+                                 * MAX_STEPS}]}]}
+    ack = server.post_route(json.dumps(doc).encode()).json()
+    first = server.get(f"/rest/score/retrieve?key={ack['key']}&wait=60")
+    assert first.status == 200 and len(first.json()["routes"][0]) == MAX_STEPS
+    pid = server.proc.pid
+    before = proc_status(pid, "VmHWM")
+    answers: list[int] = []
+
+    def fetch() -> None:
+        resp = server.get(f"/rest/score/retrieve?key={ack['key']}")
+        answers.append(resp.status if resp.body == first.body else -1)
+
+    threads = [threading.Thread(target=fetch) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert answers == [200] * 30  # each the very bytes published
+    assert proc_status(pid, "VmHWM") - before < 64 * 1024

@@ -44,8 +44,9 @@ def test_a_request_that_stops_the_watcher_is_given_up_after_three_stops(watch_di
             assert starts < 6, "the poisonous request was never given up"
             starts += 1
             d = Daemon(watch_dir, "--model-cmd", cmd, log_path=tmp_path / f"daemon-{starts}.log").start(wait_ready=False)
-            assert d.proc is not None
-            wait_for(lambda: d.proc.poll() is not None or (status_of(watch_dir, "poison") or {}).get("state") == "error",
+            proc = d.proc
+            assert proc is not None
+            wait_for(lambda p=proc: p.poll() is not None or (status_of(watch_dir, "poison") or {}).get("state") == "error",
                      60, what="the watcher stopped by its model, or the request given up")
         assert starts == 4  # three stops, then the fourth start gives up without running the model
         st = wait_final(watch_dir, "poison", sha(poison))

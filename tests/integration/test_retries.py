@@ -176,3 +176,29 @@ def test_a_read_only_volume_is_retried_and_red_until_it_is_writable(small_volume
         wait_for(lambda: health_of(watch_dir)[0], 10, what="healthy again")
     finally:
         d.stop()
+
+
+def test_a_model_that_leaves_a_directory_as_its_output_fails_once(daemon_factory, watch_dir):
+    """Before: the clean-up's error replaced the real one, and the request was retried as io_error for good."""
+    d = daemon_factory("--model-cmd", fake_model_cmd("diroutput"), env=FAST)
+    raw = drop(watch_dir, route([""]), key="dir")
+    st = wait_final(watch_dir, "dir", sha(raw))
+    assert st["error"]["kind"] == "invalid_output"
+    assert len(d.wait_runs("dir", 1)) == 1
+    assert not [p for p in (watch_dir / ".modelgen" / "workspace").iterdir() if p.name.startswith("modelgen-out-")]
+
+
+def test_a_model_that_fills_the_volume_itself_is_the_models_failure(small_volume):
+    """Its output is removed before the volume is judged: space is back, so it is model_failed, not io_error."""
+    watch_dir = small_volume / "data"
+    watch_dir.mkdir()
+    d = Daemon(watch_dir, "--model-cmd", fake_model_cmd("fillup"), env=FAST,
+               log_path=small_volume.parent / "daemon.log").start()
+    try:
+        raw = drop(watch_dir, route([""]), key="hog")
+        st = wait_final(watch_dir, "hog", sha(raw))
+        assert st["error"]["kind"] == "model_failed"
+        assert "No space left" in st["error"]["message"]
+        assert health_of(watch_dir)[0]
+    finally:
+        d.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, drop, metric, pid_alive, route, sha, wait_final, wait_for
+from tests.helpers import Daemon, drop, fake_model_cmd, metric, pid_alive, route, sha, wait_final, wait_for
 
 FAST = {"MODELGEN_HEARTBEAT_INTERVAL": "0.2"}
 
@@ -93,3 +93,14 @@ def test_a_flood_of_refused_names_is_logged_in_a_bounded_number_of_lines(daemon_
     wait_for(lambda: d.events("input.refused_more"), 10, what="a summary line")
     assert len(d.events("input.refused")) <= 200
     assert d.proc is not None and pid_alive(d.proc.pid)
+
+
+def test_run_records_are_kept_again_after_the_state_dir_is_removed(daemon_factory, watch_dir, tmp_path):
+    """So a kill -9 after the removal still gets its model stopped at the next start."""
+    pidfile = tmp_path / "pids"
+    daemon_factory("--model-cmd", fake_model_cmd("slow", "--sleep", "30", "--pidfile", str(pidfile)), env=FAST)
+    _remove(watch_dir / ".modelgen")
+    wait_for(lambda: (watch_dir / ".modelgen" / "lock").exists(), 10, what="the state dir made again")
+    drop(watch_dir, route([""]), key="slow")
+    run_dir = watch_dir / ".modelgen" / "run"
+    wait_for(lambda: run_dir.is_dir() and list(run_dir.iterdir()), 15, what="a record of the running model")

@@ -8,7 +8,9 @@ stderr, then ok), garbage (not JSON), nothing (exit 0, no file), badshape (JSON 
 wrong shape), slow (sleep, then ok), trapterm (ignores SIGTERM while hanging), orphan
 (leaves a grandchild to be re-parented), escape (a setsid descendant holds stdout open),
 chattyfail (megabytes of output, then exit 3), killwatcher (sends --signal to its parent,
-the watcher, then waits to be stopped), hugeoutput (a list of a million empty objects).
+the watcher, then waits to be stopped), hugeoutput (a list of a million empty objects),
+diroutput (a directory where the output goes), fillup (writes its output until the disk is
+full, then exits 1).
 --sleep waits before reading the input, --linger after starting any descendants;
 --pidfile appends the model's pid and those of the processes it starts, one a line.
 """
@@ -89,6 +91,14 @@ def main():
             return 3
     if a.mode == "nothing":
         return 0
+    if a.mode == "diroutput":
+        os.mkdir(a.output)
+        return 0
+    if a.mode == "fillup":
+        with open(a.output, "wb") as fh:
+            while True:  # until ENOSPC: the traceback is the model's failure
+                fh.write(bytes(65536))
+                fh.flush()
     with open(a.output, "w") as fh:
         if a.mode == "garbage":
             fh.write("<html>this is not json")

@@ -383,3 +383,26 @@ def test_without_pidfd_exits_are_polled(tmp_path: Path, monkeypatch: pytest.Monk
     child = read_pid(pidfile)
     assert child is not None
     wait_for(lambda: not pid_alive(child), timeout=5, what="the timed-out model's child to be gone")
+
+
+@needs_proc
+@pytest.mark.parametrize("of_a_model", [False, True], ids=["operator's-process", "model-leftover"])
+def test_the_sweep_kills_only_leftovers_of_model_runs(tmp_path: Path, leftovers: list[int], of_a_model: bool) -> None:
+    """As PID 1 every orphan in the container comes to the watcher: only a model's leftovers are its to kill."""
+    runner = py("pass")
+    runner.start(tmp_path / "run")
+    pidfile = tmp_path / "orphan.pid"
+    env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
+    if of_a_model:
+        env[RUN_ID_ENV] = secrets.token_hex(16)  # a run that has ended
+    spawn = (f"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', {SLEEPER!r}]); "
+             f"open({str(pidfile)!r}, 'w').write(str(p.pid))")
+    subprocess.run([sys.executable, "-c", spawn], env=env, check=True)  # exits at once: its child is orphaned
+    orphan = wait_for(lambda: read_pid(pidfile), timeout=10, what="the orphan's pid")
+    leftovers.append(orphan)
+    wait_for(lambda: orphan in [c.pid for c in procfs.children(os.getpid())], 10, what="the orphan re-parented to us")
+    runner.reap_orphans()
+    if of_a_model:
+        wait_for(lambda: not pid_alive(orphan), 10, what="the model's leftover killed")
+    else:
+        assert pid_alive(orphan), "a process that no model started was killed"

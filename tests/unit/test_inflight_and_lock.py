@@ -1,0 +1,109 @@
+"""In-flight markers (the crash counter) and the watch dir lock, on real temp directories."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from modelgen_watcher import fsio, inflight
+from modelgen_watcher.lock import AlreadyRunning, WatchDirLock
+from modelgen_watcher.protocol import Layout, Names, Request
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    lay = Layout(tmp_path / "data", Names())
+    lay.root.mkdir()
+    for d in (lay.state_dir, lay.inflight_dir):
+        fsio.ensure_private_dir(d)
+    return lay
+
+
+def _publish(layout: Layout, key: str) -> None:
+    layout.input(key).write_bytes(b"{}")
+
+
+def test_each_start_counts_one_interruption_of_the_same_publication(layout: Layout) -> None:
+    _publish(layout, "k")
+    req = Request("k")
+    assert inflight.begin(layout, req, "s1", 100) == 0
+    for expected in (1, 2, 3):
+        found = inflight.count_interruptions(layout)  # a start with the marker still there
+        assert [(i.name, i.interruptions) for i in found] == [("gps_input_route.k.json", expected)]
+        assert inflight.begin(layout, req, "s1", 100) == expected
+
+
+def test_new_bytes_or_a_new_publication_start_afresh(layout: Layout) -> None:
+    _publish(layout, "k")
+    req = Request("k")
+    inflight.begin(layout, req, "s1", 100)
+    inflight.count_interruptions(layout)
+    assert inflight.begin(layout, req, "s1", 200) == 0  # the same bytes published again
+    inflight.count_interruptions(layout)
+    assert inflight.begin(layout, req, "s2", 200) == 0  # other bytes
+
+
+def test_an_ended_request_leaves_no_marker(layout: Layout) -> None:
+    _publish(layout, "k")
+    inflight.begin(layout, Request("k"), "s1", 100)
+    inflight.end(layout, Request("k"))
+    assert inflight.count_interruptions(layout) == []
+
+
+def test_a_given_up_publication_is_neither_counted_nor_run_again(layout: Layout) -> None:
+    _publish(layout, "k")
+    req = Request("k")
+    inflight.begin(layout, req, "s1", 100)
+    for _ in range(3):
+        inflight.count_interruptions(layout)
+    inflight.give_up(layout, req)
+    assert inflight.count_interruptions(layout) == []
+    assert inflight.begin(layout, req, "s1", 100) == 3  # still given up
+    assert inflight.begin(layout, req, "s1", 300) == 0  # published again: a fresh try
+
+
+def test_a_marker_whose_input_is_gone_is_dropped(layout: Layout) -> None:
+    _publish(layout, "k")
+    inflight.begin(layout, Request("k"), "s1", 100)
+    layout.input("k").unlink()
+    assert inflight.count_interruptions(layout) == []
+    assert not list(layout.inflight_dir.iterdir())
+
+
+def test_a_second_lock_on_the_same_dir_is_refused(layout: Layout) -> None:
+    first, second = WatchDirLock(layout), WatchDirLock(layout)
+    first.acquire()
+    with pytest.raises(AlreadyRunning, match=str(os.getpid())):
+        second.acquire()
+    first.release()
+    second.acquire()
+    second.release()
+
+
+def test_the_lock_notices_its_dir_replaced(layout: Layout) -> None:
+    lock = WatchDirLock(layout)
+    lock.acquire()
+    assert lock.check_dir() is None and lock.check_file() is None
+    layout.root.rename(layout.root.with_name("old"))
+    assert "was removed" in (lock.check_dir() or "")
+    layout.root.mkdir()
+    assert "replaced" in (lock.check_dir() or "")
+    lock.release()
+
+
+def test_a_vanished_lock_file_is_taken_again_unless_another_watcher_has_it(layout: Layout) -> None:
+    lock = WatchDirLock(layout)
+    lock.acquire()
+    layout.lock_file.unlink()
+    assert lock.check_file() is None  # nobody else: taken again
+    assert layout.lock_file.exists()
+    shutil.rmtree(layout.state_dir)
+    fsio.ensure_private_dir(layout.state_dir)
+    other = WatchDirLock(layout)
+    other.acquire()  # another watcher took the new lock file first
+    assert "another modelgen-watcher" in (lock.check_file() or "")
+    other.release()
+    lock.release()
