@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,6 +70,7 @@ class Load:
     def __init__(self, port: int, watch_dir: Path) -> None:
         self.port, self.watch_dir = port, watch_dir
         self.counts: collections.Counter[str] = collections.Counter()
+        self.unexpected: list[str] = []
         self.lock = threading.Lock()
         self.i = 0
 
@@ -96,6 +98,9 @@ class Load:
             status, body = self.request("GET", f"/rest/score/retrieve?key={ack['key']}&wait=60")
             ok = status == 200 and json.loads(body)["meta"]["input_sha256"] == ack["input_sha256"]
             self.count("good route scored (200, hash checked)" if ok else f"good route FAILED ({status})")
+            if not ok:
+                with self.lock:
+                    self.unexpected.append(f"{time.strftime('%H:%M:%S')} {status} {body[:300]!r}")
         elif roll < 0.85:
             name, (payload, expected) = random.choice(list(BAD_UPLOADS.items()))
             try:
@@ -122,6 +127,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=8.0, help="requests a second, all clients together")
+    parser.add_argument("--keep", type=Path, help="copy both logs here at the end")
     args = parser.parse_args()
     env = {**os.environ, "MODELGEN_LOG_FORMAT": "json", "MODELGEN_LOG_LEVEL": "warning"}
     with tempfile.TemporaryDirectory(prefix="modelgen-soak-") as tmp:
@@ -180,6 +186,12 @@ def main() -> int:
         print("\n| answer | count |\n| --- | ---: |")
         for what, n in sorted(load.counts.items()):
             print(f"| {what} | {n} |")
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for log_name in ("watcher.log", "server.log"):
+                shutil.copy(logs / log_name, args.keep / log_name)
+        for line in load.unexpected[:10]:
+            print("unexpected:", line)
         failures = [w for w in load.counts if "FAILED" in w or "got" in w or "client error" in w]
         print(f"\nflat: {'yes' if flat else 'NO'}; unexpected answers: {len(failures)}")
         return 0 if flat and not failures and watcher.returncode == 0 and server.returncode == 0 else 1
