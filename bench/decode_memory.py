@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 
-from modelgen_watcher.decoding import MAX_CONTAINERS, MAX_STEPS
+from modelgen_watcher.volume.decoding import MAX_CONTAINERS, MAX_STEPS
 
 LIMIT = 5 * 1024 * 1024
 
@@ -50,7 +50,7 @@ CASES: dict[str, str] = {
 
 PROBE = r"""
 import sys
-from modelgen_watcher.decoding import DecodeError, decode_route
+from modelgen_watcher.volume.decoding import DecodeError, decode_route
 def kb(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):

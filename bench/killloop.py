@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelgen_watcher.protocol import Names
+from modelgen_watcher.volume.names import Names
 
 NAMES = Names()
 KEYS = [f"k{i:02d}" for i in range(20)]

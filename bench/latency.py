@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelgen_watcher.protocol import HEALTH_FILE, STATE_DIR, Names
+from modelgen_watcher.volume.names import HEALTH_FILE, STATE_DIR, Names
 
 KEY = "bench"
 NAMES = Names()

@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from modelgen_watcher.protocol import Names
+from modelgen_watcher.volume.names import Names
 
 NAMES = Names()
 WARMUP = float(os.environ.get("SOAK_WARMUP", "30"))

@@ -107,8 +107,8 @@ def _settings(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = ()) -
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
-    from .daemon import AlreadyRunning, Daemon
-    from .fsio import UnsafeFile
+    from .watcher.daemon import AlreadyRunning, Daemon
+    from .volume.fsio import UnsafeFile
     from .settings import WatcherSettings
 
     settings = _settings(WatcherSettings, args)
@@ -129,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from . import health
+    from .volume import health
     from .settings import HealthSettings
 
     settings = _settings(HealthSettings, args)
@@ -139,10 +139,11 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from . import fsio, logs
-    from .daemon import build_pipeline
-    from .pipeline import Outcome
-    from .protocol import Layout, Request
+    from .volume import fsio
+    from . import logs
+    from .watcher.daemon import build_pipeline
+    from .watcher.pipeline import Outcome
+    from .volume.names import Layout, Request
     from .settings import WatcherSettings
 
     # No writer is racing us here: a bad file is bad at once, not "maybe half-written".
@@ -178,7 +179,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import logs
-    from .server import serve
+    from .server.http import serve
     from .settings import ServerSettings
 
     settings = _settings(ServerSettings, args)

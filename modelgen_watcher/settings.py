@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import DirectoryPath, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .protocol import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
+from .volume.names import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
 
 ENV_PREFIX = "MODELGEN_"
 PLACEHOLDERS = ("input", "output", "workspace", "output_name", "key")

@@ -237,7 +237,7 @@ def proc_status(pid: int, field: str) -> int:
 
 def health_of(watch_dir: Path, max_age: float = 30.0) -> tuple[bool, str]:
     """What ``modelgen-watcher health`` would answer, through the same function."""
-    from modelgen_watcher.health import check
+    from modelgen_watcher.volume.health import check
 
     result = check(watch_dir, max_age)
     return result.healthy, result.message

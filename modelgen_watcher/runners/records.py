@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import fsio
+from ..volume import fsio
 from . import procfs
 
 RUN_ID_ENV = "MODELGEN_RUN_ID"

@@ -45,7 +45,7 @@ from . import procfs
 from .base import ModelJob, RunReport
 from .records import RUN_ID_ENV, RecordDir, RunRecord, stop_leftovers
 
-log = get_logger("modelgen_watcher.runner")
+log = get_logger(__name__)
 
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 PIPE_GRACE = 0.5

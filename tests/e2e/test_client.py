@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from modelgen_watcher.client import Client, InvalidRoute, ModelError, WaitTimeout
+from modelgen_watcher.server.client import Client, InvalidRoute, ModelError, WaitTimeout
 from tests.helpers import encode, fake_model_cmd, route, sha
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modelgen_watcher.compat import PATH as COMPAT_PATH
+from modelgen_watcher.server.compat import PATH as COMPAT_PATH
 from tests.helpers import encode, fake_model_cmd, route
 
 STANDIN = Path(__file__).parent / "upstream_server_standin.py"

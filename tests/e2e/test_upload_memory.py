@@ -43,7 +43,7 @@ def test_concurrent_retrieves_of_a_large_result_hold_it_as_bytes(daemon_factory,
     import json
     import threading
 
-    from modelgen_watcher.decoding import MAX_STEPS
+    from modelgen_watcher.volume.decoding import MAX_STEPS
 
     daemon_factory()
     server = server_factory()

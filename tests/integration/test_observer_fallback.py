@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from modelgen_watcher.daemon import Daemon
+from modelgen_watcher.watcher.daemon import Daemon
 from modelgen_watcher.settings import WatcherSettings
 from tests.helpers import drop, input_name, read_json, route, sha, wait_final, wait_for
 

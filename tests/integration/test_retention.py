@@ -6,8 +6,8 @@ import json
 import os
 import time
 
-from modelgen_watcher.protocol import Layout, Names, Request
-from modelgen_watcher.retention import expire
+from modelgen_watcher.volume.names import Layout, Names, Request
+from modelgen_watcher.watcher.retention import expire
 from tests.helpers import drop, input_name, result_name, route, sha, status_name, wait_final, wait_for
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelgen_watcher.pipeline import (
+from modelgen_watcher.watcher.pipeline import (
     Outcome,
     Pipeline,
     Processed,
@@ -15,10 +15,10 @@ from modelgen_watcher.pipeline import (
     decode_model_output,
     failure_from_report,
 )
-from modelgen_watcher.documents import read_status
-from modelgen_watcher.protocol import Layout, Names, Request
+from modelgen_watcher.volume.documents import read_status
+from modelgen_watcher.volume.names import Layout, Names, Request
 from modelgen_watcher.runners.base import ModelJob, RunReport
-from modelgen_watcher.schemas import ErrorKind, State, Status
+from modelgen_watcher.volume.schemas import ErrorKind, State, Status
 from tests.helpers import route, sha
 
 SCORED = {"routes": [[{"score": 0.93, "lat": 30.2, "lng": -97.7}]], "totalScores": [0.93]}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from modelgen_watcher.decoding import (
+from modelgen_watcher.volume.decoding import (
     MAX_CONTAINERS,
     MAX_STEPS,
     DecodeError,

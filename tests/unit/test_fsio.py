@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelgen_watcher.fsio import UnsafeFile, atomic_write, read_json_file, safe_read
+from modelgen_watcher.volume.fsio import UnsafeFile, atomic_write, read_json_file, safe_read
 
 
 def _umask() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelgen_watcher.httpfront import MAX_HEADER_LINES, HeadError, parse_head
+from modelgen_watcher.server.httpfront import MAX_HEADER_LINES, HeadError, parse_head
 
 
 def head(*lines: str, request_line: str = "GET /x?a=1 HTTP/1.1") -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from modelgen_watcher.metrics import Metrics, watcher_metrics
+from modelgen_watcher.watcher.metrics import Metrics, watcher_metrics
 
 
 def test_render_counters_gauges_and_labels():

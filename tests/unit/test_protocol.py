@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelgen_watcher.protocol import Names, Rejected, Request
+from modelgen_watcher.volume.names import Names, Rejected, Request
 
 N = Names()
 

@@ -80,7 +80,7 @@ def test_string_booleans_in_rider_are_refused_not_scored_as_true() -> None:
     import pytest
     from pydantic import ValidationError
 
-    from modelgen_watcher.schemas import RouteRequest
+    from modelgen_watcher.volume.schemas import RouteRequest
 
     doc = route([""], rider={"daylight": "false", "motorist_at_fault": "false"})
     with pytest.raises(ValidationError):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelgen_watcher.retry import BACKOFF_FIRST, BACKOFF_MAX, Verdict, backoff, is_transient, judge, republished
-from modelgen_watcher.schemas import ErrorInfo, ErrorKind, State, Status
+from modelgen_watcher.volume.retry import BACKOFF_FIRST, BACKOFF_MAX, Verdict, backoff, is_transient, judge, republished
+from modelgen_watcher.volume.schemas import ErrorInfo, ErrorKind, State, Status
 
 SHA = "a" * 64
 T = 1_000_000_000  # the status file's mtime

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from modelgen_watcher.pipeline import Outcome, Processed
-from modelgen_watcher.protocol import Request
-from modelgen_watcher.scheduler import Scheduler
+from modelgen_watcher.watcher.pipeline import Outcome, Processed
+from modelgen_watcher.volume.names import Request
+from modelgen_watcher.watcher.scheduler import Scheduler
 
 WAIT = 10.0
 Handler = Callable[[Request], Processed]
@@ -180,10 +180,10 @@ def test_notices_after_halt_are_ignored(make: Callable[..., Scheduler]) -> None:
 def test_notices_before_the_first_run_coalesce_into_one_run() -> None:
     import threading as _t
 
-    from modelgen_watcher.pipeline import Outcome as _O
-    from modelgen_watcher.pipeline import Processed as _P
-    from modelgen_watcher.protocol import Request as _R
-    from modelgen_watcher.scheduler import Scheduler as _S
+    from modelgen_watcher.watcher.pipeline import Outcome as _O
+    from modelgen_watcher.watcher.pipeline import Processed as _P
+    from modelgen_watcher.volume.names import Request as _R
+    from modelgen_watcher.watcher.scheduler import Scheduler as _S
 
     calls: list[_R] = []
     done = _t.Event()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 
-from .logs import get_logger
+from ..logs import get_logger
 
 VOLUME = "volume"
 """The watch dir refused a write (full, read-only, not writable)."""
 
-log = get_logger("modelgen_watcher.readiness")
+log = get_logger(__name__)
 
 
 class Readiness:

@@ -31,10 +31,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .logs import get_logger
-from .protocol import WATCHER_TEMP_PREFIX
+from ..logs import get_logger
+from ..volume.names import WATCHER_TEMP_PREFIX
 
-log = get_logger("modelgen_watcher.observe")
+log = get_logger(__name__)
 
 ObserverKind = Literal["native", "polling"]
 PROBE_PREFIX = WATCHER_TEMP_PREFIX + "probe-"

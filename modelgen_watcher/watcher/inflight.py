@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
-from . import fsio
-from .protocol import MAX_DOCUMENT_BYTES, WATCHER_TEMP_PREFIX, Layout, Request
+from ..volume import fsio
+from ..volume.names import MAX_DOCUMENT_BYTES, WATCHER_TEMP_PREFIX, Layout, Request
 
 
 class _Marker(BaseModel):

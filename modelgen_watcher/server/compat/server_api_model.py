@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelgen_watcher.client import Client, ModelError, Submission, WaitTimeout
-from modelgen_watcher.protocol import is_valid_key
+from modelgen_watcher.server.client import Client, ModelError, Submission, WaitTimeout
+from modelgen_watcher.volume.names import is_valid_key
 from modelgen_watcher.settings import ServerSettings, describe_error
 
 __all__ = ["ModelError", "WaitTimeout", "retrieve_json_results", "save_json_file"]
@@ -59,7 +59,7 @@ def save_json_file(response_json: Any, filename: str | None = None, genkey: Any 
     use as the key (upstream's static 100001), anything false (``False``, ``None``,
     ``0``, ``""``) for upstream's single-user name. ``filename`` is accepted for upstream's
     signature; the names on the volume are the watcher's (``MODELGEN_INPUT_NAME``).
-    Raises ``modelgen_watcher.client.InvalidRoute`` for a route that cannot be scored.
+    Raises ``modelgen_watcher.server.client.InvalidRoute`` for a route that cannot be scored.
     """
     key: str | None
     if genkey is True:

@@ -15,15 +15,15 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from . import fsio, health
+from ..volume import fsio, health
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
 from .httpfront import RETRY_AFTER_S, Exchange, HttpFront, PoolSpec, Request, Response, error_response
-from .logs import get_logger
-from .metrics import Metrics
-from .protocol import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, RESERVED_KEYS, is_valid_key
-from .settings import ServerSettings
+from ..logs import get_logger
+from ..watcher.metrics import Metrics
+from ..volume.names import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, RESERVED_KEYS, is_valid_key
+from ..settings import ServerSettings
 
-log = get_logger("modelgen_watcher.server")
+log = get_logger(__name__)
 
 UPLOAD_PATH = "/rest/score/upload"
 RETRIEVE_PATH = "/rest/score/retrieve"

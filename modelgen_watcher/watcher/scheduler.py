@@ -14,12 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .logs import get_logger
+from ..logs import get_logger
 from .pipeline import Outcome, Processed
-from .protocol import Request
-from .retry import backoff
+from ..volume.names import Request
+from ..volume.retry import backoff
 
-log = get_logger("modelgen_watcher.scheduler")
+log = get_logger(__name__)
 
 
 @dataclass

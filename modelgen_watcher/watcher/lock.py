@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from .protocol import Layout
+from ..volume.names import Layout
 
 
 class AlreadyRunning(Exception):

@@ -10,23 +10,24 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from . import fsio, inflight, retention
+from ..volume import fsio
+from . import inflight, retention
 from .lock import AlreadyRunning, WatchDirLock
-from .logs import get_logger
+from ..logs import get_logger
 from .metrics import Metrics, watcher_metrics
-from .observe import EventSource, ObserverKind
+from .events import EventSource, ObserverKind
 from .pipeline import Outcome, Pipeline
-from .protocol import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
+from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
 from .readiness import VOLUME, Readiness
-from .retry import ONCE_ATTEMPTS
-from .runners import ModelRunner, SubprocessRunner
+from ..volume.retry import ONCE_ATTEMPTS
+from ..runners import ModelRunner, SubprocessRunner
 from .scheduler import Scheduler
-from .schemas import Health, utc_now_iso
-from .settings import WatcherSettings
+from ..volume.schemas import Health, utc_now_iso
+from ..settings import WatcherSettings
 
 __all__ = ["AlreadyRunning", "Daemon", "build_pipeline"]
 
-log = get_logger("modelgen_watcher.daemon")
+log = get_logger(__name__)
 
 MISSED_EVENT_AGE = 2.0
 """A change older than this that no event reported counts as a missed event."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from . import fsio
-from .protocol import MAX_DOCUMENT_BYTES
+from .names import MAX_DOCUMENT_BYTES
 from .schemas import Health, Status
 
 

@@ -22,20 +22,21 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from . import fsio, inflight
-from .decoding import DecodeError, Stage, decode_route, decode_scored
-from .documents import read_status
-from .logs import get_logger
+from ..volume import fsio
+from . import inflight
+from ..volume.decoding import DecodeError, Stage, decode_route, decode_scored
+from ..volume.documents import read_status
+from ..logs import get_logger
 from .metrics import Metrics
-from .protocol import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
+from ..volume.names import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
 from .readiness import VOLUME, Readiness
-from .retry import MAX_INTERRUPTIONS, Verdict, is_transient, judge
-from .runners.base import ModelJob, ModelRunner, RunReport
-from .schemas import ErrorInfo, ErrorKind, ResultMeta, RouteRequest, ScoredRoute, State, Status, utc_now_iso
+from ..volume.retry import MAX_INTERRUPTIONS, Verdict, is_transient, judge
+from ..runners.base import ModelJob, ModelRunner, RunReport
+from ..volume.schemas import ErrorInfo, ErrorKind, ResultMeta, RouteRequest, ScoredRoute, State, Status, utc_now_iso
 
 DETAIL_LINES = 20
 
-log = get_logger("modelgen_watcher.pipeline")
+log = get_logger(__name__)
 
 
 class Outcome(str, Enum):

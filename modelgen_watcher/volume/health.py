@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import fsio
 from .documents import read_health
-from .protocol import DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, Layout, Names
+from .names import DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, Layout, Names
 
 
 @dataclass(frozen=True)

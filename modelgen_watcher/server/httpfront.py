@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from . import fsio
-from .logs import get_logger
+from ..volume import fsio
+from ..logs import get_logger
 
-log = get_logger("modelgen_watcher.httpfront")
+log = get_logger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024
 """Request line plus header lines. Browsers and curl send well under 4 KiB; the standard library

@@ -11,8 +11,8 @@ import os
 import time
 from collections.abc import Callable
 
-from . import fsio
-from .protocol import Layout, Request
+from ..volume import fsio
+from ..volume.names import Layout, Request
 
 
 def expire(layout: Layout, max_age: float, busy: Callable[[Request], bool], now: float | None = None) -> list[str]:

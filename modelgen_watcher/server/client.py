@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 
-from . import fsio, retry
-from .documents import read_status
-from .protocol import (
+from ..volume import fsio, retry
+from ..volume.documents import read_status
+from ..volume.names import (
     CLIENT_TEMP_PREFIX,
     DEFAULT_INPUT_NAME,
     DEFAULT_MAX_INPUT_BYTES,
@@ -29,8 +29,8 @@ from .protocol import (
     Names,
     is_valid_key,
 )
-from .decoding import DecodeError, decode_route, decode_scored
-from .schemas import ErrorKind, State, Status
+from ..volume.decoding import DecodeError, decode_route, decode_scored
+from ..volume.schemas import ErrorKind, State, Status
 
 POLL_INTERVAL = 0.25
 """The bounded poll under the file events: waiting works even where no event arrives."""

@@ -1,0 +1,1 @@
+"""The server side: the client library, the reference HTTP server and upstream's drop-in."""
