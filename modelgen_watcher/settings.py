@@ -7,7 +7,6 @@ gives them precedence over the environment, and the environment over the default
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -17,11 +16,10 @@ from typing import Any, Literal
 from pydantic import DirectoryPath, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .runners.argv import PLACEHOLDERS, unknown_placeholders
 from .volume.names import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
 
 ENV_PREFIX = "MODELGEN_"
-PLACEHOLDERS = ("input", "output", "workspace", "output_name", "key")
-_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 REFERENCE_MODEL_CMD = (
     f"{shlex.quote(sys.executable)} -m modelgen_watcher.reference_model "
@@ -89,7 +87,7 @@ class ModelSettings(_NamedFiles):
             raise ValueError(f"cannot be split like a shell command: {exc}") from exc
         if not argv:
             raise ValueError("is empty")
-        unknown = sorted({m for m in _PLACEHOLDER_RE.findall(value) if m not in PLACEHOLDERS})
+        unknown = unknown_placeholders(value)
         if unknown:
             raise ValueError(
                 f"unknown placeholder {{{unknown[0]}}}; known: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS)

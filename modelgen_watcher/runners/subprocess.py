@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import secrets
 import selectors
 import signal
@@ -40,14 +39,13 @@ from pathlib import Path
 from typing import IO
 
 from ..logs import get_logger
-from ..settings import PLACEHOLDERS
 from . import procfs
+from .argv import render
 from .base import ModelJob, RunReport
 from .records import RUN_ID_ENV, RecordDir, RunRecord, stop_leftovers
 
 log = get_logger(__name__)
 
-_PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 PIPE_GRACE = 0.5
 """Seconds the output pipes get to reach end of file once the model's group is dead."""
 TAIL_BYTES = 16 * 1024
@@ -55,18 +53,6 @@ TAIL_BYTES = 16 * 1024
 POLL_INTERVAL = 0.02
 """Seconds between checks where no pidfd tells us of the exit, and between sweeps for escaped descendants."""
 _CHUNK = 65536
-
-
-def render_argv(template: list[str], job: ModelJob) -> list[str]:
-    """Fill the placeholders in each argument in one pass (a value is never re-scanned); no shell is involved."""
-    values = {
-        "input": str(job.input_path),
-        "output": str(job.output_path),
-        "workspace": str(job.workspace),
-        "output_name": job.output_name,
-        "key": job.key or "",
-    }
-    return [_PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), arg) for arg in template]
 
 
 class _Tail:
@@ -255,7 +241,7 @@ class SubprocessRunner:
     def run(self, job: ModelJob) -> RunReport:
         """Run the model to completion, timeout or cancellation; nothing it started survives the return."""
         start = time.monotonic()
-        launched = self._launch(render_argv(self.template, job), start)
+        launched = self._launch(render(self.template, job), start)
         if isinstance(launched, RunReport):
             return launched
         run = launched

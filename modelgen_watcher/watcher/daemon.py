@@ -20,7 +20,8 @@ from .pipeline import Outcome, Pipeline
 from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
 from .readiness import VOLUME, Readiness
 from ..volume.retry import ONCE_ATTEMPTS
-from ..runners import ModelRunner, SubprocessRunner
+from .. import runners
+from ..runners import ModelRunner
 from .scheduler import Scheduler
 from ..volume.schemas import Health, utc_now_iso
 from ..settings import WatcherSettings
@@ -57,7 +58,7 @@ def build_pipeline(
     settings: WatcherSettings, layout: Layout, metrics: Metrics | None = None, readiness: Readiness | None = None
 ) -> tuple[Pipeline, ModelRunner]:
     """The pipeline and runner one settings object describes (shared by ``run`` and ``score``)."""
-    runner = SubprocessRunner(settings.command_template, cwd=settings.model_cwd, kill_grace=settings.kill_grace)
+    runner = runners.create(settings)
     pipeline = Pipeline(
         layout,
         runner,

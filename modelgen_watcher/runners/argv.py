@@ -1,0 +1,36 @@
+"""The model's argument template: its placeholders, the check of a template, and its rendering for one job.
+
+Settings check a ``--model-cmd`` with ``unknown_placeholders`` and every runner fills it
+with ``render``: one list of placeholders and one pattern, so what is accepted is
+exactly what is filled.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .base import ModelJob
+
+PLACEHOLDERS = ("input", "output", "workspace", "output_name", "key")
+"""``{input}`` the snapshot to score, ``{output}`` the file to write, ``{workspace}`` the model's
+persistent cache directory, ``{output_name}`` the output's name relative to the workspace,
+``{key}`` the request's key (empty for the legacy name)."""
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def unknown_placeholders(template: str) -> list[str]:
+    """Names in braces that are not placeholders, sorted; empty when the template is fine."""
+    return sorted({name for name in _PLACEHOLDER.findall(template) if name not in PLACEHOLDERS})
+
+
+def render(template: list[str], job: ModelJob) -> list[str]:
+    """Fill the placeholders in each argument in one pass (a value is never re-scanned); no shell is involved."""
+    values = {
+        "input": str(job.input_path),
+        "output": str(job.output_path),
+        "workspace": str(job.workspace),
+        "output_name": job.output_name,
+        "key": job.key or "",
+    }
+    return [_PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), arg) for arg in template]
