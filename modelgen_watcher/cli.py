@@ -142,7 +142,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .volume import fsio
     from . import logs
     from .watcher.daemon import build_pipeline
-    from .watcher.pipeline import Outcome
+    from .watcher.outcomes import Outcome
     from .volume.names import Layout, Request
     from .settings import WatcherSettings
 

@@ -16,7 +16,8 @@ from .lock import AlreadyRunning, WatchDirLock
 from ..logs import get_logger
 from .metrics import Metrics, watcher_metrics
 from .events import EventSource, ObserverKind
-from .pipeline import Outcome, Pipeline
+from .outcomes import Outcome
+from .pipeline import Pipeline
 from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
 from .readiness import VOLUME, Readiness
 from ..volume.retry import ONCE_ATTEMPTS

@@ -17,8 +17,6 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from ..volume.documents import read_status
 from ..logs import get_logger
 from .metrics import Metrics
 from ..volume.names import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
+from .outcomes import Outcome, Processed
 from .readiness import VOLUME, Readiness
 from ..volume.retry import MAX_INTERRUPTIONS, Verdict, is_transient, judge
 from ..runners.base import ModelJob, ModelRunner, RunReport
@@ -37,29 +36,6 @@ from ..volume.schemas import ErrorInfo, ErrorKind, ResultMeta, RouteRequest, Sco
 DETAIL_LINES = 20
 
 log = get_logger(__name__)
-
-
-class Outcome(str, Enum):
-    ok = "ok"
-    error = "error"
-    transient = "transient"
-    """An I/O fault (the input unreadable, the volume unwritable): the scheduler retries with backoff."""
-    skipped = "skipped"
-    """Already scored with the same bytes (idempotence)."""
-    skipped_error = "skipped_error"
-    """These bytes already ended in an error that running again now would not change."""
-    deferred = "deferred"
-    """Looks half-written; try again later."""
-    cancelled = "cancelled"
-    """Shutdown interrupted the model; the ``running`` status makes the next start redo it."""
-    gone = "gone"
-
-
-@dataclass(frozen=True)
-class Processed:
-    outcome: Outcome
-    retry_after: float | None = None
-    error: ErrorInfo | None = None
 
 
 class RequestFailed(Exception):
@@ -77,11 +53,15 @@ class _VolumeFault(RequestFailed):
         super().__init__(ErrorKind.io_error, message, detail)
 
 
-class _StillWriting(Exception):
-    """The input changed while it was read; read it again once it is quiet."""
+class _NotYet(Exception):
+    """The input is not complete yet (it changed while read, or is unparsable and fresh): look again later.
+
+    The one way the pipeline says "not yet": raised where it is found, turned into a
+    ``deferred`` outcome in one place.
+    """
 
     def __init__(self, retry_after: float) -> None:
-        super().__init__("input still being written")
+        super().__init__("the input is not complete yet")
         self.retry_after = retry_after
 
 
@@ -240,8 +220,6 @@ class Pipeline:
                     "memory, or stopped by a signal, perhaps sent by the model); not retried until it is published again",
                 )
             route = self._parse_input(req, snap)
-            if isinstance(route, Processed):
-                return route
             self._write_status(req, Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at))
             report, scored = self._run_model(req, snap.data)
             if report.cancelled:
@@ -263,7 +241,7 @@ class Pipeline:
             self.readiness.clear(VOLUME, "a request was published")
             bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)
             return Processed(Outcome.ok)
-        except _StillWriting as busy:
+        except _NotYet as busy:
             return Processed(Outcome.deferred, retry_after=busy.retry_after)
         except _VolumeFault as fault:
             return self._fail(req, sha, started_at, t0, fault.info, bound, volume_fault=True)
@@ -344,8 +322,7 @@ class Pipeline:
         except OSError as exc:
             raise RequestFailed(ErrorKind.io_error, f"cannot read the input: {exc.strerror or exc}") from exc
         if after.st_mtime_ns != snap.mtime_ns or after.st_size != snap.size:
-            # Still being written: read again once it is quiet (the caller sees "deferred").
-            raise _StillWriting(0.05)
+            raise _NotYet(0.05)  # still being written: read again once it is quiet
         return snap
 
     def _judge(self, req: Request, snap: fsio.Snapshot) -> Verdict:
@@ -360,15 +337,14 @@ class Pipeline:
             result_present=ok_for_these and self.layout.result(req.key).is_file(),
         )
 
-    def _parse_input(self, req: Request, snap: fsio.Snapshot) -> RouteRequest | Processed:
+    def _parse_input(self, req: Request, snap: fsio.Snapshot) -> RouteRequest:
         try:
             return decode_route(snap.data)
         except DecodeError as exc:
             if exc.stage is Stage.json:
                 wait = self._settle_left(req, snap)
-                if wait > 0:
-                    # Likely a writer that writes in place and has not finished: give it time.
-                    return Processed(Outcome.deferred, retry_after=wait)
+                if wait > 0:  # likely a writer that writes in place and has not finished: give it time
+                    raise _NotYet(wait) from exc
             raise RequestFailed(ErrorKind.invalid_input, str(exc)) from exc
 
     def _settle_left(self, req: Request, snap: fsio.Snapshot) -> float:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..logs import get_logger
-from .pipeline import Outcome, Processed
+from .outcomes import Outcome, Processed
 from ..volume.names import Request
 from ..volume.retry import backoff
 

@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from modelgen_watcher.watcher.pipeline import (
-    Outcome,
-    Pipeline,
-    Processed,
-    RequestFailed,
-    decode_model_output,
-    failure_from_report,
-)
+from modelgen_watcher.watcher.outcomes import Outcome, Processed
+from modelgen_watcher.watcher.pipeline import Pipeline, RequestFailed, decode_model_output, failure_from_report
 from modelgen_watcher.volume.documents import read_status
 from modelgen_watcher.volume.names import Layout, Names, Request
 from modelgen_watcher.runners.base import ModelJob, RunReport

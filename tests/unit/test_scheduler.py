@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from modelgen_watcher.watcher.pipeline import Outcome, Processed
+from modelgen_watcher.watcher.outcomes import Outcome, Processed
 from modelgen_watcher.volume.names import Request
 from modelgen_watcher.watcher.scheduler import Scheduler
 
@@ -180,8 +180,8 @@ def test_notices_after_halt_are_ignored(make: Callable[..., Scheduler]) -> None:
 def test_notices_before_the_first_run_coalesce_into_one_run() -> None:
     import threading as _t
 
-    from modelgen_watcher.watcher.pipeline import Outcome as _O
-    from modelgen_watcher.watcher.pipeline import Processed as _P
+    from modelgen_watcher.watcher.outcomes import Outcome as _O
+    from modelgen_watcher.watcher.outcomes import Processed as _P
     from modelgen_watcher.volume.names import Request as _R
     from modelgen_watcher.watcher.scheduler import Scheduler as _S
 
