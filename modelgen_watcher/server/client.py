@@ -19,6 +19,7 @@ from typing import Any
 
 from ..volume import fsio, retry
 from ..volume.documents import read_status
+from ..volume.events import EventSource
 from ..volume.names import (
     CLIENT_TEMP_PREFIX,
     DEFAULT_INPUT_NAME,
@@ -82,43 +83,36 @@ def new_key() -> str:
 
 
 class _StatusEvents:
-    """One watchdog observer per client, waking every waiter on any change in the directory (they re-check).
+    """One event source per client, waking every waiter on any change in the directory (they re-check).
 
-    Started lazily; if it cannot start (no inotify left, odd mount) waiters simply rely
-    on the bounded poll.
+    Started lazily, native only: where it cannot start (no inotify left, odd mount)
+    waiters simply rely on the bounded poll, which is what polling would do anyway.
     """
 
     def __init__(self, root: Path) -> None:
         self._root = root
         self._cond = threading.Condition()
         self._generation = 0
-        self._observer: Any = None
+        self._source: EventSource | None = None
+        self._tried = False
         self._lock = threading.Lock()
+
+    def _changed(self, name: str, complete: bool) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
 
     def ensure_started(self) -> None:
         with self._lock:
-            if self._observer is not None:
+            if self._tried:
                 return
+            self._tried = True
+            source = EventSource(self._root, self._changed, mode="native")
             try:
-                from watchdog.events import FileSystemEvent, FileSystemEventHandler
-                from watchdog.observers import Observer
-
-                cond = self._cond
-                outer = self
-
-                class _Wake(FileSystemEventHandler):
-                    def on_any_event(self, event: FileSystemEvent) -> None:
-                        with cond:
-                            outer._generation += 1
-                            cond.notify_all()
-
-                observer = Observer()
-                observer.daemon = True
-                observer.schedule(_Wake(), os.fsdecode(self._root), recursive=False)
-                observer.start()
-                self._observer = observer
-            except Exception:  # noqa: BLE001 - events are an optimisation; polling still works
-                self._observer = False
+                source.start()
+            except OSError:
+                return  # events are an optimisation; the bounded poll still works
+            self._source = source
 
     def wait(self, seen: int, timeout: float) -> int:
         """Block until something changed in the directory after ``seen``, or ``timeout``."""
@@ -134,10 +128,9 @@ class _StatusEvents:
 
     def stop(self) -> None:
         with self._lock:
-            if self._observer:
-                self._observer.stop()
-                self._observer.join(2)
-            self._observer = None
+            if self._source is not None:
+                self._source.stop()
+            self._source, self._tried = None, False
 
 
 class Client:

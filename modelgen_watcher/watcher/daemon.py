@@ -15,7 +15,7 @@ from . import inflight, retention
 from .lock import AlreadyRunning, WatchDirLock
 from ..logs import get_logger
 from .metrics import Metrics, watcher_metrics
-from .events import EventSource, ObserverKind
+from ..volume.events import EventSource, ObserverKind
 from .outcomes import Outcome
 from .pipeline import Pipeline
 from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request

@@ -1,5 +1,8 @@
 """File events from watchdog, native or polling, reduced to "this name in the watch dir may have changed".
 
+The one watchdog wrapper: the watcher schedules requests from it, and the client
+wakes its waiters with it.
+
 Each notice also says whether the event means the file is complete (closed after a
 write, or renamed into place), so such inputs skip the debounce.
 
