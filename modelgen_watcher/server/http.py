@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import mimetypes
 import threading
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from ..volume import fsio, health
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
 from .httpfront import RETRY_AFTER_S, Exchange, HttpFront, PoolSpec, Request, Response, error_response
+from ..lifecycle import Lifecycle
 from ..logs import get_logger
 from ..watcher.metrics import Metrics
 from ..volume.names import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, RESERVED_KEYS, is_valid_key
@@ -280,24 +280,14 @@ class Handler:
 
 def serve(settings: ServerSettings) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
-    import signal
-
     server = ScoreServer(settings)
-    stop_requested = False
-
-    def _stop(*_: object) -> None:  # only a flag: taking a lock in a signal handler can deadlock
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    server.start()
-    host, port = server.server_address
-    log.info("server.ready", host=host, port=port, watch_dir=str(settings.watch_dir),
-             static_dir=str(server.static_root) if server.static_root else None)
-    while not stop_requested:
-        time.sleep(0.2)
-    log.info("server.stopping")
-    server.close()
+    with Lifecycle() as life:
+        server.start()
+        host, port = server.server_address
+        log.info("server.ready", host=host, port=port, watch_dir=str(settings.watch_dir),
+                 static_dir=str(server.static_root) if server.static_root else None)
+        reason = life.wait()
+        log.info("server.stopping", reason=reason)
+        server.close()
     log.info("server.stopped")
     return 0

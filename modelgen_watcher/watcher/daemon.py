@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import threading
 import time
 from collections import OrderedDict
@@ -15,6 +14,7 @@ from . import inflight, retention
 from .lock import AlreadyRunning, WatchDirLock
 from ..logs import get_logger
 from .metrics import Metrics, watcher_metrics
+from ..lifecycle import Lifecycle
 from ..volume.events import EventSource, ObserverKind
 from .outcomes import Outcome
 from .pipeline import Pipeline
@@ -44,6 +44,8 @@ INTERRUPTED_LAST = 0.5
 others are served first, so a request that stops the watcher cannot hold them all back."""
 
 Signature = tuple[int, int, int, int]
+_IDLE = "idle"
+"""The lifecycle reason ``--once`` ends with when everything pending is done."""
 
 
 def _signature(st: os.stat_result) -> Signature:
@@ -100,7 +102,7 @@ class Daemon:
         self._ticker_thread: threading.Thread | None = None
         self._refused_lock = threading.Lock()
         """The observer thread and the main thread's first scan both refuse names."""
-        self._stop_requested = False
+        self._life = Lifecycle()
         self._disowned = False
         """The watch dir was replaced or taken over: leave it alone at shutdown."""
         self._started_at = utc_now_iso()
@@ -316,8 +318,12 @@ class Daemon:
         """The watch dir is no longer ours to serve: stop, non-zero, without touching it further."""
         log.error("daemon.lost_watch_dir", reason=reason, action="exiting to be restarted")
         self._disowned = True
-        self.exit_code = 1
-        self._stop_requested = True
+        self._exit(1, "the watch dir is not ours any more")
+
+    def _exit(self, code: int, reason: str) -> None:
+        """Stop the daemon from one of its threads, with ``code`` as the exit code."""
+        self.exit_code = code
+        self._life.stop(reason)
 
     def _ticker(self) -> None:
         """Heartbeat every few seconds and rescan periodically; stop the daemon if a part of it died.
@@ -332,9 +338,8 @@ class Daemon:
                 next_rescan = self._tick(next_rescan)
             except Exception:
                 log.exception("daemon.unhealthy", reason="the heartbeat failed; exiting to be restarted")
-                self.exit_code = 1
-                self._stop_requested = True
-            if self._stop_requested:
+                self._exit(1, "the heartbeat failed")
+            if self.exit_code:
                 return
 
     def _tick(self, next_rescan: float) -> float:
@@ -342,8 +347,7 @@ class Daemon:
         assert self.events is not None
         if not (self.scheduler.is_alive() and self.events.is_alive()):
             log.error("daemon.unhealthy", reason="the scheduler or the observer stopped; exiting to be restarted")
-            self.exit_code = 1
-            self._stop_requested = True
+            self._exit(1, "a part of the daemon stopped")
             return next_rescan
         reason = self._still_ours()
         if reason is not None:
@@ -372,22 +376,16 @@ class Daemon:
 
     # -- lifecycle --------------------------------------------------------
 
-    def request_stop(self, *_: object) -> None:
-        """Signal handler: only sets a flag (taking a lock here could deadlock the main thread)."""
-        self._stop_requested = True
-
-    def _install_signals(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(signal.SIGINT, self.request_stop)
-
-    def _wait_for_stop(self) -> None:
-        while not self._stop_requested:
-            time.sleep(0.2)  # sleep is interrupted by signals; the flag is checked right after
+    def request_stop(self, reason: str = "requested") -> None:
+        """End ``run()`` from another thread (tests, embedders); signals do the same through the lifecycle."""
+        self._life.stop(reason)
 
     def run(self) -> int:
-        """Serve until stopped; returns the exit code."""
-        self._install_signals()
+        """Serve until SIGTERM/SIGINT or ``request_stop()``; returns the exit code."""
+        with self._life:
+            return self._serve()
+
+    def _serve(self) -> int:
         self._prepare()
         self.scheduler.start()
         if self.settings.once:
@@ -408,17 +406,17 @@ class Daemon:
         )
         self._ticker_thread = threading.Thread(target=self._ticker, name="ticker", daemon=True)
         self._ticker_thread.start()
-        self._wait_for_stop()
-        self._shutdown()
+        reason = self._life.wait()
+        self._shutdown(reason)
         return self.exit_code
 
     def _run_once(self) -> int:
         pending = self.rescan(everything=True)
         log.info("once.start", watch_dir=str(self.layout.root), pending=pending)
-        while not self._stop_requested and not self.scheduler.wait_idle(timeout=0.2):
-            pass
-        interrupted = self._stop_requested
-        self._shutdown()
+        threading.Thread(target=self._stop_when_idle, name="once", daemon=True).start()
+        reason = self._life.wait()
+        interrupted = reason != _IDLE
+        self._shutdown(reason)
         errors = (
             self.scheduler.outcomes[Outcome.error]
             + self.scheduler.outcomes[Outcome.skipped_error]
@@ -434,9 +432,13 @@ class Daemon:
             return self.exit_code
         return 1 if errors else self.exit_code
 
-    def _shutdown(self) -> None:
+    def _stop_when_idle(self) -> None:
+        self.scheduler.wait_idle()
+        self._life.stop(_IDLE)
+
+    def _shutdown(self, reason: str | None) -> None:
         t0 = time.monotonic()
-        log.info("daemon.stopping")
+        log.info("daemon.stopping", reason=reason)
         self._stop.set()
         if self._ticker_thread is not None:  # no heartbeat may land after the final one below
             self._ticker_thread.join(2.0)
