@@ -255,10 +255,10 @@ class Handler:
             return self._error(404, "not_found", f"no such file: {path}")
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         try:
-            data = fsio.safe_read(target, MAX_STATIC_FILE_BYTES).data
+            stream, length = fsio.open_regular(target, MAX_STATIC_FILE_BYTES)
         except (OSError, fsio.UnsafeFile):
             return self._error(404, "not_found", f"no such file: {path}")
-        return self._send(200, data, content_type=ctype)
+        return Response(200, content_type=ctype, headers={}, log=self._log_fields, stream=stream, stream_length=length)
 
     @staticmethod
     def _static_target(root: Path, path: str) -> Path | None:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ..volume import fsio
 from ..logs import get_logger
@@ -148,6 +148,23 @@ class Request:
         return self._body.read()
 
 
+STREAM_CHUNK = 1 << 18
+"""Bytes of a streamed file read and sent at a time: what one response holds in memory."""
+
+
+def _send_before(sock: socket.socket, data: bytes, deadline: float) -> bool:
+    """Send all of ``data`` before ``deadline`` (monotonic); False when time ran out."""
+    view = memoryview(data)
+    while view:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        sock.settimeout(remaining)
+        sent = sock.send(view[:STREAM_CHUNK])
+        view = view[sent:]
+    return True
+
+
 @dataclass
 class Response:
     """What the API answers; ``log`` holds extra fields for the request's ``http.request`` line."""
@@ -158,6 +175,14 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     close: bool = False
     log: dict[str, Any] = field(default_factory=dict)
+    stream: BinaryIO | None = None
+    """An open file sent after the head instead of ``body``, ``stream_length`` bytes of it, in
+    chunks: a large static file never sits in memory. Closed once sent (or not)."""
+    stream_length: int = 0
+
+    @property
+    def length(self) -> int:
+        return self.stream_length if self.stream is not None else len(self.body)
 
 
 def json_response(status: int, obj: Any, *, headers: dict[str, str] | None = None, close: bool = False) -> Response:
@@ -801,19 +826,26 @@ class HttpFront:
 
     def _write(self, sock: socket.socket, request: Request, resp: Response, keep: bool) -> bool:
         """The whole answer within one request timeout (a client that reads slowly cannot hold the worker)."""
-        data = memoryview(self._serialize(request.method, resp, keep_alive=keep))
         deadline = time.monotonic() + self.request_timeout
         try:
-            while data:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+            if not _send_before(sock, self._serialize(request.method, resp, keep_alive=keep), deadline):
+                return False
+            if resp.stream is None or request.method == "HEAD":
+                return True
+            left = resp.stream_length
+            while left > 0:
+                chunk = resp.stream.read(min(left, STREAM_CHUNK))
+                if not chunk:
+                    return False  # the file shrank while sent: the announced length cannot be kept
+                if not _send_before(sock, chunk, deadline):
                     return False
-                sock.settimeout(remaining)
-                sent = sock.send(data[:1 << 18])
-                data = data[sent:]
+                left -= len(chunk)
+            return True
         except OSError:
             return False
-        return True
+        finally:
+            if resp.stream is not None:
+                resp.stream.close()
 
     def _give_back(self, sock: socket.socket, leftover: bytes | None) -> None:
         if leftover is None:
@@ -838,14 +870,14 @@ class HttpFront:
             f"Server: {SERVER_NAME}",
             f"Date: {email.utils.formatdate(usegmt=True)}",
             f"Content-Type: {resp.content_type}",
-            f"Content-Length: {len(resp.body)}",
+            f"Content-Length: {resp.length}",
             "Cache-Control: no-store",
             *(f"{name}: {value}" for name, value in resp.headers.items()),
         ]
         if not keep_alive:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head if method == "HEAD" else head + resp.body
+        return head if method == "HEAD" or resp.stream is not None else head + resp.body
 
     def _record(self, method: str | None, target: str | None, resp: Response, duration_s: float, *,
                 refused: bool) -> None:

@@ -14,7 +14,7 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def _current_umask() -> int:
@@ -156,6 +156,27 @@ def safe_read(path: Path, max_bytes: int) -> Snapshot:
     if len(data) > max_bytes:
         raise UnsafeFile(f"{path.name} is over the limit of {max_bytes} bytes")
     return Snapshot(data=data, sha256=sha256_hex(data), mtime_ns=fst.st_mtime_ns, size=len(data))
+
+
+def open_regular(path: Path, max_bytes: int) -> tuple[BinaryIO, int]:
+    """Open a regular file for streaming, with ``safe_read``'s guards; the open file and its size.
+
+    The size is the file's when opened (fstat): a file that grows meanwhile is sent as
+    it was, one that shrinks ends the response short. The caller closes the file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(f"{path.name} is a symlink, not a regular file") from exc
+        raise
+    fh = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+        fh.close()
+        why = describe_mode(st.st_mode) if not stat.S_ISREG(st.st_mode) else f"over {max_bytes} bytes"
+        raise UnsafeFile(f"{path.name} is {why}")
+    return fh, st.st_size
 
 
 def read_json_file(path: Path, max_bytes: int) -> Any:

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from tests.helpers import encode, fake_model_cmd, route, sha
+from tests.helpers import encode, fake_model_cmd, proc_status, route, sha
 
 
 def upload(server, doc) -> dict:
@@ -180,6 +180,26 @@ def test_static_files_never_leave_the_folder(daemon_factory, server_factory, tmp
         resp = server.request("GET", path)
         assert resp.status == 404, path
         assert b"top secret" not in resp.body and b"root:" not in resp.body
+
+
+def test_large_static_files_are_streamed_not_held(server_factory, tmp_path):
+    """Ten downloads of a 32 MB file at once: the bytes arrive whole, the server's memory stays flat."""
+    static = tmp_path / "static"
+    static.mkdir()
+    blob = os.urandom(32 * 1024 * 1024)
+    (static / "tiles.bin").write_bytes(blob)
+    server = server_factory("--static-dir", str(static))
+    head = server.request("HEAD", "/tiles.bin")
+    assert head.status == 200 and head.headers["content-length"] == str(len(blob)) and head.body == b""
+    before = proc_status(server.proc.pid, "VmHWM")
+    bodies: list[bytes] = []
+    threads = [threading.Thread(target=lambda: bodies.append(server.get("/tiles.bin").body)) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(bodies) == 10 and all(sha(b) == sha(blob) for b in bodies)
+    assert proc_status(server.proc.pid, "VmHWM") - before < 32 * 1024  # kB: less than one copy of the file
 
 
 def test_without_static_dir_other_gets_are_404(server_factory):
