@@ -10,7 +10,7 @@ COMPOSE ?= docker compose
 COMPOSE_FILES ?= -f compose.yaml
 CS_PORT ?= 8009
 VERIFY_URL ?= http://127.0.0.1:$(CS_PORT)/rest/score
-TAG ?= 0.1.0
+TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' modelgen_watcher/__init__.py)
 
 .PHONY: help run test unit integration e2e bench reliability static-checks containers-check ci \
         build up verify logs down clean clean-venv k3d-up k3d-deploy

@@ -1,0 +1,24 @@
+"""One source for the version: the package's ``__version__``; everything else reads it or is held to it."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+import modelgen_watcher
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_installed_distribution_reports_the_packages_version() -> None:
+    assert version("modelgen-watcher") == modelgen_watcher.__version__
+
+
+def test_the_kubernetes_image_tags_are_the_packages_version() -> None:
+    tags = re.findall(r'newTag:\s*"([^"]+)"', (ROOT / "deploy" / "k8s" / "kustomization.yaml").read_text())
+    assert tags and set(tags) == {modelgen_watcher.__version__}
+
+
+def test_the_package_says_it_is_typed() -> None:
+    assert (ROOT / "modelgen_watcher" / "py.typed").is_file()
