@@ -120,6 +120,21 @@ def describe_mode(mode: int) -> str:
     return "not a regular file"
 
 
+def _open_regular_fd(path: Path) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading without following a symlink or blocking on a FIFO; refuse all but a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(f"{path.name} is a symlink, not a regular file") from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UnsafeFile(f"{path.name} is {describe_mode(st.st_mode)}, not a regular file")
+    return fd, st
+
+
 def safe_read(path: Path, max_bytes: int) -> Snapshot:
     """Read a regular file without following symlinks, blocking on FIFOs, or reading past ``max_bytes``.
 
@@ -132,16 +147,8 @@ def safe_read(path: Path, max_bytes: int) -> Snapshot:
         raise UnsafeFile(f"{path.name} is {describe_mode(st.st_mode)}, not a regular file")
     if st.st_size > max_bytes:
         raise UnsafeFile(f"{path.name} is {st.st_size} bytes, over the limit of {max_bytes} bytes")
+    fd, fst = _open_regular_fd(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeFile(f"{path.name} is a symlink, not a regular file") from exc
-        raise
-    try:
-        fst = os.fstat(fd)
-        if not stat.S_ISREG(fst.st_mode):
-            raise UnsafeFile(f"{path.name} is {describe_mode(fst.st_mode)}, not a regular file")
         chunks: list[bytes] = []
         remaining = max_bytes + 1
         while remaining > 0:
@@ -164,19 +171,11 @@ def open_regular(path: Path, max_bytes: int) -> tuple[BinaryIO, int]:
     The size is the file's when opened (fstat): a file that grows meanwhile is sent as
     it was, one that shrinks ends the response short. The caller closes the file.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeFile(f"{path.name} is a symlink, not a regular file") from exc
-        raise
-    fh = os.fdopen(fd, "rb")
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
-        fh.close()
-        why = describe_mode(st.st_mode) if not stat.S_ISREG(st.st_mode) else f"over {max_bytes} bytes"
-        raise UnsafeFile(f"{path.name} is {why}")
-    return fh, st.st_size
+    fd, st = _open_regular_fd(path)
+    if st.st_size > max_bytes:
+        os.close(fd)
+        raise UnsafeFile(f"{path.name} is {st.st_size} bytes, over the limit of {max_bytes} bytes")
+    return os.fdopen(fd, "rb"), st.st_size
 
 
 def read_json_file(path: Path, max_bytes: int) -> Any:
