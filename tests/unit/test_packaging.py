@@ -22,3 +22,14 @@ def test_the_kubernetes_image_tags_are_the_packages_version() -> None:
 
 def test_the_package_says_it_is_typed() -> None:
     assert (ROOT / "modelgen_watcher" / "py.typed").is_file()
+
+
+def test_importing_the_package_stays_light_and_the_client_comes_when_asked() -> None:
+    """The reference model imports the package once per request: no pydantic or watchdog for that."""
+    import subprocess
+    import sys
+
+    code = ("import sys, modelgen_watcher as m; heavy = {'pydantic', 'watchdog'} & set(sys.modules); "
+            "print(sorted(heavy)); print(m.Client.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "Client"]
