@@ -10,8 +10,10 @@ import pytest
 from pydantic import Field
 
 from modelgen_watcher import cli
+from modelgen_watcher.runners.argv import PLACEHOLDERS
 from modelgen_watcher.settings import (
     COMMAND_SETTINGS,
+    PLACEHOLDER_MEANINGS,
     HealthSettings,
     ScoreSettings,
     WatcherSettings,
@@ -181,3 +183,9 @@ def test_score_reads_only_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> None
     assert isinstance(pipeline, WatcherSettings)
     assert (pipeline.model_timeout, pipeline.output_name, pipeline.settle) == (7.0, "out.json", 0.0)
     assert pipeline.command_template == settings.command_template
+
+
+def test_every_placeholder_is_explained() -> None:
+    assert tuple(PLACEHOLDER_MEANINGS) == PLACEHOLDERS
+    help_text = shown_help("run", "model_cmd")
+    assert all(f"{{{p}}} {meaning.replace('`', '')}" in help_text for p, meaning in PLACEHOLDER_MEANINGS.items())
