@@ -12,13 +12,14 @@ CS_PORT ?= 8009
 VERIFY_URL ?= http://127.0.0.1:$(CS_PORT)/rest/score
 TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' modelgen_watcher/__init__.py)
 
-.PHONY: help run test unit integration e2e bench reliability static-checks containers-check ci \
+.PHONY: help run test unit integration e2e bench reliability static-checks containers-check ci docs \
         build up verify logs down clean clean-venv k3d-up k3d-deploy
 
 help:
 	@echo "make run               - the watcher on ./$(WATCH_DIR) with the embedded reference model"
 	@echo "make test              - the Python test suite (unit, integration, end-to-end)"
 	@echo "make reliability       - the long runs behind docs/RELIABILITY.md (about 15 min)"
+	@echo "make docs              - docs/configuration.md from the settings classes"
 	@echo "make static-checks     - hadolint, Compose schema, kubernetes-validate, checkov"
 	@echo "make containers-check  - build and run the stack with podman, end to end"
 	@echo "make build|up|verify|logs|down|clean  - the stack with Docker Compose"
@@ -46,6 +47,12 @@ reliability: $(BIN)/modelgen-watcher
 	$(BIN)/python bench/decode_memory.py
 	$(BIN)/python bench/soak.py --minutes 10
 	$(BIN)/python bench/killloop.py --kills 100
+
+# docs/configuration.md is generated from modelgen_watcher/settings.py; tests/unit/test_docs_config.py
+# fails when the committed file differs.
+docs: $(BIN)/modelgen-watcher
+	$(BIN)/python -m modelgen_watcher.docs_config > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 static-checks: $(BIN)/modelgen-watcher
 	bash scripts/static-checks.sh

@@ -1,4 +1,8 @@
-"""Command line: subcommands, flags and exit codes (0 ok, 1 failure, 2 bad settings)."""
+"""Command line: subcommands, flags and exit codes (0 ok, 1 failure, 2 bad settings).
+
+Each command's flags are generated from its settings class (``settings.COMMAND_SETTINGS``):
+flag, help, default shown, range and choices all come from the class's fields.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,36 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from . import __version__
+from .settings import (
+    COMMAND_SETTINGS,
+    case_insensitive,
+    choices,
+    default_text,
+    describe_error,
+    env_only_fields,
+    env_var,
+    flag,
+    flag_fields,
+    range_text,
+)
 
-COMMANDS = ("run", "health", "score", "serve")
+COMMAND_HELP = {
+    "run": "watch the directory and score every input (default)",
+    "health": "exit 0 if the daemon's heartbeat is fresh and ready",
+    "score": "score one route file, no watching",
+    "serve": "the reference server: cyclesafe's REST API through files only",
+}
+COMMANDS = tuple(COMMAND_HELP)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,82 +49,66 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
 
 
-def _opt(parser: argparse.ArgumentParser, flag: str, help_text: str, **kw: Any) -> None:
-    parser.add_argument(flag, default=argparse.SUPPRESS, help=help_text, **kw)
+def plain(text: str) -> str:
+    """A description as plain text: its backticks (code in the docs) dropped."""
+    return text.replace("`", "")
 
 
-def _logging_flags(p: argparse.ArgumentParser) -> None:
-    _opt(p, "--log-format", "json or console (default: console on a terminal, else json)")
-    _opt(p, "--log-level", "debug, info, warning or error (default info)")
+def help_text(name: str, cls: type[BaseSettings]) -> str:
+    """A field's help: its description, then its default and range, from the field itself."""
+    info = cls.model_fields[name]
+    extra = "; ".join(t for t in (f"default: {default_text(info)}", range_text(info)) if t)
+    return f"{plain(info.description or '')} ({extra})"
 
 
-def _volume_flags(p: argparse.ArgumentParser) -> None:
-    _opt(p, "--watch-dir", "the shared volume (default ./data)")
-    _opt(p, "--input-name", "input file name (default gps_input_route.json)")
-    _opt(p, "--output-name", "result file name (default gps_scored_route.json)")
+EXTRA_ARGS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
+    "score": [
+        (("route",), {"type": Path, "metavar": "ROUTE.json", "help": "the route JSON to score"}),
+        (("-o", "--output"), {"type": Path, "metavar": "OUT.json", "default": None,
+                              "help": "write the result here (default: stdout)"}),
+    ],
+}
+"""Arguments of a command that are not settings (no environment variable): names, ``add_argument`` keywords."""
 
 
-def _model_flags(p: argparse.ArgumentParser) -> None:
-    _opt(p, "--model-cmd", "model argument template; placeholders {input} {output} {workspace} {output_name} {key}")
-    _opt(p, "--model-cwd", "working directory of the model")
-    _opt(p, "--model-timeout", "seconds before the model's process group is killed (default 120)")
-    _opt(p, "--model-name", "name recorded in each result's meta.model")
-    _opt(p, "--kill-grace", "seconds between TERM and KILL (default 3)")
-    _opt(p, "--max-input-bytes", "largest input accepted (default 5 MiB)")
+def add_command_args(p: argparse.ArgumentParser, command: str) -> None:
+    """A command's arguments: its own, then one flag per settings field (only flags given reach the class)."""
+    cls = COMMAND_SETTINGS[command]
+    for names, extra in EXTRA_ARGS.get(command, []):
+        p.add_argument(*names, **extra)
+    for name, info in flag_fields(cls):
+        kw: dict[str, Any] = {}
+        if info.annotation is bool:
+            if info.default is not False:
+                raise TypeError(f"{cls.__name__}.{name}: a flag switches on; its default must be False")
+            kw["action"] = "store_true"
+        values = choices(info)
+        if values:
+            kw["choices"] = values
+            if case_insensitive(name):
+                kw["type"] = str.lower
+        p.add_argument(flag(name), dest=name, default=argparse.SUPPRESS,
+                       help=help_text(name, cls).replace("%", "%%"), **kw)
+    env_only = [f"{env_var(n)}, {help_text(n, cls)}." for n, _ in env_only_fields(cls)]
+    p.epilog = (
+        "Every option is also an environment variable MODELGEN_<NAME>; a flag wins. "
+        + (f"Environment only: {' '.join(env_only)} " if env_only else "")
+        + "See docs/configuration.md."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="modelgen-watcher", description="File-triggered model sidecar.")
     parser.add_argument("--version", action="version", version=f"modelgen-watcher {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-
-    run = sub.add_parser("run", help="watch the directory and score every input (default)")
-    _volume_flags(run)
-    _model_flags(run)
-    _opt(run, "--workers", "requests scored in parallel (default 1)")
-    _opt(run, "--observer", "auto, native or polling (default auto)")
-    _opt(run, "--poll-interval", "seconds between polls of the polling observer (default 1)")
-    _opt(run, "--debounce", "milliseconds of quiet before an input is read (default 50)")
-    _opt(run, "--settle", "seconds a just-modified unparsable input is given to be completed (default 2)")
-    _opt(run, "--rescan-interval", "seconds between full rescans that catch dropped events (default 10)")
-    _opt(run, "--retention", "seconds keyed request files are kept; 0 keeps them (default 604800, 7 days)")
-    _opt(run, "--once", "process everything pending, then exit", action="store_true")
-    _logging_flags(run)
-
-    health = sub.add_parser("health", help="exit 0 if the daemon's heartbeat is fresh and ready")
-    _opt(health, "--watch-dir", "the shared volume (default ./data)")
-    _opt(health, "--max-age", "seconds after which the heartbeat is stale (default 30)")
-    _logging_flags(health)
-
-    score = sub.add_parser("score", help="score one route file, no watching")
-    score.add_argument("route", type=Path, help="the route JSON to score")
-    score.add_argument("-o", "--output", type=Path, default=None, help="write the result here (default stdout)")
-    _model_flags(score)
-    _logging_flags(score)
-
-    serve = sub.add_parser("serve", help="the reference server: cyclesafe's REST API through files only")
-    _volume_flags(serve)
-    _opt(serve, "--host", "address to listen on (default 127.0.0.1; 0.0.0.0 in containers)")
-    _opt(serve, "--port", "port to listen on (default 8009; 0 picks a free one)")
-    _opt(serve, "--static-dir", "folder of static files; / serves directions.html")
-    _opt(serve, "--max-input-bytes", "largest upload accepted (default 5 MiB)")
-    _opt(serve, "--max-wait", "longest ?wait= a GET may ask for, seconds (default 60)")
-    _opt(serve, "--legacy-wait", "seconds the key-less GET waits for the last upload's result (default 30)")
-    _opt(serve, "--health-max-age", "heartbeat age after which the watcher counts as down (default 30)")
-    _opt(serve, "--request-timeout", "seconds to receive a whole request: line, headers and body (default 30)")
-    _opt(serve, "--head-timeout", "seconds to receive the request line and headers (default 10)")
-    _opt(serve, "--keepalive-timeout", "seconds an idle kept-alive connection stays open (default 15)")
-    _opt(serve, "--max-connections", "connections waiting for a request before the oldest is dropped (default 1024)")
-    _logging_flags(serve)
+    for command, summary in COMMAND_HELP.items():
+        add_command_args(sub.add_parser(command, help=summary), command)
     return parser
 
 
-def _settings(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> Any:
-    from pydantic import ValidationError
-
-    from .settings import describe_error
-
-    given = {k: v for k, v in vars(args).items() if k not in ("command", *skip)}
+def load(cls: type[S], args: argparse.Namespace) -> S:
+    """The settings of ``cls`` from the flags given (they win) and the environment; exit 2 on a bad one."""
+    given = {k: v for k, v in vars(args).items() if k in cls.model_fields}
     try:
         return cls(**given)
     except ValidationError as exc:
@@ -111,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .volume.fsio import UnsafeFile
     from .settings import WatcherSettings
 
-    settings = _settings(WatcherSettings, args)
+    settings = load(WatcherSettings, args)
     logs.configure(settings.log_format, settings.log_level)
     try:
         code = Daemon(settings).run()
@@ -132,7 +143,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     from .volume import health
     from .settings import HealthSettings
 
-    settings = _settings(HealthSettings, args)
+    settings = load(HealthSettings, args)
     result = health.check(settings.watch_dir, settings.max_age)
     print(("healthy: " if result.healthy else "unhealthy: ") + result.message)
     return EXIT_OK if result.healthy else EXIT_FAIL
@@ -144,10 +155,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .watcher.daemon import build_pipeline
     from .watcher.outcomes import Outcome
     from .volume.names import Layout, Request
-    from .settings import WatcherSettings
+    from .settings import ScoreSettings
 
-    # No writer is racing us here: a bad file is bad at once, not "maybe half-written".
-    settings = _settings(WatcherSettings, args, skip=("route", "output")).model_copy(update={"settle": 0.0})
+    settings = load(ScoreSettings, args)
     logs.configure(settings.log_format or "console", "warning" if settings.log_level == "info" else settings.log_level)
     route: Path = args.route
     try:
@@ -157,7 +167,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     with tempfile.TemporaryDirectory(prefix="modelgen-score-") as tmp:
         layout = Layout(Path(tmp), settings.names)
-        pipeline, _ = build_pipeline(settings, layout)
+        pipeline, _ = build_pipeline(settings.pipeline_settings(), layout)
         fsio.atomic_write(layout.input(None), snap.data)
         processed = pipeline.process(Request(None))
         if processed.outcome is not Outcome.ok:
@@ -182,7 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server.http import serve
     from .settings import ServerSettings
 
-    settings = _settings(ServerSettings, args)
+    settings = load(ServerSettings, args)
     logs.configure(settings.log_format, settings.log_level)
     try:
         return serve(settings)

@@ -1,5 +1,13 @@
 """Settings of every command: flags and MODELGEN_* environment variables, validated in one place.
 
+Each command has one settings class (``COMMAND_SETTINGS``), and its fields are the
+command's options. A field's name gives its flag (``--model-timeout``) and its variable
+(``MODELGEN_MODEL_TIMEOUT``), its ``description`` the help text, its default the default
+shown, its bounds the range shown, and a ``Literal`` annotation the choices. The command
+line (``cli``) and docs/configuration.md (``docs_config``) are generated from these
+classes, so no default or meaning is typed twice. A field a class names in ``ENV_ONLY``
+has no flag: it is set by its environment variable only.
+
 The command line passes only the flags a user gave as init values, so pydantic-settings
 gives them precedence over the environment, and the environment over the defaults.
 """
@@ -10,10 +18,12 @@ import os
 import shlex
 import shutil
 import sys
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import DirectoryPath, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .runners.argv import PLACEHOLDERS, unknown_placeholders
@@ -27,6 +37,23 @@ REFERENCE_MODEL_CMD = (
 )
 """The embedded default: the reference model run as a subprocess in upstream's command-line shape."""
 
+PLACEHOLDER_MEANINGS = {
+    "input": "the snapshot to score",
+    "output": "the file to write",
+    "workspace": "the model's persistent cache directory",
+    "output_name": "the name of `{output}` relative to `{workspace}`",
+    "key": "the request's key",
+}
+"""What ``--model-cmd``'s help says of each of ``runners.argv.PLACEHOLDERS`` (a test keeps the two equal)."""
+
+_CASE_INSENSITIVE = ("log_level", "log_format")
+"""Choices accepted in any case (lowered before they are checked)."""
+
+
+def _none_means(text: str) -> dict[str, Any]:
+    """``json_schema_extra`` of a field whose default is None: what that None does, as shown for its default."""
+    return {"none_means": text}
+
 
 class _Base(BaseSettings):
     model_config = SettingsConfigDict(
@@ -37,12 +64,26 @@ class _Base(BaseSettings):
         env_ignore_empty=True,  # compose files often set VAR= to mean "unset"
     )
 
-    log_format: Literal["json", "console"] | None = Field(
-        default=None, description="json or console; default: console on a terminal, json otherwise"
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    ENV_ONLY: ClassVar[frozenset[str]] = frozenset()
+    """Fields of this command with no flag, set by their environment variable only."""
 
-    @field_validator("log_level", "log_format", mode="before")
+    log_format: Literal["json", "console"] | None = Field(
+        default=None,
+        description="JSON lines for log collectors, or readable console lines",
+        json_schema_extra=_none_means("console on a terminal, json otherwise"),
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="the lowest level logged: debug to troubleshoot, warning or error for fewer lines"
+    )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        unknown = cls.ENV_ONLY - set(cls.model_fields)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.ENV_ONLY names no field: {', '.join(sorted(unknown))}")
+
+    @field_validator(*_CASE_INSENSITIVE, mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
@@ -51,8 +92,14 @@ class _Base(BaseSettings):
 class _NamedFiles(_Base):
     """The volume's base names, shared by every command that reads or writes requests."""
 
-    input_name: str = DEFAULT_INPUT_NAME
-    output_name: str = DEFAULT_OUTPUT_NAME
+    input_name: str = Field(
+        default=DEFAULT_INPUT_NAME,
+        description="name of the input file the server writes; a keyed request inserts `.<key>` before the suffix",
+    )
+    output_name: str = Field(
+        default=DEFAULT_OUTPUT_NAME,
+        description="name of the result file; its status file is `<stem>.status<suffix>`",
+    )
 
     @model_validator(mode="after")
     def _check_names(self) -> _NamedFiles:
@@ -69,12 +116,34 @@ class _NamedFiles(_Base):
 class ModelSettings(_NamedFiles):
     """How to run the model; shared by the daemon and by the one-shot ``score`` command."""
 
-    model_cmd: str | None = Field(default=None, description="argument template; default: the embedded reference model")
-    model_cwd: DirectoryPath | None = None
-    model_timeout: float = Field(default=120.0, gt=0, le=86400)
-    model_name: str | None = Field(default=None, description="name recorded in meta.model")
-    kill_grace: float = Field(default=3.0, gt=0, le=5, description="capped so a stop fits in 10 s")
-    max_input_bytes: int = Field(default=DEFAULT_MAX_INPUT_BYTES, ge=1, le=1024**3)
+    model_cmd: str | None = Field(
+        default=None,
+        description="the model's argument template, split like a shell would but run without one; placeholders: "
+        + ", ".join(f"`{{{p}}}` {PLACEHOLDER_MEANINGS[p]}" for p in PLACEHOLDERS),
+        json_schema_extra=_none_means("the embedded reference model"),
+    )
+    model_cwd: DirectoryPath | None = Field(
+        default=None,
+        description="the model's working directory, which must exist",
+        json_schema_extra=_none_means("the current directory"),
+    )
+    model_timeout: float = Field(
+        default=120.0, gt=0, le=86400, description="seconds a model may run before its whole process group is killed"
+    )
+    model_name: str | None = Field(
+        default=None,
+        description="the name recorded in each result's `meta.model`",
+        json_schema_extra=_none_means("reference, or the model script's name"),
+    )
+    kill_grace: float = Field(
+        default=3.0, gt=0, le=5, description="seconds between TERM and KILL; capped so a stop fits in 10 s"
+    )
+    max_input_bytes: int = Field(
+        default=DEFAULT_MAX_INPUT_BYTES,
+        ge=1,
+        le=1024**3,
+        description="largest input read; a larger one gets an `invalid_input` status unread",
+    )
 
     @field_validator("model_cmd")
     @classmethod
@@ -127,20 +196,34 @@ class ModelSettings(_NamedFiles):
 class WatcherSettings(ModelSettings):
     """The daemon (``run``)."""
 
-    watch_dir: Path = Path("data")
-    workers: int = Field(default=1, ge=1, le=64)
-    observer: Literal["auto", "native", "polling"] = "auto"
-    poll_interval: float = Field(default=1.0, gt=0, le=60)
-    debounce: int = Field(default=50, ge=0, le=60000, description="quiet time in ms before an input is read")
+    ENV_ONLY = frozenset({"heartbeat_interval"})
+
+    watch_dir: Path = Field(default=Path("data"), description="the shared volume watched for inputs; created if missing")
+    workers: int = Field(default=1, ge=1, le=64, description="requests of different keys scored in parallel")
+    observer: Literal["auto", "native", "polling"] = Field(
+        default="auto",
+        description="native (inotify), polling, or auto: native proven by a probe file at start, switched to "
+        "polling if a rescan finds a change no event reported, as on NFS or WSL mounts",
+    )
+    poll_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between polls of the polling observer")
+    debounce: int = Field(default=50, ge=0, le=60000, description="milliseconds of quiet before an input is read")
     settle: float = Field(
         default=2.0, ge=0, le=600, description="seconds an unparsable, just-modified input is given to be completed"
     )
-    rescan_interval: float = Field(default=10.0, gt=0, le=3600)
-    heartbeat_interval: float = Field(default=2.0, gt=0, le=5)
-    retention: float = Field(
-        default=7 * 24 * 3600, ge=0, description="seconds keyed request files are kept; 0 keeps them forever"
+    rescan_interval: float = Field(
+        default=10.0, gt=0, le=3600, description="seconds between full rescans that catch dropped events"
     )
-    once: bool = False
+    heartbeat_interval: float = Field(
+        default=2.0, gt=0, le=5, description="seconds between heartbeats: `.modelgen/health.json` and the metrics file"
+    )
+    retention: float = Field(
+        default=7 * 24 * 3600, ge=0, description="seconds idle keyed request files are kept; 0 keeps them forever"
+    )
+    once: bool = Field(
+        default=False,
+        description="process everything pending, then exit: 0 if all ok, 1 if any request ended in error "
+        "(an input refused as invalid in an earlier run too); for cron, CI, Kubernetes Jobs",
+    )
 
     @field_validator("watch_dir")
     @classmethod
@@ -150,15 +233,152 @@ class WatcherSettings(ModelSettings):
         return value
 
 
+class ScoreSettings(ModelSettings):
+    """The one-shot ``score`` command: the model's settings, no watching.
+
+    It scores in a temporary directory, so the file names matter only to the model
+    (``{output_name}``): they follow the environment, as the daemon's do, with no flag.
+    """
+
+    ENV_ONLY = frozenset({"input_name", "output_name"})
+
+    def pipeline_settings(self) -> WatcherSettings:
+        """What ``build_pipeline`` takes: these validated model settings and no settle time
+        (no writer races ``score``: a bad file is bad at once); the watcher's own fields,
+        which a pipeline does not read, keep their defaults."""
+        return WatcherSettings.model_construct(_fields_set=set(self.model_fields_set), **dict(self), settle=0.0)
+
+
 class HealthSettings(_Base):
     """The ``health`` probe."""
 
-    watch_dir: Path = Path("data")
-    max_age: float = Field(default=30.0, gt=0)
+    watch_dir: Path = Field(default=Path("data"), description="the shared volume whose heartbeat is checked")
+    max_age: float = Field(default=30.0, gt=0, description="seconds after which the daemon's heartbeat is stale")
 
 
-def _flag(field: str) -> str:
+class ServerSettings(_NamedFiles):
+    """The reference server (``serve``)."""
+
+    watch_dir: Path = Field(
+        default=Path("data"), description="the shared volume requests are written to and results read from"
+    )
+    host: str = Field(default="127.0.0.1", description="address to listen on; 0.0.0.0 in a container")
+    port: int = Field(default=8009, ge=0, le=65535, description="port to listen on; 0 picks a free one")
+    static_dir: DirectoryPath | None = Field(
+        default=None,
+        description="folder of static files answered to other GETs; `/` is `directions.html`",
+        json_schema_extra=_none_means("none, only the API is served"),
+    )
+    max_input_bytes: int = Field(
+        default=DEFAULT_MAX_INPUT_BYTES, ge=1, le=1024**3, description="largest upload accepted; a larger one gets 413"
+    )
+    max_wait: float = Field(default=60.0, ge=0, le=600, description="longest `?wait=` seconds a GET may ask for")
+    legacy_wait: float = Field(
+        default=30.0, ge=0, le=600, description="seconds the key-less GET waits for the last upload's result"
+    )
+    health_max_age: float = Field(
+        default=30.0, gt=0, description="heartbeat age in seconds after which the watcher counts as down"
+    )
+    request_timeout: float = Field(
+        default=30.0, ge=0.1, le=600, description="seconds to receive a whole request: line, headers and body"
+    )
+    head_timeout: float = Field(
+        default=10.0, ge=0.1, le=600, description="seconds to receive the request line and headers"
+    )
+    keepalive_timeout: float = Field(
+        default=15.0, ge=0.1, le=3600, description="seconds a kept-alive connection may sit idle between requests"
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=8,
+        le=65536,
+        description="connections waiting for a request before the oldest is dropped; lowered to fit the file limit",
+    )
+
+
+COMMAND_SETTINGS: dict[str, type[_Base]] = {
+    "run": WatcherSettings,
+    "health": HealthSettings,
+    "score": ScoreSettings,
+    "serve": ServerSettings,
+}
+"""Each command's settings class: its fields are the command's options."""
+
+
+# -- what the command line and the docs show of a field ------------------------------
+
+
+def flag(field: str) -> str:
     return "--" + field.replace("_", "-")
+
+
+def env_var(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _order(cls: type[_Base]) -> list[str]:
+    """The volume first, logging last, the rest as declared."""
+    names = list(cls.model_fields)
+    return sorted(names, key=lambda n: (n != "watch_dir", n in _Base.model_fields))
+
+
+def flag_fields(cls: type[_Base]) -> list[tuple[str, FieldInfo]]:
+    """The fields a command offers as flags, in the order shown."""
+    return [(n, cls.model_fields[n]) for n in _order(cls) if n not in cls.ENV_ONLY]
+
+
+def env_only_fields(cls: type[_Base]) -> list[tuple[str, FieldInfo]]:
+    """The fields a command reads from its environment variable only."""
+    return [(n, cls.model_fields[n]) for n in _order(cls) if n in cls.ENV_ONLY]
+
+
+def choices(info: FieldInfo) -> tuple[str, ...]:
+    """The values a ``Literal`` field accepts (``None`` aside); empty for other fields."""
+    annotation = info.annotation
+    arms = (annotation,) if typing.get_origin(annotation) is Literal else typing.get_args(annotation)
+    values: list[str] = []
+    for arm in arms:
+        if typing.get_origin(arm) is Literal:
+            values.extend(str(v) for v in typing.get_args(arm))
+    return tuple(values)
+
+
+def case_insensitive(field: str) -> bool:
+    return field in _CASE_INSENSITIVE
+
+
+def _number(value: object) -> str:
+    """120.0 as ``120``, 0.1 as ``0.1``: a number as a user would type it."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def default_text(info: FieldInfo) -> str:
+    """The field's real default as a user would type it, or what a None default means."""
+    value = info.default
+    if value is None:
+        extra = info.json_schema_extra
+        meaning = extra.get("none_means") if isinstance(extra, dict) else None
+        if not isinstance(meaning, str):
+            raise TypeError("a field whose default is None says what that means: json_schema_extra=_none_means(...)")
+        return meaning
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (int, float)):
+        return _number(value)
+    return str(value)
+
+
+def range_text(info: FieldInfo) -> str:
+    """The bounds of a number field in words ("from 1 up to 64"), or empty."""
+    lower = upper = ""
+    for m in info.metadata:  # annotated_types' Ge, Gt, Le, Lt, as Field(ge=..., ...) records them
+        for attr, word in (("ge", "from"), ("gt", "above"), ("le", "up to"), ("lt", "below")):
+            bound = getattr(m, attr, None)
+            if bound is not None and attr in ("ge", "gt"):
+                lower = f"{word} {_number(bound)}"
+            elif bound is not None:
+                upper = f"{word} {_number(bound)}"
+    return " ".join(t for t in (lower, upper) if t)
 
 
 def describe_error(exc: ValidationError) -> str:
@@ -172,29 +392,4 @@ def describe_error(exc: ValidationError) -> str:
     given = err.get("input")
     if isinstance(given, (str, int, float)) and not isinstance(given, bool) and str(given) not in msg:
         msg += f" (got {str(given)!r})"
-    return f"invalid setting {_flag(field)} ({ENV_PREFIX}{field.upper()}): {msg}"
-
-
-class ServerSettings(_NamedFiles):
-    """The reference server (``serve``)."""
-
-    watch_dir: Path = Path("data")
-    host: str = "127.0.0.1"
-    port: int = Field(default=8009, ge=0, le=65535)
-    static_dir: DirectoryPath | None = None
-    max_input_bytes: int = Field(default=DEFAULT_MAX_INPUT_BYTES, ge=1, le=1024**3)
-    max_wait: float = Field(default=60.0, ge=0, le=600, description="longest ?wait= a GET may ask for")
-    legacy_wait: float = Field(default=30.0, ge=0, le=600, description="how long the key-less GET waits")
-    health_max_age: float = Field(default=30.0, gt=0)
-    request_timeout: float = Field(
-        default=30.0, ge=0.1, le=600, description="seconds to receive a whole request (line, headers, body)"
-    )
-    head_timeout: float = Field(
-        default=10.0, ge=0.1, le=600, description="seconds to receive the request line and headers"
-    )
-    keepalive_timeout: float = Field(
-        default=15.0, ge=0.1, le=3600, description="seconds a kept-alive connection may sit idle between requests"
-    )
-    max_connections: int = Field(
-        default=1024, ge=8, le=65536, description="connections waiting for a request before the oldest is dropped"
-    )
+    return f"invalid setting {flag(field)} ({env_var(field)}): {msg}"

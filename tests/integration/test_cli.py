@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -22,6 +23,16 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd=None, timeout: float 
 def test_version():
     out = cli("--version")
     assert out.returncode == 0 and out.stdout.startswith("modelgen-watcher ")
+
+
+def test_help_of_each_command_is_its_own():
+    health = cli("health", "--help")
+    assert health.returncode == 0
+    assert set(re.findall(r"--[a-z-]+", health.stdout)) == {"--help", "--watch-dir", "--max-age", "--log-format",
+                                                           "--log-level"}
+    run = " ".join(cli("run", "--help").stdout.split())  # whatever the terminal's width
+    assert "--observer {auto,native,polling}" in run and "MODELGEN_HEARTBEAT_INTERVAL" in run
+    assert "killed (default: 120; " in run
 
 
 def test_health_follows_the_daemon(daemon_factory, watch_dir):
@@ -100,6 +111,9 @@ def test_defaults_watch_dir_is_created(tmp_path):
         (["--workers", "0"], {}, "--workers (MODELGEN_WORKERS)"),
         (["--model-timeout", "soon"], {}, "--model-timeout"),
         ([], {"MODELGEN_OBSERVER": "magic"}, "--observer (MODELGEN_OBSERVER)"),
+        (["--observer", "magic"], {}, "argument --observer: invalid choice: 'magic'"),
+        (["--log-level", "loud"], {}, "argument --log-level: invalid choice"),
+        (["--heartbeat-interval", "1"], {}, "unrecognized arguments"),
         (["--model-cmd", "m {inptu}"], {}, "unknown placeholder {inptu}"),
         (["--input-name", "same.json", "--output-name", "same.json"], {}, "must differ"),
         (["--model-cwd", "/nonexistent"], {}, "--model-cwd"),
