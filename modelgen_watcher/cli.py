@@ -38,6 +38,14 @@ COMMAND_HELP = {
     "serve": "the reference server: cyclesafe's REST API through files only",
 }
 COMMANDS = tuple(COMMAND_HELP)
+SERVE_PRODUCTION_NOTE = (
+    "The Python documentation warns that http.server 'is not recommended for production' and "
+    "'only implements basic security checks'. serve does not use it: its own front end bounds "
+    "every request (deadlines, header limits, strict framing, a pool per kind of request). It is "
+    "still a small reference server: on the internet, put it behind a reverse proxy (nginx, "
+    "Traefik, a Kubernetes ingress) for TLS, authentication and rate limits."
+)
+COMMAND_DESCRIPTION = {"serve": f"{COMMAND_HELP['serve']}. {SERVE_PRODUCTION_NOTE}"}
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -102,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"modelgen-watcher {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     for command, summary in COMMAND_HELP.items():
-        add_command_args(sub.add_parser(command, help=summary), command)
+        description = COMMAND_DESCRIPTION.get(command, summary)
+        add_command_args(sub.add_parser(command, help=summary, description=description), command)
     return parser
 
 
