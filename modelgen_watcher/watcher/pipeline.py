@@ -20,13 +20,12 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 from ..volume import fsio
 from . import inflight
 from ..volume.decoding import DecodeError, Stage, decode_route, decode_scored
 from ..volume.documents import read_status
-from ..logs import get_logger
+from ..logs import Logger, get_logger
 from .metrics import WatcherMetrics
 from ..volume.names import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
 from .readiness import VOLUME, Readiness
@@ -303,7 +302,7 @@ class Pipeline:
         started_at: str,
         t0: float,
         info: ErrorInfo,
-        bound: Any,
+        bound: Logger,
         *,
         volume_fault: bool = False,
     ) -> Processed:
