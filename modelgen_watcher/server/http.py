@@ -85,7 +85,8 @@ class ScoreServer:
         """The one log line and the one metric of every response, including those the front end refused."""
         endpoint = ENDPOINTS.get(exchange.path, "static") if exchange.path is not None else "invalid"
         self.metrics.answered(endpoint, exchange.status, exchange.duration_s)
-        emit = log.warning if exchange.refused else log.info
+        # A refusal (by the front end, or a 4xx from the API) and a failure (5xx) are warnings; the rest info.
+        emit = log.warning if exchange.refused or exchange.status >= 400 else log.info
         emit("http.request", method=exchange.method, path=exchange.path, status=exchange.status,
              duration_ms=int(exchange.duration_s * 1000), **exchange.fields)
 

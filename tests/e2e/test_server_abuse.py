@@ -392,3 +392,19 @@ def test_300_long_polls_are_answered_or_shed_and_probes_still_answer(daemon_fact
         if status == 503:
             assert json.loads(body)["limit"] == "retrieve"
     assert sum(status == 202 for status, _, _ in outcomes) >= 100
+
+
+def test_answers_that_fail_or_refuse_are_logged_as_warnings(server_factory):
+    server = server_factory()
+    assert server.get("/healthz").status == 200
+    assert server.post_route(b"not json").status == 400  # the API refuses it
+    assert server.get("/rest/score/retrieve?key=nosuch").status == 404
+    assert server.get("/readyz").status == 503  # no watcher: a failure
+
+    def levels() -> dict[int, str] | None:
+        seen = {e["status"]: e["level"] for e in http_events(server)}
+        return seen if len(seen) == 4 else None
+
+    assert wait_for(levels, 10, what="four http.request lines") == {
+        200: "info", 400: "warning", 404: "warning", 503: "warning"}
+    assert all(e["logger"] == "modelgen_watcher.server.http" for e in http_events(server))
