@@ -219,14 +219,13 @@ class Pipeline:
         t0 = time.monotonic()
         outcome = Outcome.error
         try:
-            processed = self._process(req)
+            processed = self._process(req, t0)
             outcome = processed.outcome
             return processed
         finally:
             self.metrics.request_done(outcome, time.monotonic() - t0)
 
-    def _process(self, req: Request) -> Processed:
-        t0 = time.monotonic()
+    def _process(self, req: Request, t0: float) -> Processed:
         started_at = utc_now_iso()
         sha: str | None = None
         bound = log.bind(key=req.key, input_sha256=None)
