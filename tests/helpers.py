@@ -210,20 +210,27 @@ class Daemon:
         return rc, time.monotonic() - t0
 
 
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition, parsed by ``prometheus_client``'s parser, by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """One sample of a Prometheus text exposition, or None when absent."""
+    return samples(text).get((name, frozenset(labels.items())))
+
+
 def metric(watch_dir: Path, name: str, **labels: str) -> float | None:
     """A sample from the watcher's metrics file (``.modelgen/metrics.prom``), or None when absent."""
     path = watch_dir / ".modelgen" / "metrics.prom"
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    series = f"{name}{{{want}}}" if labels else name
     try:
         text = path.read_text()
     except FileNotFoundError:
         return None
-    for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        if head == series:
-            return float(value)
-    return None
+    return sample(text, name, **labels)
 
 
 def proc_status(pid: int, field: str) -> int:

@@ -18,8 +18,8 @@ from ..volume import fsio, health
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
 from .httpfront import RETRY_AFTER_S, Exchange, HttpFront, PoolSpec, Request, Response, error_response
 from ..lifecycle import Lifecycle
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, ServerMetrics
 from ..logs import get_logger
-from ..watcher.metrics import Metrics
 from ..volume.names import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, RESERVED_KEYS, is_valid_key
 from ..settings import ServerSettings
 
@@ -29,6 +29,7 @@ UPLOAD_PATH = "/rest/score/upload"
 RETRIEVE_PATH = "/rest/score/retrieve"
 ENDPOINTS = {UPLOAD_PATH: "upload", RETRIEVE_PATH: "retrieve", "/healthz": "healthz", "/readyz": "readyz",
              "/metrics": "metrics"}
+"""The ``endpoint`` label of each API path; any other path is ``static``, a request with none ``invalid``."""
 
 POOLS = {
     "probe": PoolSpec(workers=4, backlog=32, what="health probes"),
@@ -59,8 +60,7 @@ class ScoreServer:
         self.static_root = settings.static_dir.resolve() if settings.static_dir else None
         self._last_lock = threading.Lock()
         self._last_upload: Submission | None = None
-        self.metrics = Metrics("modelgen_server")
-        self.metrics.describe("http_requests_total", "counter", "HTTP requests answered, by endpoint and status code.")
+        self.metrics = ServerMetrics(endpoints=(*ENDPOINTS.values(), "static", "invalid"))
         self.front = HttpFront(settings.host, settings.port, self, POOLS,
                                request_timeout=settings.request_timeout, head_timeout=settings.head_timeout,
                                keepalive_timeout=settings.keepalive_timeout,
@@ -84,8 +84,9 @@ class ScoreServer:
     def record(self, exchange: Exchange) -> None:
         """The one log line and the one metric of every response, including those the front end refused."""
         endpoint = ENDPOINTS.get(exchange.path, "static") if exchange.path is not None else "invalid"
-        self.metrics.inc("http_requests_total", endpoint=endpoint, code=str(exchange.status))
-        emit = log.warning if exchange.refused else log.info
+        self.metrics.answered(endpoint, exchange.status, exchange.duration_s)
+        # A refusal (by the front end, or a 4xx from the API) and a failure (5xx) are warnings; the rest info.
+        emit = log.warning if exchange.refused or exchange.status >= 400 else log.info
         emit("http.request", method=exchange.method, path=exchange.path, status=exchange.status,
              duration_ms=int(exchange.duration_s * 1000), **exchange.fields)
 
@@ -185,13 +186,13 @@ class Handler:
         return self._static(path)
 
     def _metrics(self) -> Response:
-        """The server's counters, then the watcher's (from its metrics file on the volume)."""
-        text = self.server.metrics.render()
+        """The server's series, then the watcher's (from its metrics file on the volume)."""
+        own = self.server.metrics.render()
         try:
             watcher = fsio.safe_read(self.server.client.layout.metrics_file, MAX_DOCUMENT_BYTES).data.decode()
         except (OSError, fsio.UnsafeFile, UnicodeDecodeError):
             watcher = ""
-        return self._send(200, (text + watcher).encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return self._send(200, own + watcher.encode(), content_type=METRICS_CONTENT_TYPE)
 
     def _retrieve(self, query: dict[str, list[str]]) -> Response:
         settings = self.server.settings

@@ -13,9 +13,9 @@ from ..volume import fsio
 from . import inflight, retention
 from .lock import AlreadyRunning, WatchDirLock
 from ..logs import get_logger
-from .metrics import Metrics, watcher_metrics
 from ..lifecycle import Lifecycle
 from ..volume.events import EventSource, ObserverKind
+from .metrics import WatcherMetrics
 from .outcomes import Outcome
 from .pipeline import Pipeline
 from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
@@ -58,7 +58,7 @@ def _content_changed(old: Signature | None, new: Signature) -> bool:
 
 
 def build_pipeline(
-    settings: WatcherSettings, layout: Layout, metrics: Metrics | None = None, readiness: Readiness | None = None
+    settings: WatcherSettings, layout: Layout, metrics: WatcherMetrics | None = None, readiness: Readiness | None = None
 ) -> tuple[Pipeline, ModelRunner]:
     """The pipeline and runner one settings object describes (shared by ``run`` and ``score``)."""
     runner = runners.create(settings)
@@ -81,7 +81,7 @@ class Daemon:
     def __init__(self, settings: WatcherSettings) -> None:
         self.settings = settings
         self.layout = Layout(settings.watch_dir.resolve(), settings.names)
-        self.metrics = watcher_metrics()
+        self.metrics = WatcherMetrics()
         self.readiness = Readiness()
         self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics, self.readiness)
         self.scheduler = Scheduler(
@@ -162,7 +162,7 @@ class Daemon:
         """
         parsed = self.layout.names.parse(name)
         if isinstance(parsed, Request):
-            self.metrics.inc("events_total")
+            self.metrics.events.inc()
             self._evented.add(name)
             self.scheduler.notify(parsed, delay=0.0 if complete else None)
         elif isinstance(parsed, Rejected):
@@ -182,7 +182,7 @@ class Daemon:
                 self._refusals_logged += 1
             else:
                 self._refusals_quiet += 1
-        self.metrics.inc("refused_names_total")
+        self.metrics.refused_names.inc()
         if loud:
             log.warning("input.refused", file=rejected.name, reason=rejected.reason)
 
@@ -226,8 +226,8 @@ class Daemon:
                 scheduled += 1
         self._seen = current
         if not everything:
-            self.metrics.inc("rescans_total")
-            self.metrics.inc("missed_events_total", missed)
+            self.metrics.rescans.inc()
+            self.metrics.missed_events.inc(missed)
         if missed:
             self._on_missed_events(missed)
         return scheduled
@@ -246,7 +246,7 @@ class Daemon:
             return
         expired = retention.expire(self.layout, self.settings.retention, self.scheduler.busy)
         if expired:
-            self.metrics.inc("retention_removed_total", len(expired))
+            self.metrics.retention_removed.inc(len(expired))
             log.info("retention.removed", keys=len(expired), max_age_s=self.settings.retention)
 
     # -- heartbeat --------------------------------------------------------
@@ -278,13 +278,11 @@ class Daemon:
 
     def _write_metrics(self, observer: ObserverKind) -> None:
         m = self.metrics
-        for outcome, count in self.scheduler.outcomes.items():
-            m.set("requests_total", count, outcome=outcome.value)
-        m.set("queue_depth", self.scheduler.depth())
-        m.set("native_observer", 1 if observer == "native" else 0)
-        m.set("ready", 0 if self.readiness.reason() else 1)
-        m.set("heartbeat_timestamp_seconds", round(time.time(), 3))
-        fsio.atomic_write(self.layout.metrics_file, m.render().encode(), temp_prefix=WATCHER_TEMP_PREFIX)
+        m.queue_depth.set(self.scheduler.depth())
+        m.native_observer.set(1 if observer == "native" else 0)
+        m.ready.set(0 if self.readiness.reason() else 1)
+        m.heartbeat.set(round(time.time(), 3))
+        fsio.atomic_write(self.layout.metrics_file, m.render(), temp_prefix=WATCHER_TEMP_PREFIX)
 
     def _still_ours(self) -> str | None:
         """Why this daemon must stop serving the watch dir (it was replaced, or is another's now), or None.

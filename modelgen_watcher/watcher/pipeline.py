@@ -18,14 +18,13 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from ..volume import fsio
 from . import inflight
 from ..volume.decoding import DecodeError, Stage, decode_route, decode_scored
 from ..volume.documents import read_status
-from ..logs import get_logger
-from .metrics import Metrics
+from ..logs import Logger, get_logger
+from .metrics import WatcherMetrics
 from ..volume.names import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
 from .outcomes import Outcome, Processed
 from .readiness import VOLUME, Readiness
@@ -141,7 +140,7 @@ class Pipeline:
         model_timeout: float,
         max_input_bytes: int,
         settle: float = 2.0,
-        metrics: Metrics | None = None,
+        metrics: WatcherMetrics | None = None,
         readiness: Readiness | None = None,
     ) -> None:
         self.layout = layout
@@ -150,7 +149,7 @@ class Pipeline:
         self.model_timeout = model_timeout
         self.max_input_bytes = max_input_bytes
         self.settle = settle
-        self.metrics = metrics or Metrics("modelgen")
+        self.metrics = metrics or WatcherMetrics()
         self.readiness = readiness or Readiness()
         self.life_started_ns = time.time_ns()
         """When this watcher started, on the volume's clock: the daemon sets it from the lock file's
@@ -192,8 +191,21 @@ class Pipeline:
     # -- the request ------------------------------------------------------
 
     def process(self, req: Request) -> Processed:
-        """Never raises for bad input, model failure or I/O trouble: each ends in a status or a retry."""
+        """Never raises for bad input, model failure or I/O trouble: each ends in a status or a retry.
+
+        Its outcome and duration are counted here, once, when it ends (a bug that escapes
+        counts as an error, as the scheduler treats it).
+        """
         t0 = time.monotonic()
+        outcome = Outcome.error
+        try:
+            processed = self._process(req, t0)
+            outcome = processed.outcome
+            return processed
+        finally:
+            self.metrics.request_done(outcome, time.monotonic() - t0)
+
+    def _process(self, req: Request, t0: float) -> Processed:
         started_at = utc_now_iso()
         sha: str | None = None
         bound = log.bind(key=req.key, input_sha256=None)
@@ -267,7 +279,7 @@ class Pipeline:
         started_at: str,
         t0: float,
         info: ErrorInfo,
-        bound: Any,
+        bound: Logger,
         *,
         volume_fault: bool = False,
     ) -> Processed:
@@ -277,7 +289,7 @@ class Pipeline:
         that cannot be written makes any error transient, since nothing was published.
         """
         transient = is_transient(info.kind)
-        self.metrics.inc("errors_total", kind=info.kind.value)
+        self.metrics.errors.labels(kind=info.kind.value).inc()
         try:
             self._write_final(req, sha, started_at, t0, error=info)
             fsio.remove_quietly(self.layout.result(req.key))  # no result may claim a failed input
@@ -376,8 +388,7 @@ class Pipeline:
         try:
             fsio.atomic_write(snapshot, data, temp_prefix=WATCHER_TEMP_PREFIX, durable=False)
             report = self.runner.run(ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout))
-            self.metrics.inc("model_runs_total")
-            self.metrics.inc("model_seconds_total", report.duration_s)
+            self.metrics.model_run(report.duration_s)
             collected = _read_output(output, report) if report.succeeded else None
         finally:
             _discard(snapshot)

@@ -61,6 +61,7 @@ class Scheduler:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-worker")
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self.outcomes: dict[Outcome, int] = {o: 0 for o in Outcome}
+        """Runs by outcome, for ``--once``'s summary and exit code (the metrics are counted by the pipeline)."""
         self.gave_up = 0
         """Requests whose transient fault outlasted ``max_attempts``."""
 

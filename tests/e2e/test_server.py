@@ -9,8 +9,9 @@ import subprocess
 import threading
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import encode, fake_model_cmd, proc_status, route, sha
+from tests.helpers import encode, fake_model_cmd, proc_status, route, sample, sha, wait_for
 
 
 def upload(server, doc) -> dict:
@@ -217,9 +218,17 @@ def test_metrics_endpoint_serves_server_and_watcher_counters(daemon_factory, ser
     resp = server.get("/metrics")
     assert resp.status == 200 and resp.headers["content-type"].startswith("text/plain")
     text = resp.body.decode()
-    assert 'modelgen_server_http_requests_total{code="200",endpoint="upload"} 1' in text
-    assert 'modelgen_server_http_requests_total{code="404",endpoint="retrieve"} 1' in text
-    assert "# TYPE modelgen_requests_total counter" in text  # the watcher's, from the volume
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}  # the whole body parses
+    assert families["modelgen_server_http_requests"] == "counter"
+    assert families["modelgen_server_http_request_duration_seconds"] == "histogram"
+    assert families["modelgen_requests"] == "counter"  # the watcher's, from the volume
+    assert families["modelgen_model_seconds"] == "histogram"
+    assert sample(text, "modelgen_server_http_requests_total", code="200", endpoint="upload") == 1
+    assert sample(text, "modelgen_server_http_requests_total", code="404", endpoint="retrieve") == 1
+    assert sample(text, "modelgen_server_http_request_duration_seconds_count", endpoint="upload") == 1
+    # The watcher's count of the request, once a heartbeat has written it.
+    wait_for(lambda: sample(server.get("/metrics").body.decode(), "modelgen_requests_total", outcome="ok") == 1,
+             10, what="the watcher's ok request on /metrics")
 
 
 def _raw_exchange(port: int, payload: bytes, timeout: float = 10) -> bytes:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.helpers import encode, fake_model_cmd, route, wait_for
+from tests.helpers import encode, fake_model_cmd, route, sample, wait_for
 
 PROBE_LIMIT_S = 2.0  # every probe must answer within this, even under attack
 
@@ -281,7 +281,7 @@ def test_a_70_kb_url_is_414_json_logged_and_counted(server_factory):
     assert body_of(answer)["error"] == "uri_too_long"
     wait_for(lambda: http_events(server, 414), 10, what="the 414's log line")
     metrics = server.get("/metrics").body.decode()
-    assert 'modelgen_server_http_requests_total{code="414",endpoint="invalid"} 1' in metrics
+    assert sample(metrics, "modelgen_server_http_requests_total", code="414", endpoint="invalid") == 1
 
 
 def test_too_many_header_lines_is_431(server_factory):
@@ -392,3 +392,19 @@ def test_300_long_polls_are_answered_or_shed_and_probes_still_answer(daemon_fact
         if status == 503:
             assert json.loads(body)["limit"] == "retrieve"
     assert sum(status == 202 for status, _, _ in outcomes) >= 100
+
+
+def test_answers_that_fail_or_refuse_are_logged_as_warnings(server_factory):
+    server = server_factory()
+    assert server.get("/healthz").status == 200
+    assert server.post_route(b"not json").status == 400  # the API refuses it
+    assert server.get("/rest/score/retrieve?key=nosuch").status == 404
+    assert server.get("/readyz").status == 503  # no watcher: a failure
+
+    def levels() -> dict[int, str] | None:
+        seen = {e["status"]: e["level"] for e in http_events(server)}
+        return seen if len(seen) == 4 else None
+
+    assert wait_for(levels, 10, what="four http.request lines") == {
+        200: "info", 400: "warning", 404: "warning", 503: "warning"}
+    assert all(e["logger"] == "modelgen_watcher.server.http" for e in http_events(server))

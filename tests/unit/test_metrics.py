@@ -1,37 +1,121 @@
-"""The Prometheus text format the watcher writes and the server serves."""
+"""The Prometheus series the watcher writes and the server serves, read back with prometheus_client's parser."""
 
 from __future__ import annotations
 
 import threading
 
-from modelgen_watcher.watcher.metrics import Metrics, watcher_metrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelgen_watcher.server.metrics import ServerMetrics
+from modelgen_watcher.volume.schemas import ErrorKind
+from modelgen_watcher.watcher.metrics import SECONDS_BUCKETS, WatcherMetrics
+from modelgen_watcher.watcher.pipeline import Outcome
+from tests.helpers import sample, samples
+
+WATCHER_FAMILIES = {
+    # family name (as the parser names it: a counter without its _total) -> (type, labels)
+    "modelgen_requests": ("counter", {"outcome"}),
+    "modelgen_errors": ("counter", {"kind"}),
+    "modelgen_model_runs": ("counter", set()),
+    "modelgen_model_seconds": ("histogram", set()),
+    "modelgen_request_seconds": ("histogram", set()),
+    "modelgen_events": ("counter", set()),
+    "modelgen_rescans": ("counter", set()),
+    "modelgen_missed_events": ("counter", set()),
+    "modelgen_retention_removed": ("counter", set()),
+    "modelgen_refused_names": ("counter", set()),
+    "modelgen_queue_depth": ("gauge", set()),
+    "modelgen_ready": ("gauge", set()),
+    "modelgen_native_observer": ("gauge", set()),
+    "modelgen_heartbeat_timestamp_seconds": ("gauge", set()),
+}
 
 
-def test_render_counters_gauges_and_labels():
-    m = Metrics("x")
-    m.describe("hits_total", "counter", "Hits.")
-    m.inc("hits_total", kind="a")
-    m.inc("hits_total", 2, kind="a")
-    m.inc("hits_total", kind='we"ird')
-    m.set("depth", 0.5)
-    text = m.render()
-    assert "# HELP x_hits_total Hits.\n# TYPE x_hits_total counter\n" in text
-    assert 'x_hits_total{kind="a"} 3\n' in text
-    assert 'x_hits_total{kind="we\\"ird"} 1\n' in text
-    assert "# TYPE x_depth untyped\nx_depth 0.5\n" in text
+def test_the_watcher_registry_renders_every_series_before_any_event():
+    text = WatcherMetrics().render().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert set(families) == set(WATCHER_FAMILIES)
+    for name, (kind, labels) in WATCHER_FAMILIES.items():
+        family = families[name]
+        assert family.type == kind, name
+        assert family.documentation, name
+        assert family.samples, f"{name} has a TYPE line and no sample"
+        for s in family.samples:
+            assert set(s.labels) - {"le"} == labels, (name, s.labels)
+            assert s.value == 0, (name, s)
+    # Every known label value is there at 0, so a scrape sees the series before the first event.
+    for outcome in Outcome:
+        assert sample(text, "modelgen_requests_total", outcome=outcome.value) == 0
+    for kind in ErrorKind:
+        assert sample(text, "modelgen_errors_total", kind=kind.value) == 0
+    assert sample(text, "modelgen_model_runs_total") == 0
+    # No *_created series beside them.
+    assert "_created" not in text
+
+
+def test_histogram_buckets_span_10_ms_to_10_minutes():
+    assert SECONDS_BUCKETS[0] == 0.01 and SECONDS_BUCKETS[-1] == 600
+    assert list(SECONDS_BUCKETS) == sorted(SECONDS_BUCKETS)
+    text = WatcherMetrics().render().decode()
+    bounds = {le for (name, labels), _ in samples(text).items() if name == "modelgen_model_seconds_bucket"
+              for k, le in labels if k == "le"}
+    assert bounds == {*(repr(float(b)) for b in SECONDS_BUCKETS), "+Inf"}
+
+
+def test_request_done_counts_outcomes_and_times_only_final_ones():
+    m = WatcherMetrics()
+    m.request_done(Outcome.ok, 0.2)
+    m.request_done(Outcome.error, 0.03)
+    m.request_done(Outcome.transient, 0.04)
+    m.request_done(Outcome.skipped, 0.001)
+    m.request_done(Outcome.deferred, 0.001)
+    m.model_run(0.15)
+    m.model_run(700.0)
+    text = m.render().decode()
+    for outcome, count in [("ok", 1), ("error", 1), ("transient", 1), ("skipped", 1), ("deferred", 1), ("gone", 0)]:
+        assert sample(text, "modelgen_requests_total", outcome=outcome) == count, outcome
+    assert sample(text, "modelgen_request_seconds_count") == 3
+    assert abs((sample(text, "modelgen_request_seconds_sum") or 0) - 0.27) < 1e-9
+    assert sample(text, "modelgen_request_seconds_bucket", le="0.05") == 2
+    assert sample(text, "modelgen_model_runs_total") == 2
+    assert sample(text, "modelgen_model_seconds_count") == 2
+    assert abs((sample(text, "modelgen_model_seconds_sum") or 0) - 700.15) < 1e-9
+    assert sample(text, "modelgen_model_seconds_bucket", le="0.25") == 1
+    assert sample(text, "modelgen_model_seconds_bucket", le="600.0") == 1
+    assert sample(text, "modelgen_model_seconds_bucket", le="+Inf") == 2
+
+
+def test_registries_are_separate():
+    a, b = WatcherMetrics(), WatcherMetrics()  # one per pipeline: no clash in one process, nothing shared
+    a.events.inc()
+    assert sample(a.render().decode(), "modelgen_events_total") == 1
+    assert sample(b.render().decode(), "modelgen_events_total") == 0
 
 
 def test_counters_are_thread_safe():
-    m = Metrics("x")
-    threads = [threading.Thread(target=lambda: [m.inc("n") for _ in range(1000)]) for _ in range(8)]
+    m = WatcherMetrics()
+    threads = [threading.Thread(target=lambda: [m.events.inc() for _ in range(1000)]) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert m.value("n") == 8000
+    assert sample(m.render().decode(), "modelgen_events_total") == 8000
 
 
-def test_watcher_series_are_described_before_any_event():
-    text = watcher_metrics().render()
-    for series in ("requests_total", "model_runs_total", "missed_events_total", "queue_depth"):
-        assert f"# TYPE modelgen_{series} " in text
+def test_server_series_count_answers_by_endpoint_and_code():
+    m = ServerMetrics(endpoints=("upload", "retrieve"))
+    text = m.render().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["modelgen_server_http_requests"].type == "counter"
+    assert families["modelgen_server_http_request_duration_seconds"].type == "histogram"
+    assert sample(text, "modelgen_server_http_request_duration_seconds_count", endpoint="retrieve") == 0
+    m.answered("upload", 200, 0.002)
+    m.answered("upload", 200, 0.004)
+    m.answered("retrieve", 404, 0.001)
+    m.answered('we"ird\\path\n', 400, 0.001)  # label values are escaped and read back whole
+    text = m.render().decode()
+    assert sample(text, "modelgen_server_http_requests_total", endpoint="upload", code="200") == 2
+    assert sample(text, "modelgen_server_http_requests_total", endpoint="retrieve", code="404") == 1
+    assert sample(text, "modelgen_server_http_requests_total", endpoint='we"ird\\path\n', code="400") == 1
+    assert sample(text, "modelgen_server_http_request_duration_seconds_count", endpoint="upload") == 2
+    assert sample(text, "modelgen_server_http_request_duration_seconds_bucket", endpoint="upload", le="0.0025") == 1
