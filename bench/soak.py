@@ -134,11 +134,13 @@ def main() -> int:
         watch_dir = Path(tmp) / "data"
         watch_dir.mkdir()
         logs = Path(tmp)
-        watcher = subprocess.Popen([sys.executable, "-m", "modelgen_watcher", "run", "--watch-dir", str(watch_dir)],
-                                   stdout=open(logs / "watcher.log", "wb"), stderr=subprocess.STDOUT, env=env)
-        server = subprocess.Popen([sys.executable, "-m", "modelgen_watcher", "serve", "--watch-dir", str(watch_dir),
-                                   "--port", "0", "--log-level", "info"],
-                                  stdout=open(logs / "server.log", "wb"), stderr=subprocess.STDOUT, env=env)
+        with open(logs / "watcher.log", "wb") as out:  # the child keeps its own copy of the descriptor
+            watcher = subprocess.Popen([sys.executable, "-m", "modelgen_watcher", "run", "--watch-dir", str(watch_dir)],
+                                       stdout=out, stderr=subprocess.STDOUT, env=env)
+        with open(logs / "server.log", "wb") as out:
+            server = subprocess.Popen([sys.executable, "-m", "modelgen_watcher", "serve", "--watch-dir",
+                                       str(watch_dir), "--port", "0", "--log-level", "info"],
+                                      stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             port = None
             while port is None:

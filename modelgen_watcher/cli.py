@@ -7,8 +7,8 @@ flag, help, default shown, range and choices all come from the class's fields.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -127,9 +127,9 @@ def load(cls: type[S], args: argparse.Namespace) -> S:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
-    from .watcher.daemon import AlreadyRunning, Daemon
-    from .volume.fsio import UnsafeFile
     from .settings import WatcherSettings
+    from .volume.fsio import UnsafeFile
+    from .watcher.daemon import AlreadyRunning, Daemon
 
     settings = load(WatcherSettings, args)
     logs.configure(settings.log_format, settings.log_level)
@@ -149,8 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from .volume import health
     from .settings import HealthSettings
+    from .volume import health
 
     settings = load(HealthSettings, args)
     result = health.check(settings.watch_dir, settings.max_age)
@@ -159,12 +159,12 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .volume import fsio
     from . import logs
+    from .settings import ScoreSettings
+    from .volume import fsio
+    from .volume.names import Layout, Request
     from .watcher.daemon import build_pipeline
     from .watcher.outcomes import Outcome
-    from .volume.names import Layout, Request
-    from .settings import ScoreSettings
 
     settings = load(ScoreSettings, args)
     logs.configure(settings.log_format or "console", "warning" if settings.log_level == "info" else settings.log_level)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .cli import COMMAND_HELP, EXTRA_ARGS, plain
+from .cli import COMMAND_HELP, EXTRA_ARGS
 from .settings import COMMAND_SETTINGS, choices, default_text, env_only_fields, env_var, flag, flag_fields, range_text
 
 INTRO = """\

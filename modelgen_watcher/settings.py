@@ -198,7 +198,9 @@ class WatcherSettings(ModelSettings):
 
     ENV_ONLY = frozenset({"heartbeat_interval"})
 
-    watch_dir: Path = Field(default=Path("data"), description="the shared volume watched for inputs; created if missing")
+    watch_dir: Path = Field(
+        default=Path("data"), description="the shared volume watched for inputs; created if missing"
+    )
     workers: int = Field(default=1, ge=1, le=64, description="requests of different keys scored in parallel")
     observer: Literal["auto", "native", "polling"] = Field(
         default="auto",

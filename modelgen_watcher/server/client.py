@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from ..volume import fsio, retry
+from ..volume.decoding import DecodeError, decode_route, decode_scored
 from ..volume.documents import read_status
 from ..volume.events import EventSource
 from ..volume.names import (
@@ -30,7 +30,6 @@ from ..volume.names import (
     Names,
     is_valid_key,
 )
-from ..volume.decoding import DecodeError, decode_route, decode_scored
 from ..volume.schemas import ErrorKind, State, Status
 
 POLL_INTERVAL = 0.25

@@ -14,14 +14,15 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from ..lifecycle import Lifecycle
+from ..logs import get_logger
+from ..settings import ServerSettings
 from ..volume import fsio, health
+from ..volume.names import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, RESERVED_KEYS, is_valid_key
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
 from .httpfront import RETRY_AFTER_S, Exchange, HttpFront, PoolSpec, Request, Response, error_response
-from ..lifecycle import Lifecycle
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, ServerMetrics
-from ..logs import get_logger
-from ..volume.names import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, RESERVED_KEYS, is_valid_key
-from ..settings import ServerSettings
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import ServerMetrics
 
 log = get_logger(__name__)
 
@@ -206,7 +207,8 @@ class Handler:
             return self._retrieve_legacy(wait if "wait" in query else settings.legacy_wait)
         key = query["key"][-1]
         if not is_valid_key(key):
-            return self._error(400, "bad_key", f"key must match {KEY_PATTERN} and not be one of {sorted(RESERVED_KEYS)}")
+            reserved = sorted(RESERVED_KEYS)
+            return self._error(400, "bad_key", f"key must match {KEY_PATTERN} and not be one of {reserved}")
         try:
             sub = self.server.client.submission_for(key)
         except FileNotFoundError:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, BinaryIO, Protocol
 
-from ..volume import fsio
 from ..logs import get_logger
+from ..volume import fsio
 
 log = get_logger(__name__)
 
@@ -446,7 +446,7 @@ class _Pool:
             job = self._jobs.get()
             try:
                 job()
-            except Exception:  # noqa: BLE001 - a worker must survive any one request
+            except Exception:
                 log.exception("http.worker_failed", pool=self.name)
             finally:
                 with self._lock:
@@ -459,7 +459,7 @@ _HEAD, _IDLE, _LINGER = "head", "idle", "linger"
 
 
 class _Conn:
-    __slots__ = ("sock", "buf", "since", "state", "linger_left", "fileno")
+    __slots__ = ("buf", "fileno", "linger_left", "since", "sock", "state")
 
     def __init__(self, sock: socket.socket, state: str, since: float, buf: bytes = b"") -> None:
         self.sock = sock
@@ -551,7 +551,7 @@ class HttpFront:
                 elif key.data.sock.fileno() >= 0:  # (not closed to make room earlier in this round)
                     try:
                         self._readable(key.data)
-                    except Exception:  # noqa: BLE001 - one connection's bug must not stop every other one
+                    except Exception:
                         log.exception("http.front_failed")
                         self._close(key.data)
             self._take_returns()
@@ -678,7 +678,7 @@ class HttpFront:
                 self._track(conn, _HEAD, now)
                 try:
                     self._try_head(conn, 0, now)
-                except Exception:  # noqa: BLE001 - as in _loop: one connection's bug must not stop the others
+                except Exception:
                     log.exception("http.front_failed")
                     self._close(conn)
             else:
@@ -811,7 +811,7 @@ class HttpFront:
                                   f"the request did not arrive within {self.request_timeout:g} s", close=True)
         except IncompleteBody as exc:
             resp = error_response(400, "incomplete_body", str(exc), close=True)
-        except Exception:  # noqa: BLE001 - one broken request must not take the connection's thread down silently
+        except Exception:
             log.exception("http.handler_failed", method=request.method, path=request.path)
             resp = error_response(500, "internal_error", "the server failed to answer this request", close=True)
         keep = request.keep_alive and body.complete and not resp.close
@@ -884,6 +884,6 @@ class HttpFront:
         path = split_target(target)[0] if target is not None else None
         try:
             self._app.record(Exchange(method, path, resp.status, duration_s, resp.log, refused))
-        except Exception:  # noqa: BLE001 - a failing log line must not take the selector down
+        except Exception:
             log.exception("http.record_failed")
 

@@ -7,7 +7,7 @@ server validate with the same classes, so a document is valid everywhere or nowh
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Literal
 
@@ -40,7 +40,7 @@ __all__ = [
 
 def utc_now_iso() -> str:
     """UTC timestamp with millisecond precision and a ``Z`` suffix, as every document uses."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def format_validation_error(exc: ValidationError, limit: int = 3) -> str:

@@ -9,23 +9,23 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from .. import runners
+from ..lifecycle import Lifecycle
+from ..logs import get_logger
+from ..runners import ModelRunner
+from ..settings import WatcherSettings
 from ..volume import fsio
+from ..volume.events import EventSource, ObserverKind
+from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
+from ..volume.retry import ONCE_ATTEMPTS
+from ..volume.schemas import Health, utc_now_iso
 from . import inflight, retention
 from .lock import AlreadyRunning, WatchDirLock
-from ..logs import get_logger
-from ..lifecycle import Lifecycle
-from ..volume.events import EventSource, ObserverKind
 from .metrics import WatcherMetrics
 from .outcomes import Outcome
 from .pipeline import Pipeline
-from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
 from .readiness import VOLUME, Readiness
-from ..volume.retry import ONCE_ATTEMPTS
-from .. import runners
-from ..runners import ModelRunner
 from .scheduler import Scheduler
-from ..volume.schemas import Health, utc_now_iso
-from ..settings import WatcherSettings
 
 __all__ = ["AlreadyRunning", "Daemon", "build_pipeline"]
 

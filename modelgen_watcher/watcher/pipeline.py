@@ -19,18 +19,18 @@ import threading
 import time
 from pathlib import Path
 
+from ..logs import Logger, get_logger
+from ..runners.base import ModelJob, ModelRunner, RunReport
 from ..volume import fsio
-from . import inflight
 from ..volume.decoding import DecodeError, Stage, decode_route, decode_scored
 from ..volume.documents import read_status
-from ..logs import Logger, get_logger
-from .metrics import WatcherMetrics
 from ..volume.names import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
+from ..volume.retry import MAX_INTERRUPTIONS, Verdict, is_transient, judge
+from ..volume.schemas import ErrorInfo, ErrorKind, ResultMeta, RouteRequest, ScoredRoute, State, Status, utc_now_iso
+from . import inflight
+from .metrics import WatcherMetrics
 from .outcomes import Outcome, Processed
 from .readiness import VOLUME, Readiness
-from ..volume.retry import MAX_INTERRUPTIONS, Verdict, is_transient, judge
-from ..runners.base import ModelJob, ModelRunner, RunReport
-from ..volume.schemas import ErrorInfo, ErrorKind, ResultMeta, RouteRequest, ScoredRoute, State, Status, utc_now_iso
 
 DETAIL_LINES = 20
 
@@ -229,7 +229,8 @@ class Pipeline:
                 raise RequestFailed(
                     ErrorKind.model_failed,
                     f"the watcher stopped {interruptions} times while serving these bytes (killed, out of "
-                    "memory, or stopped by a signal, perhaps sent by the model); not retried until it is published again",
+                    "memory, or stopped by a signal, perhaps sent by the model); "
+                    "not retried until it is published again",
                 )
             route = self._parse_input(req, snap)
             self._write_status(req, Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at))

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..logs import get_logger
-from .outcomes import Outcome, Processed
 from ..volume.names import Request
 from ..volume.retry import backoff
+from .outcomes import Outcome, Processed
 
 log = get_logger(__name__)
 
@@ -60,7 +60,7 @@ class Scheduler:
         self._stopping = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-worker")
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
-        self.outcomes: dict[Outcome, int] = {o: 0 for o in Outcome}
+        self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         """Runs by outcome, for ``--once``'s summary and exit code (the metrics are counted by the pipeline)."""
         self.gave_up = 0
         """Requests whose transient fault outlasted ``max_attempts``."""

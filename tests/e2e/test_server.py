@@ -124,7 +124,7 @@ def test_fifty_clients_at_once_each_get_their_own_result(daemon_factory, server_
             assert ack["input_sha256"] == sha(encode(doc))
             resp = server.get(f"/rest/score/retrieve?key={ack['key']}&wait=60", timeout=90)
             outcomes[i] = (resp.status, resp.json() | {"expected_sha": ack["input_sha256"]})
-        except BaseException as exc:  # reported below, with the client's number
+        except BaseException as exc:  # noqa: BLE001 - reported below, with the client's number
             errors.append(exc)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]

@@ -370,7 +370,7 @@ def test_300_long_polls_are_answered_or_shed_and_probes_still_answer(daemon_fact
             with lock:
                 outcomes.append((resp.status, resp.getheader("Retry-After"), resp.read()))
             conn.close()
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below
             with lock:
                 errors.append(exc)
 

@@ -84,7 +84,7 @@ def _can_unshare() -> bool:
 
 @pytest.mark.skipif(not _can_unshare(), reason="no PID namespaces here (unshare --pid)")
 def test_as_pid_1_orphaned_grandchildren_are_reaped(watch_dir, tmp_path):
-    log = open(tmp_path / "pid1.log", "wb")
+    log = open(tmp_path / "pid1.log", "wb")  # noqa: SIM115 - the daemon writes to it for the whole test
     proc = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "modelgen_watcher", "run",
          "--watch-dir", str(watch_dir), "--model-cmd", fake_model_cmd("orphan"), "--log-format", "json"],

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import sys
+
+import pytest
 
 from tests.helpers import MODELS, drop, fake_model_cmd, pid_alive, result_of, route, sha, wait_final, wait_for
 

@@ -6,8 +6,8 @@ import os
 import threading
 import time
 
-from modelgen_watcher.watcher.daemon import Daemon
 from modelgen_watcher.settings import WatcherSettings
+from modelgen_watcher.watcher.daemon import Daemon
 from tests.helpers import drop, input_name, read_json, route, sha, wait_final, wait_for
 
 
@@ -22,7 +22,7 @@ def test_auto_switches_to_polling_when_events_stop_arriving(watch_dir):
                  what="daemon ready")
         assert daemon.events is not None and daemon.events.kind == "native"
         # The mount stops delivering events, as NFS does for writes made on another machine.
-        daemon.events._observer.unschedule_all()  # noqa: SLF001 - the one way to silence inotify here
+        daemon.events._observer.unschedule_all()
         raw = drop(watch_dir, route([""]), key="remote")
         old = time.time() - 10  # written "a while ago" on the other machine
         os.utime(watch_dir / input_name("remote"), (old, old))

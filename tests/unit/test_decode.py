@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from modelgen_watcher.watcher.outcomes import Outcome, Processed
-from modelgen_watcher.watcher.pipeline import Pipeline, RequestFailed, decode_model_output, failure_from_report
+from modelgen_watcher.runners.base import ModelJob, RunReport
 from modelgen_watcher.volume.documents import read_status
 from modelgen_watcher.volume.names import Layout, Names, Request
-from modelgen_watcher.runners.base import ModelJob, RunReport
 from modelgen_watcher.volume.schemas import ErrorKind, State, Status
+from modelgen_watcher.watcher.outcomes import Outcome, Processed
+from modelgen_watcher.watcher.pipeline import Pipeline, RequestFailed, decode_model_output, failure_from_report
 from tests.helpers import route, sha
 
 SCORED = {"routes": [[{"score": 0.93, "lat": 30.2, "lng": -97.7}]], "totalScores": [0.93]}

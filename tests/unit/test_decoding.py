@@ -53,7 +53,7 @@ def test_a_valid_route_decodes() -> None:
 
 
 def test_the_document_is_named_as_the_caller_says() -> None:
-    with pytest.raises(DecodeError, match="^the route is not valid JSON"):
+    with pytest.raises(DecodeError, match=r"^the route is not valid JSON"):
         decode_route(b"{", what="the route")
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from modelgen_watcher.volume import fsio
+from modelgen_watcher.volume.names import Layout, Names, Request
 from modelgen_watcher.watcher import inflight
 from modelgen_watcher.watcher.lock import AlreadyRunning, WatchDirLock
-from modelgen_watcher.volume.names import Layout, Names, Request
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from modelgen_watcher.runners import procfs
+from modelgen_watcher.runners.argv import render as render_argv
 from modelgen_watcher.runners.base import ModelJob, RunReport
 from modelgen_watcher.runners.records import RUN_ID_ENV, RecordDir, RunRecord, UnsafeRecordDir
-from modelgen_watcher.runners.argv import render as render_argv
 from modelgen_watcher.runners.subprocess import PIPE_GRACE, TAIL_BYTES, SubprocessRunner
 from tests.helpers import pid_alive, wait_for
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from modelgen_watcher.watcher.outcomes import Outcome, Processed
 from modelgen_watcher.volume.names import Request
+from modelgen_watcher.watcher.outcomes import Outcome, Processed
 from modelgen_watcher.watcher.scheduler import Scheduler
 
 WAIT = 10.0
@@ -178,28 +178,21 @@ def test_notices_after_halt_are_ignored(make: Callable[..., Scheduler]) -> None:
 
 
 def test_notices_before_the_first_run_coalesce_into_one_run() -> None:
-    import threading as _t
+    calls: list[Request] = []
+    done = threading.Event()
 
-    from modelgen_watcher.watcher.outcomes import Outcome as _O
-    from modelgen_watcher.watcher.outcomes import Processed as _P
-    from modelgen_watcher.volume.names import Request as _R
-    from modelgen_watcher.watcher.scheduler import Scheduler as _S
-
-    calls: list[_R] = []
-    done = _t.Event()
-
-    def handler(req: _R) -> _P:
+    def handler(req: Request) -> Processed:
         calls.append(req)
         done.set()
-        return _P(_O.ok)
+        return Processed(Outcome.ok)
 
-    sched = _S(handler, workers=1, debounce=0.2)
+    sched = Scheduler(handler, workers=1, debounce=0.2)
     sched.start()
     try:
         for _ in range(20):  # a burst well inside the debounce window
-            sched.notify(_R("burst"))
+            sched.notify(Request("burst"))
         assert done.wait(5)
         assert sched.wait_idle(5)
-        assert calls == [_R("burst")]
+        assert calls == [Request("burst")]
     finally:
         sched.stop(1)

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from modelgen_watcher.volume.schemas import RouteRequest, ScoredPoint, ScoredRoute, ValidationError, format_validation_error
+from modelgen_watcher.volume.schemas import (
+    RouteRequest,
+    ScoredPoint,
+    ScoredRoute,
+    ValidationError,
+    format_validation_error,
+)
 from tests.helpers import route
 
 

@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelgen_watcher.server.client import Client, ModelError, Submission, WaitTimeout
-from modelgen_watcher.volume.names import is_valid_key
 from modelgen_watcher.settings import ServerSettings, describe_error
+from modelgen_watcher.volume.names import is_valid_key
 
 __all__ = ["ModelError", "WaitTimeout", "retrieve_json_results", "save_json_file"]
 
