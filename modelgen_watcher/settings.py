@@ -37,15 +37,6 @@ REFERENCE_MODEL_CMD = (
 )
 """The embedded default: the reference model run as a subprocess in upstream's command-line shape."""
 
-PLACEHOLDER_MEANINGS = {
-    "input": "the snapshot to score",
-    "output": "the file to write",
-    "workspace": "the model's persistent cache directory",
-    "output_name": "the name of `{output}` relative to `{workspace}`",
-    "key": "the request's key",
-}
-"""What ``--model-cmd``'s help says of each of ``runners.argv.PLACEHOLDERS`` (a test keeps the two equal)."""
-
 _CASE_INSENSITIVE = ("log_level", "log_format")
 """Choices accepted in any case (lowered before they are checked)."""
 
@@ -119,7 +110,7 @@ class ModelSettings(_NamedFiles):
     model_cmd: str | None = Field(
         default=None,
         description="the model's argument template, split like a shell would but run without one; placeholders: "
-        + ", ".join(f"`{{{p}}}` {PLACEHOLDER_MEANINGS[p]}" for p in PLACEHOLDERS),
+        + ", ".join(f"`{{{name}}}` {meaning}" for name, meaning in PLACEHOLDERS.items()),
         json_schema_extra=_none_means("the embedded reference model"),
     )
     model_cwd: DirectoryPath | None = Field(

@@ -11,10 +11,14 @@ import re
 
 from .base import ModelJob
 
-PLACEHOLDERS = ("input", "output", "workspace", "output_name", "key")
-"""``{input}`` the snapshot to score, ``{output}`` the file to write, ``{workspace}`` the model's
-persistent cache directory, ``{output_name}`` the output's name relative to the workspace,
-``{key}`` the request's key (empty for the legacy name)."""
+PLACEHOLDERS: dict[str, str] = {
+    "input": "the snapshot to score",
+    "output": "the file to write",
+    "workspace": "the model's persistent cache directory",
+    "output_name": "the name of `{output}` relative to `{workspace}`",
+    "key": "the request's key",
+}
+"""Every placeholder, with what it stands for (``--model-cmd``'s help and the docs say this)."""
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
