@@ -29,6 +29,7 @@ from .settings import (
     flag,
     flag_fields,
     range_text,
+    unknown_variables,
 )
 
 COMMAND_HELP = {
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 def load(cls: type[S], args: argparse.Namespace) -> S:
     """The settings of ``cls`` from the flags given (they win) and the environment; exit 2 on a bad one."""
     given = {k: v for k, v in vars(args).items() if k in cls.model_fields}
+    for name in unknown_variables(os.environ):
+        print(f"modelgen-watcher: warning: {name} is not a setting of any command (misspelt?); ignored",
+              file=sys.stderr)
     try:
         return cls(**given)
     except ValidationError as exc:
@@ -167,7 +171,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .watcher.outcomes import Outcome
 
     settings = load(ScoreSettings, args)
-    logs.configure(settings.log_format or "console", "warning" if settings.log_level == "info" else settings.log_level)
+    logs.configure(settings.log_format, settings.log_level, stream=sys.stderr)  # stdout is the result's
     route: Path = args.route
     try:
         snap = fsio.safe_read(route, settings.max_input_bytes)

@@ -15,10 +15,12 @@ gives them precedence over the environment, and the environment over the default
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -58,6 +60,17 @@ class _Base(BaseSettings):
     ENV_ONLY: ClassVar[frozenset[str]] = frozenset()
     """Fields of this command with no flag, set by their environment variable only."""
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        unknown = cls.ENV_ONLY - set(cls.model_fields)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.ENV_ONLY names no field: {', '.join(sorted(unknown))}")
+
+
+class _Logged(_Base):
+    """The log settings of every command that logs (``health`` prints one line and logs nothing)."""
+
     log_format: Literal["json", "console"] | None = Field(
         default=None,
         description="JSON lines for log collectors, or readable console lines",
@@ -67,20 +80,13 @@ class _Base(BaseSettings):
         default="info", description="the lowest level logged: debug to troubleshoot, warning or error for fewer lines"
     )
 
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        unknown = cls.ENV_ONLY - set(cls.model_fields)
-        if unknown:
-            raise TypeError(f"{cls.__name__}.ENV_ONLY names no field: {', '.join(sorted(unknown))}")
-
     @field_validator(*_CASE_INSENSITIVE, mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
 
-class _NamedFiles(_Base):
+class _NamedFiles(_Logged):
     """The volume's base names, shared by every command that reads or writes requests."""
 
     input_name: str = Field(
@@ -235,6 +241,15 @@ class ScoreSettings(ModelSettings):
 
     ENV_ONLY = frozenset({"input_name", "output_name"})
 
+    log_format: Literal["json", "console"] | None = Field(
+        default="console",
+        description="readable console lines, or JSON lines; either way on stderr, apart from the result",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="error",
+        description="the lowest level logged on stderr; the outcome is reported there in any case",
+    )
+
     def pipeline_settings(self) -> WatcherSettings:
         """What ``build_pipeline`` takes: these validated model settings and no settle time
         (no writer races ``score``: a bad file is bad at once); the watcher's own fields,
@@ -374,13 +389,29 @@ def range_text(info: FieldInfo) -> str:
     return " ".join(t for t in (lower, upper) if t)
 
 
+KNOWN_ELSEWHERE = frozenset({"MODELGEN_RESULT_TIMEOUT", "MODELGEN_TOOLS"})
+"""``MODELGEN_*`` variables read outside the settings classes: the drop-in's result timeout and
+the static checks' tool folder."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``MODELGEN_*`` variables no command reads: most likely a misspelt setting, which would otherwise
+    be ignored without a word (pydantic-settings ignores what it does not know)."""
+    known = {env_var(name) for cls in COMMAND_SETTINGS.values() for name in cls.model_fields} | KNOWN_ELSEWHERE
+    return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+
+
 def describe_error(exc: ValidationError) -> str:
     """One line naming the setting (as flag and environment variable) and what is wrong."""
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     msg = err["msg"].removeprefix("Value error, ")
-    if not loc:
-        return f"invalid settings: {msg}"
+    if not loc:  # a check across fields names its setting first: "--model-cmd: program ... is not on PATH"
+        named = re.match(r"--([a-z][a-z-]*): (.*)", msg)
+        if named is None:
+            return f"invalid settings: {msg}"
+        field, msg = named.group(1).replace("-", "_"), named.group(2)
+        return f"invalid setting {flag(field)} ({env_var(field)}): {msg}"
     field = loc[0]
     given = err.get("input")
     if isinstance(given, (str, int, float)) and not isinstance(given, bool) and str(given) not in msg:

@@ -251,8 +251,9 @@ class Daemon:
 
     # -- heartbeat --------------------------------------------------------
 
-    def _write_health(self, observer: ObserverKind, ready: bool) -> None:
-        reason = self.readiness.reason()
+    def _write_health(self, observer: ObserverKind, ready: bool, stopped: str | None = None) -> None:
+        """The heartbeat; ``stopped`` says why the last one of a stopping daemon is not ready."""
+        reason = self.readiness.reason() or stopped
         health = Health(
             pid=os.getpid(),
             started_at=self._started_at,
@@ -448,7 +449,7 @@ class Daemon:
         self.scheduler.stop(timeout=max(0.5, SHUTDOWN_BUDGET - (time.monotonic() - t0)))
         if self.events is not None and not self._disowned:
             try:
-                self._write_health(self.events.kind, ready=False)
+                self._write_health(self.events.kind, ready=False, stopped=f"the watcher stopped ({reason})")
             except OSError:
                 pass
         self.lock.release()

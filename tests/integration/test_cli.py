@@ -28,8 +28,7 @@ def test_version():
 def test_help_of_each_command_is_its_own():
     health = cli("health", "--help")
     assert health.returncode == 0
-    assert set(re.findall(r"--[a-z-]+", health.stdout)) == {"--help", "--watch-dir", "--max-age", "--log-format",
-                                                           "--log-level"}
+    assert set(re.findall(r"--[a-z-]+", health.stdout)) == {"--help", "--watch-dir", "--max-age"}
     run = " ".join(cli("run", "--help").stdout.split())  # whatever the terminal's width
     assert "--observer {auto,native,polling}" in run and "MODELGEN_HEARTBEAT_INTERVAL" in run
     assert "killed (default: 120; " in run
@@ -139,3 +138,19 @@ def test_environment_sets_the_watch_dir(tmp_path):
     d = tmp_path / "from-env"
     out = cli("--once", env={"MODELGEN_WATCH_DIR": str(d)})
     assert out.returncode == 0 and (d / ".modelgen").is_dir()
+
+
+def test_score_keeps_its_log_off_stdout_so_the_result_stays_clean(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"routes": "nope"}')
+    out = cli("score", str(bad), "--log-level", "info")
+    assert out.returncode == 1 and out.stdout == ""
+    assert "invalid_input" in out.stderr
+
+
+def test_a_misspelt_variable_is_warned_about_and_a_missing_program_names_its_setting(tmp_path):
+    out = cli("health", "--watch-dir", str(tmp_path), env={"MODELGEN_MODLE_CMD": "x"})
+    assert "MODELGEN_MODLE_CMD is not a setting" in out.stderr
+    bad = cli("score", str(tmp_path / "r.json"), env={"MODELGEN_MODEL_CMD": "nosuchprogram {input}"})
+    assert bad.returncode == 2
+    assert "--model-cmd (MODELGEN_MODEL_CMD): program 'nosuchprogram' is not on PATH" in bad.stderr

@@ -44,3 +44,12 @@ def test_model_ignoring_sigterm_still_allows_a_prompt_exit(daemon_factory, watch
 def test_idle_daemon_stops_at_once(daemon):
     rc, seconds = daemon.stop()
     assert rc == 0 and seconds < 5
+
+
+def test_after_a_clean_stop_health_says_the_watcher_stopped(daemon_factory, watch_dir):
+    from tests.helpers import health_of
+
+    d = daemon_factory()
+    assert d.stop()[0] == 0
+    healthy, message = health_of(watch_dir)
+    assert not healthy and "the watcher stopped (SIGTERM)" in message

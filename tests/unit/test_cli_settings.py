@@ -26,7 +26,7 @@ FLAGS = {
         "--model-name", "--kill-grace", "--max-input-bytes", "--workers", "--observer", "--poll-interval",
         "--debounce", "--settle", "--rescan-interval", "--retention", "--once", "--log-format", "--log-level",
     },
-    "health": {"--watch-dir", "--max-age", "--log-format", "--log-level"},
+    "health": {"--watch-dir", "--max-age"},  # it prints one line and logs nothing: no log flags
     "score": {
         "-o", "--output", "--model-cmd", "--model-cwd", "--model-timeout", "--model-name", "--kill-grace",
         "--max-input-bytes", "--log-format", "--log-level",
@@ -135,15 +135,15 @@ def test_bad_choice_from_the_environment_names_the_setting(
 ) -> None:
     monkeypatch.setenv("MODELGEN_LOG_FORMAT", "xml")
     with pytest.raises(SystemExit) as info:
-        cli.load(HealthSettings, command_parser("health").parse_args([]))
+        cli.load(WatcherSettings, command_parser("run").parse_args([]))
     assert info.value.code == 2
     assert "--log-format (MODELGEN_LOG_FORMAT)" in capsys.readouterr().err
 
 
 def test_health_offers_only_its_options() -> None:
-    assert set(HealthSettings.model_fields) == {"watch_dir", "max_age", "log_format", "log_level"}
+    assert set(HealthSettings.model_fields) == {"watch_dir", "max_age"}
     text = command_parser("health").format_help()
-    assert set(re.findall(r"--[a-z-]+", text)) == {"--help", "--watch-dir", "--max-age", "--log-format", "--log-level"}
+    assert set(re.findall(r"--[a-z-]+", text)) == {"--help", "--watch-dir", "--max-age"}
 
 
 def test_only_given_flags_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
