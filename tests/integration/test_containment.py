@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, drop, fake_model_cmd, pid_alive, route, sha, status_of, wait_final, wait_for
+from tests.helpers import Daemon, drop, fake_model_cmd, must_status, pid_alive, route, sha, wait_final, wait_for
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("setsid") is None, reason="setsid is not installed"),
@@ -83,7 +83,7 @@ def test_models_left_by_a_killed_daemon_are_stopped_at_the_next_start(daemon_fac
     raw = drop(watch_dir, route([""]), key="k9")
     model, escaped = wait_for(lambda: len(pids_in(pidfile)) >= 2 and pids_in(pidfile), 20,
                               what="the model and its escaped descendant")
-    assert status_of(watch_dir, "k9")["state"] == "running"
+    assert must_status(watch_dir, "k9")["state"] == "running"
     first.stop(signal.SIGKILL)
     assert pid_alive(model) and pid_alive(escaped)  # in their own sessions, they outlive the daemon
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import MODELS, drop, result_of, route, sha, wait_final
+from tests.helpers import MODELS, drop, must_result, result_of, route, sha, wait_final
 
 UPSTREAM_CMD = (
     "python3 ./modelmanager/model.py --workspace={workspace} --routefile={input} "
@@ -51,8 +51,8 @@ def test_upstream_command_line_unchanged(daemon_factory, watch_dir, checkout, py
         res = result_of(watch_dir, key)
         assert isinstance(res, dict)  # the double-encoded output was decoded
         assert res["meta"]["model"] == "model.py"
-    assert [p["score"] for p in result_of(watch_dir, "u1")["routes"][0]] == [0.939394, 0.911523, 0.939394]
-    assert result_of(watch_dir, None)["totalScores"] == [0.911523]
+    assert [p["score"] for p in must_result(watch_dir, "u1")["routes"][0]] == [0.939394, 0.911523, 0.939394]
+    assert must_result(watch_dir, None)["totalScores"] == [0.911523]
     assert (watch_dir / ".modelgen" / "workspace" / "human_read_dectree.pkl").exists()  # its cache persists
     assert not list((watch_dir / ".modelgen" / "workspace").glob("modelgen-out-*"))  # outputs cleaned up
     assert d.proc.poll() is None
