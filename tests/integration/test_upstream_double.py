@@ -43,9 +43,9 @@ def python3_on_path(tmp_path, monkeypatch):
 def test_upstream_command_line_unchanged(daemon_factory, watch_dir, checkout, python3_on_path):
     d = daemon_factory("--model-cmd", UPSTREAM_CMD, "--model-cwd", str(checkout), "--workers", "2",
                        env=python3_on_path)
-    raws = {k: drop(watch_dir, route(["", "turn-left", ""]), key=k) for k in ("u1", "u2")}
-    legacy = drop(watch_dir, route(["turn-left"]))
-    for key, raw in {**raws, None: legacy}.items():
+    raws: dict[str | None, bytes] = {k: drop(watch_dir, route(["", "turn-left", ""]), key=k) for k in ("u1", "u2")}
+    raws[None] = drop(watch_dir, route(["turn-left"]))  # the legacy name, no key
+    for key, raw in raws.items():
         st = wait_final(watch_dir, key, sha(raw))
         assert st["state"] == "ok", st
         res = result_of(watch_dir, key)
