@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -304,12 +305,13 @@ def measure(tree: Path, work: Path, slow_seconds: float) -> dict[str, Any]:
     watch = work / "data"
     watch.mkdir(parents=True)
     figures: dict[str, Any] = {}
-    for n, (name, phase) in enumerate([
+    phases: list[tuple[str, Callable[[int, int], dict[str, Any]]]] = [  # each called with (port, server pid)
         (f"slowloris for {slow_seconds:g} s", lambda port, pid: slowloris(port, slow_seconds)),
         ("oversized headers", header_attack),
         ("smuggling", lambda port, pid: smuggling(port)),
         ("300 long-polls", lambda port, pid: long_polls_on_a_slow_model(tree, work, watch, port)),
-    ], start=1):
+    ]
+    for n, (name, phase) in enumerate(phases, start=1):
         progress(f"{tree}: {name}")
         server = Proc(tree, work / f"server-{n}.log", "serve", "--watch-dir", str(watch), "--port", "0")
         try:

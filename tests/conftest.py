@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon
+from tests.helpers import Daemon, DaemonFactory
 
 # The polling observer is tested at 0.1 s so the suite stays quick; it is the same code path.
 OBSERVER_ARGS = {
@@ -29,7 +29,7 @@ def observer(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def daemon_factory(watch_dir: Path) -> Iterator:
+def daemon_factory(watch_dir: Path) -> Iterator[DaemonFactory]:
     started: list[Daemon] = []
 
     def make(*args: str, env: dict[str, str] | None = None, start: bool = True, wait_ready: bool = True,
@@ -47,6 +47,6 @@ def daemon_factory(watch_dir: Path) -> Iterator:
 
 
 @pytest.fixture
-def daemon(daemon_factory, observer: str) -> Daemon:
+def daemon(daemon_factory: DaemonFactory, observer: str) -> Daemon:
     """A running daemon with the embedded reference model, for each observer."""
     return daemon_factory(*OBSERVER_ARGS[observer])

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 MODELS = Path(__file__).parent / "models"
 PY = shlex.quote(sys.executable)
@@ -83,12 +83,35 @@ def read_json(path: Path) -> Any:
         return None
 
 
+def read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when the file is missing or not (yet) JSON; any other JSON fails."""
+    doc = read_json(path)
+    if doc is None:
+        return None
+    assert isinstance(doc, dict), f"{path} holds a JSON {type(doc).__name__}, not an object"
+    return doc
+
+
 def status_of(watch_dir: Path, key: str | None = None) -> dict[str, Any] | None:
-    return read_json(watch_dir / status_name(key))
+    return read_object(watch_dir / status_name(key))
 
 
 def result_of(watch_dir: Path, key: str | None = None) -> dict[str, Any] | None:
-    return read_json(watch_dir / result_name(key))
+    return read_object(watch_dir / result_name(key))
+
+
+def must_status(watch_dir: Path, key: str | None = None) -> dict[str, Any]:
+    """The status for ``key`` as it is now; fails the test when there is none."""
+    st = status_of(watch_dir, key)
+    assert st is not None, f"no status for {key or 'legacy'} in {watch_dir}"
+    return st
+
+
+def must_result(watch_dir: Path, key: str | None = None) -> dict[str, Any]:
+    """The result for ``key`` as it is now; fails the test when there is none."""
+    res = result_of(watch_dir, key)
+    assert res is not None, f"no result for {key or 'legacy'} in {watch_dir}"
+    return res
 
 
 def wait_final(watch_dir: Path, key: str | None, input_sha: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -162,13 +185,14 @@ class Daemon:
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        assert self.proc is not None
+        proc = self.proc
+        assert proc is not None
 
         def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_text()}")
+            if proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {proc.returncode}:\n{self.log_text()}")
             h = read_json(self.watch_dir / ".modelgen" / "health.json")
-            return bool(h and h.get("pid") == self.proc.pid and h.get("ready"))
+            return bool(h and h.get("pid") == proc.pid and h.get("ready"))
 
         wait_for(ready, timeout, what="daemon ready")
 
@@ -192,7 +216,12 @@ class Daemon:
 
     def wait_runs(self, key: str | None, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The request.done lines for ``key`` once there are at least ``count`` (logged after the status)."""
-        return wait_for(lambda: len(self.runs(key)) >= count and self.runs(key), timeout, what=f"{count} runs of {key}")
+
+        def enough() -> list[dict[str, Any]] | None:
+            runs = self.runs(key)
+            return runs if len(runs) >= count else None
+
+        return wait_for(enough, timeout, what=f"{count} runs of {key}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> tuple[int, float]:
         """Signal the daemon and wait; returns (exit code, seconds it took)."""
@@ -208,6 +237,13 @@ class Daemon:
             rc = self.proc.wait()
         self._log.close()
         return rc, time.monotonic() - t0
+
+
+class DaemonFactory(Protocol):
+    """The ``daemon_factory`` fixture: a ``Daemon`` on the test's watch dir, started unless ``start=False``."""
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, start: bool = True, wait_ready: bool = True,
+                 fd_limit: int | None = None) -> Daemon: ...
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -77,8 +77,14 @@ class Server:
         return self.proc.returncode
 
 
+class ServerFactory(Protocol):
+    """The ``server_factory`` fixture: a started ``Server`` on the test's watch dir, with extra ``serve`` flags."""
+
+    def __call__(self, *args: str) -> Server: ...
+
+
 @pytest.fixture
-def server_factory(watch_dir: Path, tmp_path: Path) -> Iterator:
+def server_factory(watch_dir: Path, tmp_path: Path) -> Iterator[ServerFactory]:
     servers: list[Server] = []
 
     def make(*args: str) -> Server:

@@ -40,7 +40,7 @@ def test_error_status_raises_model_error(daemon_factory, watch_dir):
             client.wait(client.submit(route([""])), timeout=20)
         assert info.value.kind == "model_failed"
         assert "blew up on purpose" in info.value.message
-        assert "Traceback" in info.value.detail
+        assert info.value.detail is not None and "Traceback" in info.value.detail
     finally:
         client.close()
 

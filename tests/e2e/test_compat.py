@@ -22,6 +22,7 @@ def standin(watch_dir):
     env = {**os.environ, "PYTHONPATH": COMPAT_PATH, "MODELGEN_WATCH_DIR": str(watch_dir),
            "MODELGEN_RESULT_TIMEOUT": "20"}
     proc = subprocess.Popen([sys.executable, str(STANDIN)], stdout=subprocess.PIPE, env=env)
+    assert proc.stdout is not None
     port = int(proc.stdout.readline())
     yield port
     proc.terminate()

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,10 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers import encode, fake_model_cmd, proc_status, route, sample, sha, wait_for
 
 
-def upload(server, doc) -> dict:
+def upload(server, doc) -> dict[str, Any]:
     resp = server.post_route(encode(doc))
     assert resp.status == 200, resp.body
-    return resp.json()
+    body: dict[str, Any] = resp.json()
+    return body
 
 
 def test_upload_then_retrieve(daemon_factory, server_factory):
@@ -112,7 +114,7 @@ def test_watcher_not_alive_is_504(daemon_factory, server_factory):
 def test_fifty_clients_at_once_each_get_their_own_result(daemon_factory, server_factory):
     daemon_factory("--workers", "2")
     server = server_factory()
-    outcomes: dict[int, tuple[int, dict]] = {}
+    outcomes: dict[int, tuple[int, dict[str, Any]]] = {}
     errors: list[BaseException] = []
     start = threading.Barrier(50)
 

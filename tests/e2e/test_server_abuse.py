@@ -12,6 +12,7 @@ import select
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -51,8 +52,9 @@ def statuses(answer: bytes) -> list[int]:
     return [int(part[:3]) for part in answer.split(b"HTTP/1.1 ")[1:]]
 
 
-def body_of(answer: bytes) -> dict:
-    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
+def body_of(answer: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    return body
 
 
 def probe(port: int, path: str) -> tuple[int, float, dict[str, str]]:
@@ -70,7 +72,7 @@ def probe(port: int, path: str) -> tuple[int, float, dict[str, str]]:
         conn.close()
 
 
-def probe_series(port: int, paths: tuple[str, ...], rounds: int = 30, pause: float = 0.1) -> list[tuple]:
+def probe_series(port: int, paths: tuple[str, ...], rounds: int = 30, pause: float = 0.1) -> list[tuple[str, int, float]]:
     """``rounds`` rounds of probes, paced so they span the attack rather than one instant of it."""
     out = []
     for _ in range(rounds):
@@ -81,7 +83,7 @@ def probe_series(port: int, paths: tuple[str, ...], rounds: int = 30, pause: flo
     return out
 
 
-def http_events(server, status: int | None = None) -> list[dict]:
+def http_events(server, status: int | None = None) -> list[dict[str, Any]]:
     events = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
     return [e for e in events if e.get("event") == "http.request" and (status is None or e.get("status") == status)]
 

@@ -8,8 +8,12 @@ latter returns (the double-encoded form the page parses).
 
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
-import server_api_model
+if TYPE_CHECKING:  # the same file: run, it is found on the PYTHONPATH test_compat sets (compat.PATH)
+    from modelgen_watcher.server.compat import server_api_model
+else:
+    import server_api_model
 
 STATIC_KEY = "100001"  # upstream's one global slot
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import os
 
-from tests.helpers import drop, encode, input_name, result_of, route, sha, status_of, wait_error, wait_final
+from tests.helpers import (
+    drop,
+    encode,
+    input_name,
+    must_result,
+    result_of,
+    route,
+    sha,
+    status_of,
+    wait_error,
+    wait_final,
+)
 
 
 def test_invalid_json(daemon, watch_dir):
@@ -37,7 +48,7 @@ def test_route_without_steps(daemon, watch_dir):
 def test_empty_route_list_is_scored_as_empty(daemon, watch_dir):
     raw = drop(watch_dir, {"routes": []}, key="none")
     assert wait_final(watch_dir, "none", sha(raw))["state"] == "ok"
-    assert result_of(watch_dir, "none")["routes"] == []
+    assert must_result(watch_dir, "none")["routes"] == []
 
 
 def test_input_over_the_size_limit(daemon_factory, watch_dir):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import resource
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def _cap_address_space(pid: int) -> None:
     resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
 
 
-def _step(i: int) -> dict:
+def _step(i: int) -> dict[str, Any]:
     """A step shaped like the browser's: points of its path twice over, a polyline, text."""
     pts = [{"lat": 30.28 + 0.0001 * k, "lng": -97.73 - 0.0001 * k} for k in range(4)]
     return {

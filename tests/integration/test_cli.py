@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from tests.helpers import drop, encode, read_json, route, sha, status_of, wait_for
+from tests.helpers import drop, encode, must_status, read_json, route, sha, wait_for
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd=None, timeout: float = 60) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict[str, str] | None = None, cwd=None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "modelgen_watcher", *args],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd,
@@ -90,12 +90,12 @@ def test_once_processes_pending_and_exits(watch_dir):
     drop(watch_dir, route([""]))
     out = cli("--once", "--watch-dir", str(watch_dir))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert status_of(watch_dir, "good")["input_sha256"] == sha(good)
-    assert status_of(watch_dir, None)["state"] == "ok"
+    assert must_status(watch_dir, "good")["input_sha256"] == sha(good)
+    assert must_status(watch_dir, None)["state"] == "ok"
     drop(watch_dir, b"{not json", key="bad")
     out = cli("run", "--once", "--watch-dir", str(watch_dir), "--settle", "0")
     assert out.returncode == 1
-    assert status_of(watch_dir, "bad")["state"] == "error"
+    assert must_status(watch_dir, "bad")["state"] == "error"
 
 
 def test_defaults_watch_dir_is_created(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, drop, fake_model_cmd, pid_alive, route, sha, status_of, wait_final, wait_for
+from tests.helpers import Daemon, drop, fake_model_cmd, must_status, pid_alive, route, sha, wait_final, wait_for
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("setsid") is None, reason="setsid is not installed"),
@@ -81,9 +81,13 @@ def test_models_left_by_a_killed_daemon_are_stopped_at_the_next_start(daemon_fac
     slow = fake_model_cmd("escape", "--linger", "60", "--pidfile", str(pidfile))
     first: Daemon = daemon_factory("--model-cmd", slow, "--model-timeout", "120")
     raw = drop(watch_dir, route([""]), key="k9")
-    model, escaped = wait_for(lambda: len(pids_in(pidfile)) >= 2 and pids_in(pidfile), 20,
-                              what="the model and its escaped descendant")
-    assert status_of(watch_dir, "k9")["state"] == "running"
+
+    def both_started() -> list[int] | None:
+        pids = pids_in(pidfile)
+        return pids if len(pids) >= 2 else None
+
+    model, escaped = wait_for(both_started, 20, what="the model and its escaped descendant")
+    assert must_status(watch_dir, "k9")["state"] == "running"
     first.stop(signal.SIGKILL)
     assert pid_alive(model) and pid_alive(escaped)  # in their own sessions, they outlive the daemon
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -46,14 +47,17 @@ def test_a_request_that_stops_the_watcher_is_given_up_after_three_stops(watch_di
             d = Daemon(watch_dir, "--model-cmd", cmd, log_path=tmp_path / f"daemon-{starts}.log").start(wait_ready=False)
             proc = d.proc
             assert proc is not None
-            wait_for(lambda p=proc: p.poll() is not None or (status_of(watch_dir, "poison") or {}).get("state") == "error",
-                     60, what="the watcher stopped by its model, or the request given up")
+
+            def stopped_or_given_up(p: subprocess.Popen[bytes] = proc) -> bool:
+                return p.poll() is not None or (status_of(watch_dir, "poison") or {}).get("state") == "error"
+
+            wait_for(stopped_or_given_up, 60, what="the watcher stopped by its model, or the request given up")
         assert starts == 4  # three stops, then the fourth start gives up without running the model
         st = wait_final(watch_dir, "poison", sha(poison))
         assert st["error"]["kind"] == "model_failed"
         assert "stopped 3 times" in st["error"]["message"]
         assert wait_final(watch_dir, "good", sha(good))["state"] == "ok"
-        assert d.proc.poll() is None  # the fourth watcher serves on
+        assert d.proc is not None and d.proc.poll() is None  # the fourth watcher serves on
         d.stop()
         # A restart alone does not run those bytes again (that would restart the crash loop)...
         fixed = Daemon(watch_dir, log_path=tmp_path / "fixed.log").start()

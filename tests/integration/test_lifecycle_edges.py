@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import drop, fake_model_cmd, route, sha, status_of, wait_final, wait_for
+from tests.helpers import drop, fake_model_cmd, must_status, route, sha, wait_final, wait_for
 
 
 def run_once(watch_dir, *args, timeout=60):
@@ -20,7 +20,7 @@ def run_once(watch_dir, *args, timeout=60):
 def test_a_model_failure_is_redone_after_the_model_is_fixed(watch_dir):
     raw = drop(watch_dir, route([""]), key="k")
     assert run_once(watch_dir, "--model-cmd", fake_model_cmd("fail")).returncode == 1
-    assert status_of(watch_dir, "k")["error"]["kind"] == "model_failed"
+    assert must_status(watch_dir, "k")["error"]["kind"] == "model_failed"
     fixed = run_once(watch_dir)  # the embedded model works
     assert fixed.returncode == 0
     assert wait_final(watch_dir, "k", sha(raw))["state"] == "ok"
@@ -41,7 +41,7 @@ def test_future_mtime_does_not_stall_an_unparsable_input(watch_dir):
     os.utime(path, (future, future))  # a skewed NFS server clock
     out = run_once(watch_dir, "--settle", "1", timeout=30)
     assert out.returncode == 1
-    assert status_of(watch_dir, "future")["error"]["kind"] == "invalid_input"
+    assert must_status(watch_dir, "future")["error"]["kind"] == "invalid_input"
 
 
 @pytest.mark.skipif(shutil.which("setsid") is None, reason="setsid is not installed")

@@ -20,14 +20,17 @@ def test_auto_switches_to_polling_when_events_stop_arriving(watch_dir):
     try:
         wait_for(lambda: (read_json(watch_dir / ".modelgen" / "health.json") or {}).get("ready"), 20,
                  what="daemon ready")
-        assert daemon.events is not None and daemon.events.kind == "native"
+        events = daemon.events
+        assert events is not None and events.kind == "native"
         # The mount stops delivering events, as NFS does for writes made on another machine.
-        daemon.events._observer.unschedule_all()
+        native = events._observer
+        assert native is not None
+        native.unschedule_all()
         raw = drop(watch_dir, route([""]), key="remote")
         old = time.time() - 10  # written "a while ago" on the other machine
         os.utime(watch_dir / input_name("remote"), (old, old))
         assert wait_final(watch_dir, "remote", sha(raw))["state"] == "ok"  # the rescan caught it
-        wait_for(lambda: daemon.events.kind == "polling", 10, what="fallback to polling")
+        wait_for(lambda: events.kind == "polling", 10, what="fallback to polling")
         wait_for(lambda: (read_json(watch_dir / ".modelgen" / "health.json") or {}).get("observer") == "polling",
                  10, what="health says polling")
         fresh = drop(watch_dir, route(["turn-left"]), key="after")  # now seen by polling, not by rescans

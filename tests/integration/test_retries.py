@@ -24,6 +24,7 @@ from tests.helpers import (
     fake_model_cmd,
     health_of,
     metric,
+    must_status,
     read_json,
     route,
     sha,
@@ -134,7 +135,7 @@ def _filled(volume: Path) -> Iterator[None]:
 def _wait_ok(watch_dir: Path, key: str, raw: bytes) -> None:
     """An io_error status is not final (it is being retried): wait for ``ok`` itself."""
     wait_for(lambda: (status_of(watch_dir, key) or {}).get("state") == "ok", 30, what=f"ok status of {key}")
-    assert status_of(watch_dir, key)["input_sha256"] == sha(raw)
+    assert must_status(watch_dir, key)["input_sha256"] == sha(raw)
 
 
 def _slow_daemon(volume: Path) -> tuple[Daemon, Path]:

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from tests.helpers import drop, fake_model_cmd, pid_alive, read_json, route, sha, status_of, wait_final, wait_for
+from tests.helpers import drop, fake_model_cmd, must_status, pid_alive, read_json, route, sha, wait_final, wait_for
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -15,14 +15,14 @@ def test_signal_while_a_model_runs(daemon_factory, watch_dir, tmp_path, sig):
     d = daemon_factory("--model-cmd", fake_model_cmd("hang", "--pidfile", str(pidfile)), "--kill-grace", "2")
     raw = drop(watch_dir, route([""]), key="long")
     wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 20, what="model and child started")
-    assert status_of(watch_dir, "long")["state"] == "running"
+    assert must_status(watch_dir, "long")["state"] == "running"
 
     rc, seconds = d.stop(sig)
     assert rc == 0
     assert seconds < 10
     pids = [int(p) for p in pidfile.read_text().split()]
     wait_for(lambda: not any(pid_alive(p) for p in pids), 5, what="no model process left")
-    st = status_of(watch_dir, "long")
+    st = must_status(watch_dir, "long")
     assert st["state"] == "running" and st["input_sha256"] == sha(raw)  # left to be redone
     assert read_json(watch_dir / ".modelgen" / "health.json")["ready"] is False
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.helpers import drop, result_of, route, sha, status_name, wait_final
+from tests.helpers import drop, must_result, route, sha, status_name, wait_final
 
 
 def test_files_present_before_start_are_scored(daemon_factory, watch_dir):
@@ -23,7 +23,7 @@ def test_running_status_left_by_a_killed_daemon_is_redone(daemon_factory, watch_
     }))
     daemon_factory()
     assert wait_final(watch_dir, "crashed", sha(raw))["state"] == "ok"
-    assert result_of(watch_dir, "crashed")["meta"]["input_sha256"] == sha(raw)
+    assert must_result(watch_dir, "crashed")["meta"]["input_sha256"] == sha(raw)
 
 
 def test_status_for_another_hash_is_redone(daemon_factory, watch_dir):

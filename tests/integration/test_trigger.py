@@ -6,13 +6,13 @@ import os
 import threading
 import time
 
-from tests.helpers import drop, encode, input_name, result_of, route, sha, wait_final
+from tests.helpers import drop, encode, input_name, must_result, route, sha, wait_final
 
 
 def assert_scored(watch_dir, key, raw):
     st = wait_final(watch_dir, key, sha(raw))
     assert st["state"] == "ok", st
-    res = result_of(watch_dir, key)
+    res = must_result(watch_dir, key)
     assert res["meta"]["input_sha256"] == sha(raw)
     return res
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import MODELS, drop, result_of, route, sha, wait_final
+from tests.helpers import MODELS, drop, must_result, result_of, route, sha, wait_final
 
 UPSTREAM_CMD = (
     "python3 ./modelmanager/model.py --workspace={workspace} --routefile={input} "
@@ -43,16 +43,16 @@ def python3_on_path(tmp_path, monkeypatch):
 def test_upstream_command_line_unchanged(daemon_factory, watch_dir, checkout, python3_on_path):
     d = daemon_factory("--model-cmd", UPSTREAM_CMD, "--model-cwd", str(checkout), "--workers", "2",
                        env=python3_on_path)
-    raws = {k: drop(watch_dir, route(["", "turn-left", ""]), key=k) for k in ("u1", "u2")}
-    legacy = drop(watch_dir, route(["turn-left"]))
-    for key, raw in {**raws, None: legacy}.items():
+    raws: dict[str | None, bytes] = {k: drop(watch_dir, route(["", "turn-left", ""]), key=k) for k in ("u1", "u2")}
+    raws[None] = drop(watch_dir, route(["turn-left"]))  # the legacy name, no key
+    for key, raw in raws.items():
         st = wait_final(watch_dir, key, sha(raw))
         assert st["state"] == "ok", st
         res = result_of(watch_dir, key)
         assert isinstance(res, dict)  # the double-encoded output was decoded
         assert res["meta"]["model"] == "model.py"
-    assert [p["score"] for p in result_of(watch_dir, "u1")["routes"][0]] == [0.939394, 0.911523, 0.939394]
-    assert result_of(watch_dir, None)["totalScores"] == [0.911523]
+    assert [p["score"] for p in must_result(watch_dir, "u1")["routes"][0]] == [0.939394, 0.911523, 0.939394]
+    assert must_result(watch_dir, None)["totalScores"] == [0.911523]
     assert (watch_dir / ".modelgen" / "workspace" / "human_read_dectree.pkl").exists()  # its cache persists
     assert not list((watch_dir / ".modelgen" / "workspace").glob("modelgen-out-*"))  # outputs cleaned up
     assert d.proc.poll() is None

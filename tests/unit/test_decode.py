@@ -119,9 +119,15 @@ class _WritesOutput:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
+    def start(self, record_dir: Path) -> int:
+        return 0
+
     def run(self, job: ModelJob) -> RunReport:
         job.output_path.write_bytes(self.data)
         return RunReport(exit_code=0, duration_s=0.01)
+
+    def reap_orphans(self) -> int:
+        return 0
 
     def stop(self) -> None:
         pass

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelgen_watcher.server.metrics import ServerMetrics
 from modelgen_watcher.volume.schemas import ErrorKind
 from modelgen_watcher.watcher.metrics import SECONDS_BUCKETS, WatcherMetrics
-from modelgen_watcher.watcher.pipeline import Outcome
+from modelgen_watcher.watcher.outcomes import Outcome
 from tests.helpers import sample, samples
 
 WATCHER_FAMILIES = {
@@ -94,7 +94,12 @@ def test_registries_are_separate():
 
 def test_counters_are_thread_safe():
     m = WatcherMetrics()
-    threads = [threading.Thread(target=lambda: [m.events.inc() for _ in range(1000)]) for _ in range(8)]
+
+    def count_a_thousand() -> None:
+        for _ in range(1000):
+            m.events.inc()
+
+    threads = [threading.Thread(target=count_a_thousand) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,8 +32,8 @@ def job(tmp_path: Path, timeout: float = 30.0, key: str | None = "k1") -> ModelJ
     return ModelJob(tmp_path / "in.json", ws / "out.json", ws, key, timeout)
 
 
-def py(code: str, **kwargs: float) -> SubprocessRunner:
-    return SubprocessRunner([sys.executable, "-c", code], **kwargs)  # type: ignore[arg-type]
+def py(code: str, **kwargs: Any) -> SubprocessRunner:  # SubprocessRunner's keyword options, passed on
+    return SubprocessRunner([sys.executable, "-c", code], **kwargs)
 
 
 def test_render_argv_replaces_placeholders(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from modelgen_watcher.volume.schemas import (
     RouteRequest,
@@ -18,7 +19,8 @@ from tests.helpers import route
 
 
 def _first_step(doc: dict[str, Any]) -> dict[str, Any]:
-    return doc["routes"][0]["legs"][0]["steps"][0]
+    step: dict[str, Any] = doc["routes"][0]["legs"][0]["steps"][0]
+    return step
 
 
 def test_route_request_accepts_extra_keys_and_missing_maneuver() -> None:
@@ -49,7 +51,7 @@ def _no_steps() -> dict[str, Any]:
     return doc
 
 
-def _lat(value: float) -> dict[str, Any]:
+def _lat(value: object) -> dict[str, Any]:
     doc = route()
     _first_step(doc)["end_location"]["lat"] = value
     return doc
@@ -99,7 +101,7 @@ def test_format_validation_error_is_one_line_naming_the_place() -> None:
 
 
 def test_format_validation_error_limits_the_count() -> None:
-    doc = {"lat": "x", "lng": None, "score": [], "extra": 1}  # three bad fields, three errors
+    doc: dict[str, Any] = {"lat": "x", "lng": None, "score": [], "extra": 1}  # three bad fields, three errors
     with pytest.raises(ValidationError) as info:
         ScoredPoint.model_validate(doc)
     line = format_validation_error(info.value, limit=2)
@@ -108,7 +110,7 @@ def test_format_validation_error_limits_the_count() -> None:
 
 
 @pytest.mark.parametrize("model", [RouteRequest, ScoredRoute])
-def test_lists_fail_fast_so_a_million_bad_elements_cost_one_error(model: type) -> None:
+def test_lists_fail_fast_so_a_million_bad_elements_cost_one_error(model: type[BaseModel]) -> None:
     """Validation errors are objects: one per bad element would cost hundreds of MB."""
     doc = {"routes": [{}] * 1000, "totalScores": ["x"] * 1000}
     with pytest.raises(ValidationError) as info:
@@ -119,4 +121,4 @@ def test_lists_fail_fast_so_a_million_bad_elements_cost_one_error(model: type) -
 @pytest.mark.parametrize("value", ["30.2", True, None, [30.2]])
 def test_coordinates_must_be_numbers(value: object) -> None:
     with pytest.raises(ValidationError):
-        RouteRequest.model_validate(_lat(value))  # type: ignore[arg-type]
+        RouteRequest.model_validate(_lat(value))

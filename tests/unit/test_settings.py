@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from pydantic import ValidationError
 
-from modelgen_watcher.settings import ModelSettings, ValidationError, WatcherSettings, describe_error
+from modelgen_watcher.settings import ModelSettings, WatcherSettings, describe_error
 
 
 @pytest.fixture(autouse=True)
