@@ -18,11 +18,15 @@ TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' modelgen_watcher/__init__
 help:
 	@echo "make run               - the watcher on ./$(WATCH_DIR) with the embedded reference model"
 	@echo "make test              - the Python test suite (unit, integration, end-to-end)"
-	@echo "make reliability       - the long runs behind docs/RELIABILITY.md (about 15 min)"
-	@echo "make docs              - docs/configuration.md from the settings classes"
-	@echo "make static-checks     - hadolint, Compose schema, kubernetes-validate, checkov"
+	@echo "make unit|integration|e2e - one part of the suite"
+	@echo "make static-checks     - ruff, mypy, hadolint, Compose schema, kubernetes-validate, checkov"
 	@echo "make containers-check  - build and run the stack with podman, end to end"
+	@echo "make docs              - write docs/configuration.md from the settings classes"
+	@echo "make bench             - drop-to-result latency against the bare model and the old loop"
+	@echo "make reliability       - the long runs behind docs/RELIABILITY.md (about 15 min)"
 	@echo "make build|up|verify|logs|down|clean  - the stack with Docker Compose"
+	@echo "make k3d-up|k3d-deploy - a local Kubernetes cluster (k3d) and the stack on it"
+	@echo "make clean-venv        - remove the venv and the tools"
 
 $(BIN)/modelgen-watcher: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

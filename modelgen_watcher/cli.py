@@ -40,11 +40,11 @@ COMMAND_HELP = {
 }
 COMMANDS = tuple(COMMAND_HELP)
 SERVE_PRODUCTION_NOTE = (
-    "The Python documentation warns that http.server 'is not recommended for production' and "
-    "'only implements basic security checks'. serve does not use it: its own front end bounds "
-    "every request (deadlines, header limits, strict framing, a pool per kind of request). It is "
-    "still a small reference server: on the internet, put it behind a reverse proxy (nginx, "
-    "Traefik, a Kubernetes ingress) for TLS, authentication and rate limits."
+    "It does not use the standard library's http.server, which the Python documentation calls "
+    "'not recommended for production' ('it only implements basic security checks'): its own front "
+    "end bounds every request (deadlines, header limits, strict framing, a pool per kind of "
+    "request). It is still a small reference server: on the internet, put it behind a reverse "
+    "proxy (nginx, Traefik, a Kubernetes ingress) for TLS, authentication and rate limits."
 )
 COMMAND_DESCRIPTION = {"serve": f"{COMMAND_HELP['serve']}. {SERVE_PRODUCTION_NOTE}"}
 

@@ -220,8 +220,9 @@ class WatcherSettings(ModelSettings):
     )
     once: bool = Field(
         default=False,
-        description="process everything pending, then exit: 0 if all ok, 1 if any request ended in error "
-        "(an input refused as invalid in an earlier run too); for cron, CI, Kubernetes Jobs",
+        description="process everything pending, then exit: 0 if every input in the watch dir is scored, "
+        "1 if any ended in error (now or, for an input already refused as invalid, in an earlier run); "
+        "for cron, CI, Kubernetes Jobs",
     )
 
     @field_validator("watch_dir")
