@@ -390,9 +390,9 @@ def range_text(info: FieldInfo) -> str:
     return " ".join(t for t in (lower, upper) if t)
 
 
-KNOWN_ELSEWHERE = frozenset({"MODELGEN_RESULT_TIMEOUT", "MODELGEN_TOOLS"})
-"""``MODELGEN_*`` variables read outside the settings classes: the drop-in's result timeout and
-the static checks' tool folder."""
+KNOWN_ELSEWHERE = frozenset({"MODELGEN_RESULT_TIMEOUT", "MODELGEN_TOOLS", "MODELGEN_CHECKOUT"})
+"""``MODELGEN_*`` variables read outside the settings classes: the drop-in's result timeout, the
+static checks' tool folder, and the modelgen checkout compose.cyclesafe.yaml builds from."""
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -191,3 +192,14 @@ def test_score_reads_only_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> None
 def test_every_placeholder_is_explained() -> None:
     help_text = shown_help("run", "model_cmd")
     assert all(f"{{{p}}} {meaning.replace('`', '')}" in help_text for p, meaning in PLACEHOLDERS.items())
+
+
+def test_every_modelgen_variable_of_the_deploy_files_is_known() -> None:
+    """No container or compose file may set a variable the commands would warn about as misspelt."""
+    from modelgen_watcher.settings import unknown_variables
+
+    root = Path(__file__).resolve().parents[2]
+    files = ["Dockerfile.modelgen", "Dockerfile.server", "compose.yaml", "compose.cyclesafe.yaml",
+             "tests/containers/compose.slow.yaml", "deploy/k8s/deployment.yaml"]
+    names = {n for f in files for n in re.findall(r"MODELGEN_[A-Z_]+", (root / f).read_text())}
+    assert unknown_variables(dict.fromkeys(names, "")) == []
