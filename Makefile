@@ -28,7 +28,7 @@ help:
 	@echo "make k3d-up|k3d-deploy - a local Kubernetes cluster (k3d) and the stack on it"
 	@echo "make clean-venv        - remove the venv and the tools"
 
-$(BIN)/modelgen-watcher: pyproject.toml
+$(BIN)/modelgen-watcher: pyproject.toml modelgen_watcher/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -31,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from modelgen_watcher.runners import ModelJob, SubprocessRunner
+from modelgen_watcher.runners import ModelJob
+from modelgen_watcher.runners.subprocess import SubprocessRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ Kept import-light on purpose: the embedded reference model runs as
 package must not drag pydantic or watchdog into that process.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 """The one place the version is written: pyproject reads it, the Makefile's image tag reads it,
 and a test holds the Kubernetes manifests' image tags to it."""
 __all__ = ["Client", "InvalidRoute", "ModelError", "Submission", "WaitTimeout", "__version__"]

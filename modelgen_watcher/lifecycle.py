@@ -38,7 +38,8 @@ class Lifecycle:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            if handler is not None:  # None: installed from C, cannot be put back from Python
+                signal.signal(sig, handler)
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

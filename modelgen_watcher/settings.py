@@ -328,7 +328,7 @@ def env_var(field: str) -> str:
 def _order(cls: type[_Base]) -> list[str]:
     """The volume first, logging last, the rest as declared."""
     names = list(cls.model_fields)
-    return sorted(names, key=lambda n: (n != "watch_dir", n in _Base.model_fields))
+    return sorted(names, key=lambda n: (n != "watch_dir", n in _Logged.model_fields))
 
 
 def flag_fields(cls: type[_Base]) -> list[tuple[str, FieldInfo]]:
@@ -390,9 +390,13 @@ def range_text(info: FieldInfo) -> str:
     return " ".join(t for t in (lower, upper) if t)
 
 
-KNOWN_ELSEWHERE = frozenset({"MODELGEN_RESULT_TIMEOUT", "MODELGEN_TOOLS", "MODELGEN_CHECKOUT"})
+KNOWN_ELSEWHERE = frozenset(
+    {"MODELGEN_RESULT_TIMEOUT", "MODELGEN_TOOLS", "MODELGEN_CHECKOUT", "MODELGEN_PODMAN_STATE", "MODELGEN_RUN_ID"}
+)
 """``MODELGEN_*`` variables read outside the settings classes: the drop-in's result timeout, the
-static checks' tool folder, and the modelgen checkout compose.cyclesafe.yaml builds from."""
+static checks' tool folder, the modelgen checkout compose.cyclesafe.yaml builds from, podman's state
+folder for the container scripts, and the run id every model process carries (a model may call
+the CLI)."""
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

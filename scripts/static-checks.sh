@@ -37,7 +37,7 @@ check "k3d config parses" "$T/python" -c "import yaml; d = yaml.safe_load(open('
 # Skipped checkov checks, each for a reason:
 #   CKV_K8S_43 (image digest) and CKV_K8S_15 (imagePullPolicy Always): the images are
 #     built locally and imported into the cluster (k3d image import); there is no
-#     registry to pull from or to take a digest of. Tags are pinned (0.1.0) instead.
+#     registry to pull from or to take a digest of. Tags are pinned (the package version) instead.
 #   CKV_DOCKER_7 (base image tag): FROM uses the BASE_IMAGE build argument (default
 #     python:3.12-slim, a fixed tag) and internal stage names, which checkov reads as untagged.
 check "checkov (Kubernetes)" "$T/checkov" --quiet --compact --skip-download -d "$rendered" \

@@ -109,7 +109,7 @@ class _StatusEvents:
             source = EventSource(self._root, self._changed, mode="native")
             try:
                 source.start()
-            except OSError:
+            except (OSError, RuntimeError):  # no inotify left, odd mount, or no thread to be had
                 return  # events are an optimisation; the bounded poll still works
             self._source = source
 

@@ -282,7 +282,9 @@ class Handler:
 
 
 def serve(settings: ServerSettings) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit code."""
+    """Serve until SIGTERM/SIGINT; returns the exit code. Only the main thread can receive signals."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("serve() waits for SIGTERM/SIGINT and must run in the main thread")
     server = ScoreServer(settings)
     with Lifecycle() as life:
         server.start()

@@ -1,7 +1,7 @@
 """The HTTP/1.1 front end: accepts connections, reads bounded request heads without a thread per connection,
 dispatches complete requests to bounded pools, and writes every response through one path.
 
-The REST API (``server.py``) only ever sees complete, strictly parsed requests; framing, limits and
+The REST API (``server/http.py``) only ever sees complete, strictly parsed requests; framing, limits and
 deadlines live here.
 """
 

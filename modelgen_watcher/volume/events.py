@@ -35,7 +35,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from ..logs import get_logger
-from ..volume.names import WATCHER_TEMP_PREFIX
+from .names import WATCHER_TEMP_PREFIX
 
 log = get_logger(__name__)
 

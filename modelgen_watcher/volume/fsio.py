@@ -128,10 +128,13 @@ def _open_regular_fd(path: Path) -> tuple[int, os.stat_result]:
         if exc.errno == errno.ELOOP:
             raise UnsafeFile(f"{path.name} is a symlink, not a regular file") from exc
         raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(f"{path.name} is {describe_mode(st.st_mode)}, not a regular file")
+    except BaseException:
         os.close(fd)
-        raise UnsafeFile(f"{path.name} is {describe_mode(st.st_mode)}, not a regular file")
+        raise
     return fd, st
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -375,9 +376,10 @@ class Daemon:
 
     # -- lifecycle --------------------------------------------------------
 
-    def request_stop(self, reason: str = "requested") -> None:
-        """End ``run()`` from another thread (tests, embedders); signals do the same through the lifecycle."""
-        self._life.stop(reason)
+    def request_stop(self, reason: object = "requested", *_: object) -> None:
+        """End ``run()`` from another thread (tests, embedders); also usable as a signal handler
+        (``signal.signal(SIGTERM, daemon.request_stop)`` where ``run()`` is not in the main thread)."""
+        self._life.stop(signal.Signals(reason).name if isinstance(reason, int) else str(reason))
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT or ``request_stop()``; returns the exit code."""
@@ -432,7 +434,17 @@ class Daemon:
         return 1 if errors else self.exit_code
 
     def _stop_when_idle(self) -> None:
-        self.scheduler.wait_idle()
+        """``--once``'s watch: stop when nothing is pending, or with exit 1 if the scheduler died meanwhile."""
+        try:
+            while not self.scheduler.wait_idle(timeout=1.0):
+                if not self.scheduler.is_alive():
+                    log.error("daemon.unhealthy", reason="the scheduler stopped before the work was done")
+                    self._exit(1, "the scheduler stopped")
+                    return
+        except Exception:
+            log.exception("daemon.unhealthy", reason="waiting for the work to be done failed")
+            self._exit(1, "waiting for the work failed")
+            return
         self._life.stop(_IDLE)
 
     def _shutdown(self, reason: str | None) -> None:

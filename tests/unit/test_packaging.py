@@ -33,3 +33,15 @@ def test_importing_the_package_stays_light_and_the_client_comes_when_asked() -> 
             "print(sorted(heavy)); print(m.Client.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["[]", "Client"]
+
+
+def test_the_server_does_not_load_the_model_running_code() -> None:
+    """The server never runs a model: importing it must not load the runner (ctypes, /proc sweeps)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, modelgen_watcher.server.http, modelgen_watcher.server.compat.server_api_model; "
+            "print(sorted(m for m in sys.modules if m.startswith(('modelgen_watcher.runners.subprocess', "
+            "'modelgen_watcher.watcher'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
