@@ -3,7 +3,7 @@
 What one run measures, on throw-away temp directories, and prints as one markdown table:
 
 1. **Bare model run**: the embedded reference model as a subprocess
-   (``python -m modelgen_watcher.reference_model --workspace W --routefile R --dumpresponse out.json``),
+   (``python -m modelgen_watcher.modelside.reference --workspace W --routefile R --dumpresponse out.json``),
    median / p95 / max over N runs. This is the floor: no watcher can answer faster than
    one interpreter start plus the scoring.
 2. **Daemon drop-to-result**: a real ``python -m modelgen_watcher run`` daemon with the
@@ -89,7 +89,7 @@ while :; do
     last=$cur
     if cp -- "$input" "$work/snapshot.json"; then
       sum=$(sha256sum -- "$work/snapshot.json") && sum=${sum%% *}
-      if "$py" -m modelgen_watcher.reference_model --workspace "$work" \
+      if "$py" -m modelgen_watcher.modelside.reference --workspace "$work" \
            --routefile "$work/snapshot.json" --dumpresponse out.json; then
         printf '%s\n' "$sum" >> "$work/scored.log"
         printf '%s' "$sum" > "$work/done.tmp" && mv -f -- "$work/done.tmp" "$work/done.sha"
@@ -390,9 +390,9 @@ def missed(burst: Burst, scored: set[str]) -> int:
 def bench_bare_model(root: Path, n: int, rng: random.Random) -> Row:
     work = root / "bare"
     work.mkdir()
-    row = Row("bare model run: `python -m modelgen_watcher.reference_model` subprocess")
+    row = Row("bare model run: `python -m modelgen_watcher.modelside.reference` subprocess")
     cmd_tail = ["--workspace", str(work), "--routefile", str(work / "route.json"), "--dumpresponse", "out.json"]
-    cmd = [sys.executable, "-m", "modelgen_watcher.reference_model", *cmd_tail]
+    cmd = [sys.executable, "-m", "modelgen_watcher.modelside.reference", *cmd_tail]
     for i in range(n + 1):  # the first run warms the page cache and is not counted
         (work / "route.json").write_bytes(make_route(i, rng))
         (work / "out.json").unlink(missing_ok=True)

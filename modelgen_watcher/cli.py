@@ -131,6 +131,7 @@ def load(cls: type[S], args: argparse.Namespace) -> S:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
+    from .runners import ModelLoadError
     from .settings import WatcherSettings
     from .volume.fsio import UnsafeFile
     from .watcher.daemon import AlreadyRunning, Daemon
@@ -141,6 +142,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         code = Daemon(settings).run()
     except (AlreadyRunning, UnsafeFile) as exc:
         print(f"modelgen-watcher: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except ModelLoadError as exc:
+        print(f"modelgen-watcher: {exc}", file=sys.stderr)
+        if exc.detail:
+            print(exc.detail.rstrip(), file=sys.stderr)
         return EXIT_FAIL
     except OSError as exc:
         print(f"modelgen-watcher: cannot serve {settings.watch_dir}: {exc}", file=sys.stderr)
@@ -180,9 +186,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     with tempfile.TemporaryDirectory(prefix="modelgen-score-") as tmp:
         layout = Layout(Path(tmp), settings.names)
-        pipeline, _ = build_pipeline(settings.pipeline_settings(), layout)
+        pipeline, runner = build_pipeline(settings.pipeline_settings(), layout)
         fsio.atomic_write(layout.input(None), snap.data)
-        processed = pipeline.process(Request(None))
+        try:
+            processed = pipeline.process(Request(None))
+        finally:
+            runner.stop()  # a warm worker, if the runner keeps one, ends with the command
         if processed.outcome is not Outcome.ok:
             err = processed.error
             print(

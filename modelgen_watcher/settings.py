@@ -28,16 +28,18 @@ from pydantic import DirectoryPath, Field, ValidationError, field_validator, mod
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .modelside import REFERENCE
 from .runners.argv import PLACEHOLDERS, unknown_placeholders
 from .volume.names import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
 
 ENV_PREFIX = "MODELGEN_"
 
 REFERENCE_MODEL_CMD = (
-    f"{shlex.quote(sys.executable)} -m modelgen_watcher.reference_model "
+    f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(REFERENCE))} "
     "--workspace={workspace} --routefile={input} --dumpresponse={output_name}"
 )
-"""The embedded default: the reference model run as a subprocess in upstream's command-line shape."""
+"""The embedded model run as a script in upstream's command-line shape (``--runner subprocess``): by path,
+isolated (``-I -S``), so the watcher's own packages never enter the model's process."""
 
 _CASE_INSENSITIVE = ("log_level", "log_format")
 """Choices accepted in any case (lowered before they are checked)."""
@@ -141,6 +143,55 @@ class ModelSettings(_NamedFiles):
         le=1024**3,
         description="largest input read; a larger one gets an `invalid_input` status unread",
     )
+    runner: Literal["subprocess", "entry"] | None = Field(
+        default=None,
+        description="how the model runs: `subprocess` starts a process per request; `entry` keeps warm workers "
+        "that load the model once (`--model-entry`) and serve each request as a call: milliseconds",
+        json_schema_extra=_none_means("entry for the embedded model or with --model-entry, else subprocess"),
+    )
+    model_entry: str | None = Field(
+        default=None,
+        description="what warm workers load once: `MODULE_OR_PATH:FACTORY` (found from --model-cwd), or "
+        "`reference` for the embedded model; the factory's interface is in docs/runners.md",
+        json_schema_extra=_none_means("the embedded model's, when --model-cmd is not set"),
+    )
+    worker_max_requests: int = Field(
+        default=0, ge=0, description="requests a warm worker serves before a fresh one replaces it; 0: no limit"
+    )
+    worker_max_rss: int = Field(
+        default=0,
+        ge=0,
+        description="resident bytes past which a warm worker is replaced after its request; 0: no limit",
+    )
+    worker_start_timeout: float = Field(
+        default=60.0, gt=0, le=3600, description="seconds a warm worker has to load the model before start-up fails"
+    )
+
+    @field_validator("model_entry")
+    @classmethod
+    def _check_entry(cls, value: str | None) -> str | None:
+        if value is None or value == "reference":
+            return value
+        target, sep, name = value.rpartition(":")
+        if not (sep and target and name.isidentifier()):
+            raise ValueError(f"must be MODULE_OR_PATH:FACTORY or `reference`, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_runner(self) -> ModelSettings:
+        """An entry runner needs something to load; a subprocess runner cannot load an entry."""
+        if self.runner == "entry" and self.model_entry is None and self.model_cmd is not None:
+            raise ValueError("--runner: `entry` needs --model-entry, the factory its workers load")
+        if self.runner == "subprocess" and self.model_entry is not None:
+            raise ValueError("--model-entry: only the `entry` runner loads a factory (drop --runner subprocess)")
+        return self
+
+    @property
+    def runner_kind(self) -> Literal["subprocess", "entry"]:
+        """The runner in effect: as set, else ``entry`` for the embedded model or an entry, else ``subprocess``."""
+        if self.runner is not None:
+            return self.runner
+        return "entry" if self.model_entry is not None or self.model_cmd is None else "subprocess"
 
     @field_validator("model_cmd")
     @classmethod
@@ -180,9 +231,11 @@ class ModelSettings(_NamedFiles):
 
     @property
     def model_label(self) -> str:
-        """What meta.model says: the explicit name, ``reference``, or the model script's name."""
+        """What meta.model says: the explicit name, ``reference``, the entry's module, or the model script's name."""
         if self.model_name:
             return self.model_name
+        if self.model_entry not in (None, "reference") and self.runner_kind == "entry":
+            return Path(str(self.model_entry).rpartition(":")[0]).name
         if self.model_cmd is None:
             return "reference"
         argv = self.command_template

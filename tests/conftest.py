@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, DaemonFactory
+from tests.helpers import RUNNERS, Daemon, DaemonFactory
 
 # The polling observer is tested at 0.1 s so the suite stays quick; it is the same code path.
 OBSERVER_ARGS = {
@@ -25,6 +25,12 @@ def watch_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=sorted(OBSERVER_ARGS))
 def observer(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=RUNNERS)
+def runner(request: pytest.FixtureRequest) -> str:
+    """Each runner: the same test, through a process per request and through warm workers."""
     return str(request.param)
 
 
@@ -47,6 +53,6 @@ def daemon_factory(watch_dir: Path) -> Iterator[DaemonFactory]:
 
 
 @pytest.fixture
-def daemon(daemon_factory: DaemonFactory, observer: str) -> Daemon:
-    """A running daemon with the embedded reference model, for each observer."""
-    return daemon_factory(*OBSERVER_ARGS[observer])
+def daemon(daemon_factory: DaemonFactory, observer: str, runner: str) -> Daemon:
+    """A running daemon with the embedded reference model, for each observer and each runner."""
+    return daemon_factory(*OBSERVER_ARGS[observer], "--runner", runner)

@@ -136,6 +136,19 @@ def wait_error(watch_dir: Path, key: str | None, timeout: float = 30.0) -> dict[
     return wait_for(err, timeout, what=f"error status of {key}")
 
 
+RUNNERS = ("subprocess", "entry")
+"""Every runner the integration suite runs through (a parametrised fixture, ``runner``, in conftest)."""
+
+
+def fake_model_args(mode: str, *extra: str, runner: str = "subprocess") -> list[str]:
+    """The daemon's flags for tests/models/fake_model.py in ``mode``, under ``runner``: a process per request, or
+    warm workers that run its ``main`` per request (its ``create`` entry), with the same command line."""
+    cmd = fake_model_cmd(mode, *extra)
+    if runner == "entry":
+        return ["--runner", "entry", "--model-entry", f"{MODELS / 'fake_model.py'}:create", "--model-cmd", cmd]
+    return ["--model-cmd", cmd]
+
+
 def fake_model_cmd(mode: str, *extra: str) -> str:
     """The ``--model-cmd`` for tests/models/fake_model.py in ``mode``."""
     args = " ".join(shlex.quote(e) for e in extra)

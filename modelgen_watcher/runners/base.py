@@ -39,6 +39,17 @@ class RunReport:
         return self.exit_code == 0 and not (self.timed_out or self.cancelled or self.launch_error)
 
 
+class ModelLoadError(Exception):
+    """A runner's model cannot be loaded (a warm worker's factory raised, or it never became ready).
+
+    ``detail`` holds what the model printed or its traceback, for the operator.
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
 class ModelRunner(Protocol):
     """A strategy that runs a model on one job at a time per calling thread.
 

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import IO
 
 from ..logs import get_logger
-from . import procfs
 from .argv import render
 from .base import ModelJob, RunReport
-from .records import RUN_ID_ENV, RecordDir, RunRecord, stop_leftovers
+from .containment import Containment
+from .records import RUN_ID_ENV
 
 log = get_logger(__name__)
 
@@ -198,45 +198,15 @@ class SubprocessRunner:
         self._lock = threading.Lock()
         self._running: dict[str, _Run] = {}
         self._stopped = False
-        self._contained = False
-        self._records: RecordDir | None = None
-        self._boot_id: str | None = None
-        self._killed: set[int] = set()
-        self._record_warned = False
+        self._containment = Containment()
 
     # -- the ModelRunner interface -----------------------------------------
 
     def start(self, record_dir: Path) -> int:
-        """Take charge of model processes for one watch dir; returns how many leftover model groups were stopped.
-
-        Becomes the subreaper of our models' descendants, stops the model groups (and
-        their escaped descendants) that records in ``record_dir`` show an earlier,
-        killed daemon left running, and records runs there from now on. Call it once,
-        holding the watch dir's lock, before the first run, and only in a process that
-        starts no children of its own besides models (the daemon): from then on any
-        child that is not a running model counts as a model's leftover and is killed.
-        """
-        if not procfs.become_subreaper():
-            log.info("runner.no_subreaper", reason="descendants that leave a model's group cannot be stopped here")
-        self._contained = True
-        self._boot_id = procfs.boot_id()
-        try:
-            self._records = RecordDir.open(record_dir)
-        except OSError as exc:
-            log.error("runner.records_unusable", dir=str(record_dir), error=str(exc),
-                      consequence="models left running by a killed daemon are not stopped at the next start")
-            return 0
+        """Take charge of model processes for one watch dir (see ``containment``); returns leftover groups stopped."""
         with self._lock:
             ours = {run.pgid for run in self._running.values()}
-        try:
-            found = stop_leftovers(self._records, spare=ours)
-        except OSError as exc:
-            log.error("runner.leftovers_unchecked", dir=str(record_dir), error=str(exc))
-            return 0
-        if found.groups or found.processes:
-            log.warning("runner.leftovers_stopped", groups=found.groups, escaped=found.processes,
-                        reason="model processes of an earlier daemon that was killed")
-        return found.groups
+        return self._containment.take_charge(record_dir, spare=ours)
 
     def run(self, job: ModelJob) -> RunReport:
         """Run the model to completion, timeout or cancellation; nothing it started survives the return."""
@@ -245,7 +215,7 @@ class SubprocessRunner:
         if isinstance(launched, RunReport):
             return launched
         run = launched
-        self._record(run)
+        self._containment.record(run.pgid, run.run_id)
         streams = _Streams(run.proc)
         try:
             try:
@@ -257,7 +227,7 @@ class SubprocessRunner:
                             reason="a descendant that left the model's process group still held them")
         finally:
             streams.close()
-            self._unrecord(run)
+            self._containment.unrecord(run.pgid, run.run_id)
         return RunReport(
             exit_code=run.proc.returncode,
             duration_s=time.monotonic() - start,
@@ -268,30 +238,11 @@ class SubprocessRunner:
         )
 
     def reap_orphans(self) -> int:
-        """Reap zombie children, and kill leftovers of finished model runs; returns how many.
-
-        Once ``start()`` has run, orphaned descendants of models are re-parented to us.
-        A child that carries a model's ``MODELGEN_RUN_ID`` which is not a run in flight
-        is a leftover of a finished run and is killed. Any other child is only reaped
-        when it exits: as PID 1 in a container every orphan comes to us, and a process
-        an operator left running there (``kubectl exec -- sh -c 'task &'``) is not ours
-        to kill. Running models are left to their ``run()``: the lock keeps a
-        just-started model from being mistaken for an orphan.
-        """
-        handled = 0
+        """Reap zombie children, and kill leftovers of finished model runs (see ``containment``)."""
         with self._lock:
             running = {run.pgid for run in self._running.values()}
             live_ids = {run.run_id for run in self._running.values()}
-            for child in procfs.children(os.getpid()):
-                if child.pid in running:
-                    continue
-                if child.zombie:
-                    handled += self._reap(child.pid)
-                elif self._contained:
-                    run_id = procfs.environ_value(child.pid, RUN_ID_ENV)
-                    if run_id is not None and run_id not in live_ids:
-                        handled += self._kill_stray(child.pid)
-        return handled
+            return self._containment.sweep(running, live_ids)
 
     def stop(self) -> None:
         """Cancel every run in flight: TERM to each group, KILL after ``kill_grace``; refuse new runs."""
@@ -366,7 +317,7 @@ class SubprocessRunner:
     def _settle(self, run: _Run, streams: _Streams) -> bool:
         """Stop what the run left behind and give its pipes PIPE_GRACE to reach end of file; False if they did not."""
         deadline = time.monotonic() + PIPE_GRACE
-        settled = not self._contained
+        settled = not self._containment.active
         while True:
             if not settled:  # nothing killed or reaped this time, and the group is empty
                 settled = self.reap_orphans() == 0 and not _group_alive(run.pgid)
@@ -378,41 +329,3 @@ class SubprocessRunner:
             streams.pump(remaining if settled else min(remaining, POLL_INTERVAL))
 
     # -- helpers ------------------------------------------------------------
-
-    def _reap(self, pid: int) -> int:
-        try:
-            reaped, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        if not reaped:
-            return 0
-        self._killed.discard(pid)
-        return 1
-
-    def _kill_stray(self, pid: int) -> int:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            return 0
-        if pid not in self._killed:  # one line per stray, not one per sweep until it is reaped
-            self._killed.add(pid)
-            log.warning("model.escaped", pid=pid, action="killed",
-                        reason="it left a model's process group and outlived the model")
-        return 1
-
-    def _record(self, run: _Run) -> None:
-        if self._records is None:
-            return
-        st = procfs.read_stat(run.pgid)
-        record = RunRecord(run.pgid, st.start_time if st else None, self._boot_id, run.run_id)
-        try:
-            self._records.write(record)
-        except OSError as exc:
-            if not self._record_warned:
-                self._record_warned = True
-                log.warning("runner.record_failed", error=str(exc),
-                            consequence="a model running when the daemon is killed is not stopped at the next start")
-
-    def _unrecord(self, run: _Run) -> None:
-        if self._records is not None:
-            self._records.remove(RunRecord(run.pgid, None, None, run.run_id))

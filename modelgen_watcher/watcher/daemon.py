@@ -62,7 +62,7 @@ def build_pipeline(
     settings: WatcherSettings, layout: Layout, metrics: WatcherMetrics | None = None, readiness: Readiness | None = None
 ) -> tuple[Pipeline, ModelRunner]:
     """The pipeline and runner one settings object describes (shared by ``run`` and ``score``)."""
-    runner = runners.create(settings)
+    runner = runners.create(settings, layout.workspace, settings.workers)
     pipeline = Pipeline(
         layout,
         runner,

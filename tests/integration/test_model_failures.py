@@ -6,12 +6,22 @@ import sys
 
 import pytest
 
-from tests.helpers import MODELS, drop, fake_model_cmd, pid_alive, result_of, route, sha, wait_final, wait_for
+from tests.helpers import (
+    MODELS,
+    drop,
+    fake_model_args,
+    pid_alive,
+    result_of,
+    route,
+    sha,
+    wait_final,
+    wait_for,
+)
 
 
-def serve_next(daemon_factory, watch_dir, mode, *extra, key="bad"):
-    """Start a daemon with the fake model in ``mode``; score one request; return its final status."""
-    d = daemon_factory("--model-cmd", fake_model_cmd(mode, *extra), "--model-timeout", "2", "--kill-grace", "1")
+def serve_next(daemon_factory, watch_dir, mode, *extra, key="bad", runner="subprocess"):
+    """Start a daemon with the fake model in ``mode`` under ``runner``; score one request; return its final status."""
+    d = daemon_factory(*fake_model_args(mode, *extra, runner=runner), "--model-timeout", "2", "--kill-grace", "1")
     raw = drop(watch_dir, route(["", "turn-left"]), key=key)
     return d, wait_final(watch_dir, key, sha(raw))
 
@@ -25,8 +35,8 @@ def serve_next(daemon_factory, watch_dir, mode, *extra, key="bad"):
         ("nothing", "invalid_output", "wrote no output file"),
     ],
 )
-def test_model_failure_gives_error_status(daemon_factory, watch_dir, mode, kind, in_message):
-    d, st = serve_next(daemon_factory, watch_dir, mode)
+def test_model_failure_gives_error_status(daemon_factory, watch_dir, mode, kind, in_message, runner):
+    d, st = serve_next(daemon_factory, watch_dir, mode, runner=runner)
     assert st["state"] == "error"
     assert st["error"]["kind"] == kind
     assert in_message in st["error"]["message"]
@@ -35,26 +45,26 @@ def test_model_failure_gives_error_status(daemon_factory, watch_dir, mode, kind,
     assert d.proc.poll() is None
 
 
-def test_traceback_reaches_the_status_detail(daemon_factory, watch_dir):
-    _, st = serve_next(daemon_factory, watch_dir, "fail")
+def test_traceback_reaches_the_status_detail(daemon_factory, watch_dir, runner):
+    _, st = serve_next(daemon_factory, watch_dir, "fail", runner=runner)
     assert "RuntimeError: the model blew up on purpose" in st["error"]["message"]
     assert "Traceback" in st["error"]["detail"]
 
 
-def test_failure_removes_a_stale_result_of_an_older_input(daemon_factory, watch_dir, tmp_path):
+def test_failure_removes_a_stale_result_of_an_older_input(daemon_factory, watch_dir, tmp_path, runner):
     d = daemon_factory()
     good = drop(watch_dir, route([""]), key="k")
     assert wait_final(watch_dir, "k", sha(good))["state"] == "ok"
     d.stop()
-    _, st = serve_next(daemon_factory, watch_dir, "fail", key="k")
+    _, st = serve_next(daemon_factory, watch_dir, "fail", key="k", runner=runner)
     assert st["state"] == "error"
     # The error status is written first (so an ok status never stands without its result), then the stale result goes.
     wait_for(lambda: not (watch_dir / "gps_scored_route.k.json").exists(), 10, what="the stale result removed")
 
 
-def test_hanging_model_and_its_child_are_killed_at_the_timeout(daemon_factory, watch_dir, tmp_path):
+def test_hanging_model_and_its_child_are_killed_at_the_timeout(daemon_factory, watch_dir, tmp_path, runner):
     pidfile = tmp_path / "pids"
-    d, st = serve_next(daemon_factory, watch_dir, "hang", "--pidfile", str(pidfile))
+    d, st = serve_next(daemon_factory, watch_dir, "hang", "--pidfile", str(pidfile), runner=runner)
     assert st["error"]["kind"] == "model_timeout"
     assert "within 2 s" in st["error"]["message"]
     pids = [int(p) for p in pidfile.read_text().split()]
@@ -63,21 +73,21 @@ def test_hanging_model_and_its_child_are_killed_at_the_timeout(daemon_factory, w
     assert d.proc.poll() is None
 
 
-def test_model_ignoring_sigterm_is_killed(daemon_factory, watch_dir, tmp_path):
+def test_model_ignoring_sigterm_is_killed(daemon_factory, watch_dir, tmp_path, runner):
     pidfile = tmp_path / "pids"
-    _, st = serve_next(daemon_factory, watch_dir, "trapterm", "--pidfile", str(pidfile))
+    _, st = serve_next(daemon_factory, watch_dir, "trapterm", "--pidfile", str(pidfile), runner=runner)
     assert st["error"]["kind"] == "model_timeout"
     pids = [int(p) for p in pidfile.read_text().split()]
     wait_for(lambda: not any(pid_alive(p) for p in pids), 10, what="model processes gone")
 
 
-def test_chatty_model_does_not_deadlock(daemon_factory, watch_dir):
-    _, st = serve_next(daemon_factory, watch_dir, "chatty")
+def test_chatty_model_does_not_deadlock(daemon_factory, watch_dir, runner):
+    _, st = serve_next(daemon_factory, watch_dir, "chatty", runner=runner)
     assert st["state"] == "ok"
 
 
-def test_chatty_failing_model_keeps_the_tail_of_stderr(daemon_factory, watch_dir):
-    d = daemon_factory("--model-cmd", fake_model_cmd("chattyfail"), "--model-timeout", "20")
+def test_chatty_failing_model_keeps_the_tail_of_stderr(daemon_factory, watch_dir, runner):
+    d = daemon_factory(*fake_model_args("chattyfail", runner=runner), "--model-timeout", "20")
     raw = drop(watch_dir, route([""]), key="c")
     st = wait_final(watch_dir, "c", sha(raw))
     assert st["error"]["kind"] == "model_failed"
@@ -87,8 +97,8 @@ def test_chatty_failing_model_keeps_the_tail_of_stderr(daemon_factory, watch_dir
     assert d.proc.poll() is None
 
 
-def test_double_encoded_output_is_decoded(daemon_factory, watch_dir):
-    _, st = serve_next(daemon_factory, watch_dir, "double", key="dbl")
+def test_double_encoded_output_is_decoded(daemon_factory, watch_dir, runner):
+    _, st = serve_next(daemon_factory, watch_dir, "double", key="dbl", runner=runner)
     assert st["state"] == "ok"
     res = result_of(watch_dir, "dbl")
     assert isinstance(res, dict)

@@ -6,13 +6,13 @@ import signal
 
 import pytest
 
-from tests.helpers import drop, fake_model_cmd, must_status, pid_alive, read_json, route, sha, wait_final, wait_for
+from tests.helpers import drop, fake_model_args, must_status, pid_alive, read_json, route, sha, wait_final, wait_for
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_while_a_model_runs(daemon_factory, watch_dir, tmp_path, sig):
+def test_signal_while_a_model_runs(daemon_factory, watch_dir, tmp_path, sig, runner):
     pidfile = tmp_path / "pids"
-    d = daemon_factory("--model-cmd", fake_model_cmd("hang", "--pidfile", str(pidfile)), "--kill-grace", "2")
+    d = daemon_factory(*fake_model_args("hang", "--pidfile", str(pidfile), runner=runner), "--kill-grace", "2")
     raw = drop(watch_dir, route([""]), key="long")
     wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 20, what="model and child started")
     assert must_status(watch_dir, "long")["state"] == "running"
@@ -30,9 +30,9 @@ def test_signal_while_a_model_runs(daemon_factory, watch_dir, tmp_path, sig):
     assert wait_final(watch_dir, "long", sha(raw))["state"] == "ok"
 
 
-def test_model_ignoring_sigterm_still_allows_a_prompt_exit(daemon_factory, watch_dir, tmp_path):
+def test_model_ignoring_sigterm_still_allows_a_prompt_exit(daemon_factory, watch_dir, tmp_path, runner):
     pidfile = tmp_path / "pids"
-    d = daemon_factory("--model-cmd", fake_model_cmd("trapterm", "--pidfile", str(pidfile)))
+    d = daemon_factory(*fake_model_args("trapterm", "--pidfile", str(pidfile), runner=runner))
     drop(watch_dir, route([""]), key="stubborn")
     wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 20, what="model started")
     rc, seconds = d.stop()

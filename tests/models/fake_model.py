@@ -10,7 +10,8 @@ wrong shape), slow (sleep, then ok), trapterm (ignores SIGTERM while hanging), o
 chattyfail (megabytes of output, then exit 3), killwatcher (sends --signal to its parent,
 the watcher, then waits to be stopped), hugeoutput (a list of a million empty objects),
 diroutput (a directory where the output goes), fillup (writes its output until the disk is
-full, then exits 1).
+full, then exits 1), leak (keeps 40 MB more at every request it serves in a warm worker).
+--hang-marked hangs on inputs with "hang_me": true.
 --sleep waits before reading the input, --linger after starting any descendants;
 --pidfile appends the model's pid and those of the processes it starts, one a line.
 """
@@ -36,7 +37,22 @@ def score(doc):
     return {"routes": routes, "totalScores": totals}
 
 
-def main():
+_LEAKED = []  # type: list[bytearray]
+
+
+def create(workspace, argv):
+    """The entry form (``--runner entry --model-entry fake_model.py:create``): each request runs ``main`` in the
+    warm worker with the request's rendered command line, so every mode behaves as the script does."""
+
+    def score(job):
+        code = main(job.argv[2:])  # [python, fake_model.py, MODE, ...]
+        if code:
+            raise SystemExit(code)
+
+    return score
+
+
+def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("mode")
     p.add_argument("--input", required=True)
@@ -46,9 +62,10 @@ def main():
     p.add_argument("--pidfile")
     p.add_argument("--fail-marked", action="store_true", help="fail (exit 1) on inputs with \"fail_me\": true")
     p.add_argument("--signal", default="SIGTERM", help="what killwatcher sends to the watcher")
+    p.add_argument("--hang-marked", action="store_true", help='hang on inputs with "hang_me": true')
     p.add_argument("--kill-marked", action="store_true",
                    help="on inputs with \"kill_me\": true, behave as killwatcher; score the rest")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.pidfile:
         with open(a.pidfile, "a") as fh:
             fh.write(f"{os.getpid()}\n")
@@ -65,6 +82,12 @@ def main():
                 fh.write(f"{escaped.pid}\n")
     if a.linger:
         time.sleep(a.linger)
+    if a.hang_marked and doc.get("hang_me"):
+        time.sleep(3600)
+    if a.mode == "leak":
+        block = bytearray(40 * 1024 * 1024)
+        block[::4096] = b"\x01" * (len(block) // 4096)  # every page touched: resident, not just reserved
+        _LEAKED.append(block)
     if a.mode == "killwatcher" or (a.kill_marked and doc.get("kill_me")):
         os.kill(os.getppid(), getattr(signal, a.signal))
         time.sleep(3600)
@@ -106,7 +129,7 @@ def main():
             fh.write('{"routes": [' + ",".join(["{}"] * 1_000_000) + '], "totalScores": []}')
         elif a.mode == "badshape":
             json.dump({"routes": "nope"}, fh)
-        elif a.mode in ("orphan", "escape"):
+        elif a.mode in ("orphan", "escape", "leak"):
             json.dump(score(doc), fh)
         elif a.mode == "double":
             fh.write(json.dumps(json.dumps(score(doc))))

@@ -61,3 +61,13 @@ def test_the_check_sees_relative_and_absolute_imports(tmp_path, monkeypatch):
         "modelgen_watcher.watcher", "modelgen_watcher.watcher.daemon",
     ]
     assert "modelgen_watcher.server.client" in found and "modelgen_watcher.volume.fsio" in found
+
+
+@pytest.mark.parametrize("source", [n for n in _names(PACKAGE / "modelside") if not n.endswith("__init__.py")])
+def test_the_model_side_imports_the_standard_library_only(source):
+    """It runs on the model's interpreter, where neither this package nor its dependencies are installed."""
+    import sys
+
+    imported = {m.split(".")[0] for m in imported_modules(PACKAGE / source)}
+    outside = sorted(m for m in imported if m and m not in sys.stdlib_module_names and m != "__future__")
+    assert not outside, f"{source} imports {outside}: modelside/ may use the standard library only"

@@ -22,16 +22,19 @@ from modelgen_watcher.settings import (
     env_var,
 )
 
+WARM_FLAGS = ("--runner", "--model-entry", "--worker-max-requests", "--worker-max-rss", "--worker-start-timeout")
+"""Added with the warm runners (names fixed by the contract, but for the start timeout)."""
 FLAGS = {
     "run": {
         "--watch-dir", "--input-name", "--output-name", "--model-cmd", "--model-cwd", "--model-timeout",
         "--model-name", "--kill-grace", "--max-input-bytes", "--workers", "--observer", "--poll-interval",
         "--debounce", "--settle", "--rescan-interval", "--retention", "--once", "--log-format", "--log-level",
+        *WARM_FLAGS,
     },
     "health": {"--watch-dir", "--max-age"},  # it prints one line and logs nothing: no log flags
     "score": {
         "-o", "--output", "--model-cmd", "--model-cwd", "--model-timeout", "--model-name", "--kill-grace",
-        "--max-input-bytes", "--log-format", "--log-level",
+        "--max-input-bytes", "--log-format", "--log-level", *WARM_FLAGS,
     },
     "serve": {
         "--watch-dir", "--input-name", "--output-name", "--host", "--port", "--static-dir", "--max-input-bytes",

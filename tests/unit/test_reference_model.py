@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelgen_watcher.reference_model import BadRoute, main, score_route
+from modelgen_watcher.modelside.reference import BadRoute, main, score_route
 from tests.helpers import route
 
 

@@ -1,8 +1,12 @@
-"""The embedded reference model: scores each step from the TxDOT crash table, in upstream's command-line shape.
+"""The embedded reference model: scores each step from the TxDOT crash table, in two forms.
 
-It is run as a subprocess through the same model-command path as any other model, so
-the default configuration exercises the real machinery. Standard library only, so a
-run costs little more than the interpreter's start.
+- **Entry** (``create``), the default: the ``entry`` runner loads it once per warm worker
+  (``modelside/host.py``) and each request is a function call: milliseconds.
+- **Script** (``main``), in upstream's command-line shape (``--workspace --routefile
+  --dumpresponse [--datafile]``): what the ``subprocess`` runner starts per request.
+
+Both go through the same machinery as any other model. Standard library only and
+Python 3.7+, like everything in ``modelside/``: it runs on the model's side.
 
 Data: share of bicycle crashes that were *not* severe in Austin 2010-2017 (public
 TxDOT CRIS records, 2,213 complete rows), by intersection-related, daylight and
@@ -17,7 +21,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # (intersection, daylight, manner) -> (rows, share not severe)
 CRASH_TABLE: dict[tuple[int, int, int], tuple[int, float]] = {
@@ -86,6 +90,29 @@ def score_route(doc: Any) -> dict[str, Any]:
     return {"routes": routes, "totalScores": totals}
 
 
+def _score_file(routefile: Path, output: Path, prog: str) -> int:
+    """Read, score, write; on a bad route one line on stderr (the error status ends with it) and 1."""
+    try:
+        doc = json.loads(routefile.read_bytes())
+        result = score_route(doc)
+    except (OSError, ValueError) as exc:
+        print(f"{prog}: cannot score {routefile}: {exc}", file=sys.stderr)
+        return 1
+    output.write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+def create(workspace: str, argv: list[str]) -> Callable[[Any], None]:
+    """The entry form: nothing to load (the table is above); each request reads, scores and writes."""
+
+    def score(job: Any) -> None:
+        code = _score_file(Path(job.input), Path(job.output), "reference_model")
+        if code:
+            raise SystemExit(code)
+
+    return score
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="reference_model", description="Score a route from the TxDOT crash table (upstream's flags)."
@@ -95,15 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dumpresponse", required=True, help="output file, relative to --workspace")
     parser.add_argument("--datafile", help="accepted for upstream compatibility; the table is embedded")
     args = parser.parse_args(argv)
-    try:
-        doc = json.loads(args.routefile.read_bytes())
-        result = score_route(doc)
-    except (OSError, ValueError) as exc:
-        print(f"reference_model: cannot score {args.routefile}: {exc}", file=sys.stderr)
-        return 1
-    out = args.workspace / args.dumpresponse
-    out.write_text(json.dumps(result), encoding="utf-8")
-    return 0
+    return _score_file(args.routefile, args.workspace / args.dumpresponse, "reference_model")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,203 @@
+"""The model's side of a warm runner: load a model once, then score request after request.
+
+Started by the watcher as ``python3 host.py --entry MODULE_OR_PATH:FACTORY --workspace DIR
+--requests FD --replies FD -- ARG...``, on the model's own interpreter. Standard library
+only, Python 3.7+: nothing of the watcher is imported here.
+
+The entry is a factory, called once: ``factory(workspace, argv)`` returns a callable that
+scores one request, ``score(job)``, where ``job`` has ``input``, ``output``,
+``output_name``, ``workspace``, ``key`` and ``argv`` (the model command rendered for
+this request, if one is set). It must write ``job.output``; raising (or
+``sys.exit(n)``, n != 0) fails the request, and the next one is served.
+
+The protocol is JSON, one object a line, on two pipes of their own (``--requests``,
+``--replies``), so nothing the model prints can be mistaken for it:
+
+- host -> watcher, once: ``{"type": "ready", "pid", "python"}`` or
+  ``{"type": "failed", "error", "detail"}`` (the factory raised: the model cannot load);
+- watcher -> host: ``{"type": "run", "id", "input", "output", "output_name",
+  "workspace", "key", "argv"}``;
+- host -> watcher: ``{"type": "done", "id", "exit_code", "stdout_tail", "stderr_tail",
+  "rss_kb", "seconds"}``;
+- the watcher closes ``--requests`` (or sends ``{"type": "stop"}``) to end the host.
+
+What the model prints from Python during a request goes into that request's tails (the
+last TAIL_BYTES of each), so an error status shows its own traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import io
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+Score = Callable[[Any], None]
+Factory = Callable[[str, "list[str]"], Score]
+
+TAIL_BYTES = 16 * 1024
+
+
+class Job:
+    """One request, as the entry's ``score`` callable receives it."""
+
+    def __init__(self, msg: dict[str, Any]) -> None:
+        self.input = msg["input"]
+        self.output = msg["output"]
+        self.output_name = msg["output_name"]
+        self.workspace = msg["workspace"]
+        self.key = msg.get("key")
+        self.argv = list(msg.get("argv") or [])
+
+
+class _Tail(io.TextIOBase):
+    """A text stream that keeps only its last TAIL_BYTES characters (``.buffer`` takes bytes, as stdout's does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts: list[str] = []
+        self._size = 0
+        self.buffer = _BytesInto(self)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size > 2 * TAIL_BYTES:
+            joined = "".join(self._parts)[-TAIL_BYTES:]
+            self._parts, self._size = [joined], len(joined)
+        return len(text)
+
+    def text(self) -> str:
+        return "".join(self._parts)[-TAIL_BYTES:]
+
+
+class _BytesInto(io.RawIOBase):
+    """``sys.stdout.buffer`` during a request: bytes, decoded into the text tail."""
+
+    def __init__(self, tail: _Tail) -> None:
+        super().__init__()
+        self._tail = tail
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._tail.write(bytes(data).decode("utf-8", errors="replace"))
+        return len(data)
+
+
+def load_entry(spec: str) -> Factory:
+    """``MODULE:FACTORY`` (importable from the working directory) or ``PATH.py:FACTORY``."""
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name:
+        raise ValueError(f"the entry must be MODULE_OR_PATH:FACTORY, got {spec!r}")
+    if target.endswith(".py") or os.sep in target:
+        path = os.path.abspath(target)
+        module_spec = importlib.util.spec_from_file_location("modelgen_entry", path)
+        if module_spec is None or module_spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules["modelgen_entry"] = module
+        module_spec.loader.exec_module(module)
+    else:
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(target)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise AttributeError(f"{target} has no callable {name!r}")
+    return factory  # type: ignore[no-any-return]  # an attribute of a module loaded at run time
+
+
+def _rss_kb() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # kB on Linux: a high-water mark
+    except (ImportError, OSError):
+        return 0
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def serve_one(score: Score, msg: dict[str, Any]) -> dict[str, Any]:
+    """Run one request: its outcome, with what it printed from Python."""
+    out, err = _Tail(), _Tail()
+    started = time.monotonic()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            score(Job(msg))
+            code = 0
+        except SystemExit as exc:
+            code = _exit_code(exc)
+        except BaseException:  # noqa: BLE001 - any failure of the model is this request's, never the host's
+            traceback.print_exc()
+            code = 1
+    return {
+        "type": "done",
+        "id": msg["id"],
+        "exit_code": code,
+        "stdout_tail": out.text(),
+        "stderr_tail": err.text(),
+        "rss_kb": _rss_kb(),
+        "seconds": time.monotonic() - started,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="modelgen-host", description="A warm model worker (see the module doc).")
+    parser.add_argument("--entry", required=True)
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--requests", type=int, required=True, help="fd the watcher writes requests to")
+    parser.add_argument("--replies", type=int, required=True, help="fd this host writes replies to")
+    parser.add_argument("argv", nargs="*", help="the model command, rendered for this worker")
+    args = parser.parse_args(argv)
+    requests = os.fdopen(args.requests, "r", encoding="utf-8")
+    replies = os.fdopen(args.replies, "w", encoding="utf-8")
+
+    def send(msg: dict[str, Any]) -> None:
+        replies.write(json.dumps(msg) + "\n")
+        replies.flush()
+
+    try:
+        score = load_entry(args.entry)(args.workspace, list(args.argv))
+    except BaseException as exc:  # noqa: BLE001 - the watcher must hear why the model cannot load
+        detail = traceback.format_exc()[-8000:]
+        send({"type": "failed", "error": f"{type(exc).__name__}: {exc}", "detail": detail})
+        return 1
+    send({"type": "ready", "pid": os.getpid(), "python": platform.python_version()})
+    for line in requests:
+        msg = json.loads(line)
+        if msg.get("type") == "stop":
+            break
+        send(serve_one(score, msg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""Warm workers (the ``entry`` runner): model processes that load the model once and serve request after request.
+
+Each worker is the model's interpreter running ``modelside/host.py`` with an entry
+(``MODULE_OR_PATH:FACTORY``); the factory is called once, and every request is one call
+of what it returned. The watcher and a worker talk JSON lines over two pipes of their
+own (the protocol is in host.py), so what the model prints never mixes with it.
+
+- **Pool**: ``workers`` slots, each serving one request at a time, each with its own
+  workspace (``<workspace>/w<n>``, seeded from the shared one when first made), because
+  a model may rewrite its caches in place (upstream rewrites its pickle on every run).
+- **Start**: ``start()`` starts every worker and waits until each has loaded the model,
+  within ``start_timeout``, so the daemon reports ready only when requests can be
+  served; a model that cannot load is a ``ModelLoadError`` naming why.
+- **Containment**, as for one process per request (``containment``): every worker has
+  its own session and a run id, is recorded while alive, and its descendants are swept.
+  A request that outlives its timeout kills the worker's whole group
+  (``model_timeout``); a worker that dies gives its request ``model_failed`` with the
+  last lines of its stderr. Either way, and after ``max_requests`` requests or once its
+  resident memory passes ``max_rss`` bytes, the worker is replaced in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import queue
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..logs import get_logger
+from ..volume import fsio
+from .argv import render
+from .base import ModelJob, ModelLoadError, RunReport
+from .containment import Containment
+from .records import RUN_ID_ENV
+
+log = get_logger(__name__)
+
+TAIL_BYTES = 16 * 1024
+"""How much of a worker's own stdout and stderr is kept (for a crash, which leaves no reply)."""
+_EOF = "eof"
+"""What the reader thread queues when the worker's reply pipe ends: the worker is gone."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How to start a worker: the interpreter (with its flags), the entry, the model command, where."""
+
+    python: list[str]
+    entry: str
+    host: Path
+    template: list[str] = dataclasses.field(default_factory=list)
+    """The model command; rendered for the worker (its workspace) and again for each request."""
+    cwd: Path | None = None
+
+
+class _Tail:
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self._buf += chunk
+        if len(self._buf) > 2 * TAIL_BYTES:
+            del self._buf[:-TAIL_BYTES]
+
+    def text(self) -> str:
+        return bytes(self._buf[-TAIL_BYTES:]).decode("utf-8", errors="replace")
+
+
+class _Worker:
+    """One warm model process: its pipes, its reader thread, and what it has served."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], requests: IO[str], replies_fd: int, run_id: str,
+                 workspace: Path) -> None:
+        self.proc = proc
+        self.run_id = run_id
+        self.workspace = workspace
+        self.served = 0
+        self.rss_kb = 0
+        self._requests = requests
+        self._replies: queue.SimpleQueue[dict[str, Any] | str] = queue.SimpleQueue()
+        self.out, self.err = _Tail(), _Tail()
+        self._reader = threading.Thread(target=self._read, args=(replies_fd,), daemon=True,
+                                         name=f"worker-{proc.pid}")
+        self._reader.start()
+
+    @property
+    def pgid(self) -> int:
+        return self.proc.pid
+
+    def _read(self, replies_fd: int) -> None:
+        """Drain stdout and stderr (tails kept) and turn reply lines into queued messages, until the worker is gone."""
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        sel = selectors.DefaultSelector()
+        tails = {self.proc.stdout.fileno(): self.out, self.proc.stderr.fileno(): self.err}
+        for fd in (*tails, replies_fd):
+            sel.register(fd, selectors.EVENT_READ)
+        pending = b""
+        try:
+            while sel.get_map():
+                for key, _ in sel.select():
+                    try:
+                        chunk = os.read(key.fd, 65536)
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        sel.unregister(key.fd)
+                        if key.fd == replies_fd:
+                            self._replies.put(_EOF)
+                        continue
+                    if key.fd != replies_fd:
+                        tails[key.fd].feed(chunk)
+                        continue
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        self._replies.put(self._decode(line))
+        finally:
+            sel.close()
+            os.close(replies_fd)
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+    @staticmethod
+    def _decode(line: bytes) -> dict[str, Any] | str:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return _EOF  # a host that writes garbage to its reply pipe is broken: treat it as gone
+        return msg if isinstance(msg, dict) else _EOF
+
+    def send(self, msg: dict[str, Any]) -> bool:
+        try:
+            self._requests.write(json.dumps(msg) + "\n")
+            self._requests.flush()
+        except (OSError, ValueError):  # the worker is gone (broken pipe) or was retired (closed)
+            return False
+        return True
+
+    def receive(self, timeout: float) -> dict[str, Any] | str | None:
+        """The next reply, ``_EOF`` when the worker is gone, None after ``timeout``."""
+        try:
+            return self._replies.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def close_requests(self) -> None:
+        with contextlib.suppress(OSError):
+            self._requests.close()
+
+
+class WarmRunner:
+    """A pool of warm workers behind the ``ModelRunner`` interface (see the module docstring)."""
+
+    def __init__(self, spec: WorkerSpec, *, workspace: Path, workers: int = 1, kill_grace: float = 3.0,
+                 start_timeout: float = 60.0, max_requests: int = 0, max_rss: int = 0) -> None:
+        self.spec = spec
+        self.workspace = workspace
+        self.kill_grace = kill_grace
+        self.start_timeout = start_timeout
+        self.max_requests = max_requests
+        self.max_rss = max_rss
+        self._lock = threading.Lock()
+        self._slots: list[_Worker | None] = [None] * workers
+        self._idle: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for n in range(workers):
+            self._idle.put(n)
+        self._busy: dict[int, _Worker] = {}
+        self._cancelled: set[int] = set()
+        self._stopped = False
+        self._containment = Containment()
+
+    # -- the ModelRunner interface -----------------------------------------
+
+    def start(self, record_dir: Path) -> int:
+        """Take charge of model processes, then start every worker and wait until each has loaded the model."""
+        stopped = self._containment.take_charge(record_dir)
+        errors: list[ModelLoadError] = []
+
+        def fill(n: int) -> None:
+            try:
+                self._fill(n)
+            except ModelLoadError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=fill, args=(n,), name=f"worker-start-{n}") for n in range(len(self._slots))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            self.stop()
+            raise errors[0]
+        log.info("runner.workers_ready", workers=len(self._slots), entry=self.spec.entry)
+        return stopped
+
+    def run(self, job: ModelJob) -> RunReport:
+        """Serve ``job`` on an idle worker; the report says how it ended, as the subprocess runner's does."""
+        start = time.monotonic()
+        n = self._checkout(start + job.timeout)
+        if n is None:
+            return RunReport(exit_code=None, duration_s=time.monotonic() - start, cancelled=True)
+        worker = self._slots[n]
+        if worker is None or worker.proc.poll() is not None:
+            if worker is not None:  # it died while idle: its record and group go first
+                self._retire(worker, kill=True)
+            try:
+                worker = self._fill(n)
+            except ModelLoadError as exc:
+                self._idle.put(n)
+                return RunReport(exit_code=None, duration_s=time.monotonic() - start,
+                                 launch_error=str(exc), stderr_tail=exc.detail or "")
+        return self._serve(n, worker, job, start)
+
+    def reap_orphans(self) -> int:
+        """Reap zombies and kill what finished or replaced workers left (see ``containment``)."""
+        with self._lock:
+            live = [w for w in self._slots if w is not None]
+            return self._containment.sweep({w.pgid for w in live}, {w.run_id for w in live})
+
+    def stop(self) -> None:
+        """Retire every worker (requests in flight report ``cancelled``) and refuse new runs."""
+        with self._lock:
+            self._stopped = True
+            workers = [w for w in self._slots if w is not None]
+            self._cancelled.update(self._busy)
+            self._slots = [None] * len(self._slots)
+        for w in workers:
+            self._retire(w, kill=True)
+        for _ in range(len(self._slots)):  # wake runs waiting for a worker: they see the stop
+            self._idle.put(-1)
+
+    # -- one request ----------------------------------------------------------
+
+    def _checkout(self, deadline: float) -> int | None:
+        """An idle slot, or None once stopped (the scheduler never runs more requests than slots)."""
+        while not self._stopped:
+            try:
+                n = self._idle.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                continue
+            if n >= 0 and not self._stopped:
+                return n
+        return None
+
+    def _serve(self, n: int, worker: _Worker, job: ModelJob, start: float) -> RunReport:
+        try:  # made again if ``.modelgen`` was removed under the daemon; never followed through a symlink
+            fsio.ensure_private_dir(worker.workspace)
+        except (OSError, fsio.UnsafeFile) as exc:
+            self._idle.put(n)
+            return RunReport(exit_code=None, duration_s=time.monotonic() - start,
+                             launch_error=f"the worker's workspace cannot be used: {exc}")
+        local = dataclasses.replace(job, output_path=worker.workspace / job.output_name, workspace=worker.workspace)
+        msg = {
+            "type": "run", "id": secrets.token_hex(4), "input": str(local.input_path),
+            "output": str(local.output_path), "output_name": local.output_name, "workspace": str(worker.workspace),
+            "key": job.key, "argv": render(self.spec.template, local) if self.spec.template else [],
+        }
+        with self._lock:
+            self._busy[n] = worker
+        try:
+            reply = worker.receive(job.timeout) if worker.send(msg) else _EOF
+            while isinstance(reply, dict) and reply.get("id") != msg["id"]:  # a reply to an earlier, abandoned run
+                reply = worker.receive(start + job.timeout - time.monotonic())
+        finally:
+            with self._lock:
+                self._busy.pop(n, None)
+                cancelled = n in self._cancelled
+                self._cancelled.discard(n)
+        duration = time.monotonic() - start
+        if cancelled or self._stopped:
+            _discard(local.output_path)
+            return RunReport(exit_code=None, duration_s=duration, cancelled=True)
+        if not isinstance(reply, dict):  # timed out, or the worker died under the request
+            timed_out = reply is None
+            self._replace(n, worker, reason="timed out" if timed_out else "died")
+            _discard(local.output_path)
+            return RunReport(exit_code=worker.proc.returncode if not timed_out else None, duration_s=duration,
+                             timed_out=timed_out, stdout_tail=worker.out.text(), stderr_tail=worker.err.text())
+        worker.served += 1
+        worker.rss_kb = int(reply.get("rss_kb") or 0)
+        exit_code = int(reply.get("exit_code", 1))
+        if exit_code == 0 and local.output_path.exists():
+            os.replace(local.output_path, job.output_path)
+        else:
+            _discard(local.output_path)
+        self._after(n, worker)
+        return RunReport(exit_code=exit_code, duration_s=duration, stdout_tail=str(reply.get("stdout_tail") or ""),
+                         stderr_tail=str(reply.get("stderr_tail") or ""))
+
+    def _after(self, n: int, worker: _Worker) -> None:
+        """Back to the pool, unless it has served its share or grown too big: then a fresh one takes the slot."""
+        if self.max_requests and worker.served >= self.max_requests:
+            self._replace(n, worker, reason=f"served {worker.served} requests", graceful=True)
+        elif self.max_rss and worker.rss_kb * 1024 > self.max_rss:
+            self._replace(n, worker, reason=f"resident memory {worker.rss_kb * 1024} bytes", graceful=True)
+        else:
+            self._idle.put(n)
+
+    # -- workers ----------------------------------------------------------------
+
+    def _fill(self, n: int) -> _Worker:
+        """Start a worker into slot ``n``; retired at once if the runner stopped meanwhile (ModelLoadError)."""
+        worker = self._spawn(n)
+        with self._lock:
+            if not self._stopped:
+                self._slots[n] = worker
+                return worker
+        self._retire(worker, kill=True)
+        raise ModelLoadError("the runner is stopped")
+
+    def _spawn(self, n: int) -> _Worker:
+        """Start worker ``n`` and wait until it has loaded the model; ModelLoadError if it cannot."""
+        workspace = self._worker_workspace(n)
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        run_id = secrets.token_hex(16)
+        first = dataclasses.replace(_PROTO_JOB, workspace=workspace)
+        argv = [*self.spec.python, str(self.spec.host), "--entry", self.spec.entry, "--workspace", str(workspace),
+                "--requests", str(req_r), "--replies", str(rep_w), "--",
+                *(render(self.spec.template, first) if self.spec.template else [])]
+        try:
+            with self._lock:
+                if self._stopped:
+                    raise ModelLoadError("the runner is stopped")
+                proc = subprocess.Popen(
+                    argv, cwd=self.spec.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    pass_fds=(req_r, rep_w), start_new_session=True,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_ID_ENV: run_id},
+                )
+        except OSError as exc:
+            for fd in (req_r, req_w, rep_r, rep_w):
+                os.close(fd)
+            raise ModelLoadError(f"cannot start the model's interpreter {argv[0]!r}: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(req_r)
+                os.close(rep_w)
+        self._containment.record(proc.pid, run_id)
+        worker = _Worker(proc, os.fdopen(req_w, "w", encoding="utf-8"), rep_r, run_id, workspace)
+        hello = worker.receive(self.start_timeout)
+        if isinstance(hello, dict) and hello.get("type") == "ready":
+            log.info("worker.ready", slot=n, pid=proc.pid, python=hello.get("python"))
+            return worker
+        self._retire(worker, kill=True)
+        if isinstance(hello, dict) and hello.get("type") == "failed":
+            raise ModelLoadError(f"the model cannot load: {hello.get('error')}", str(hello.get("detail") or ""))
+        why = "did not load within" if hello is None else "exited before it was ready, within"
+        raise ModelLoadError(f"the model's worker {why} {self.start_timeout:g} s", worker.err.text()[-4000:])
+
+    def _worker_workspace(self, n: int) -> Path:
+        """``<workspace>/w<n>``; when first made, seeded with the shared workspace's files (the model's caches)."""
+        path = self.workspace / f"w{n}"
+        if not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            for entry in os.scandir(self.workspace):
+                if entry.is_file(follow_symlinks=False) and not entry.name.startswith(("modelgen-", ".")):
+                    shutil.copy2(entry.path, path / entry.name)
+        return path
+
+    def _replace(self, n: int, worker: _Worker, reason: str, graceful: bool = False) -> None:
+        """Retire ``worker`` and start its successor in slot ``n`` in the background."""
+        log.info("worker.replaced", slot=n, pid=worker.pgid, reason=reason)
+        with self._lock:
+            if self._slots[n] is worker:
+                self._slots[n] = None
+        self._retire(worker, kill=not graceful)
+
+        def refill() -> None:
+            try:
+                self._fill(n)
+            except ModelLoadError as exc:
+                if self._stopped:
+                    return
+                log.error("worker.start_failed", slot=n, error=str(exc))
+            self._idle.put(n)  # a slot without a worker starts one at its next request
+
+        threading.Thread(target=refill, name=f"worker-refill-{n}", daemon=True).start()
+
+    def _retire(self, worker: _Worker, *, kill: bool) -> None:
+        """End a worker: close its requests (it exits by itself) or TERM its group; KILL after ``kill_grace``."""
+        worker.close_requests()
+        if kill:
+            _signal_group(worker.pgid, signal.SIGTERM)
+        try:
+            worker.proc.wait(self.kill_grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(worker.pgid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.proc.wait(self.kill_grace)
+        _signal_group(worker.pgid, signal.SIGKILL)  # what is left in its group goes with it
+        self._containment.unrecord(worker.pgid, worker.run_id)
+
+
+_PROTO_JOB = ModelJob(Path(""), Path(""), Path(""), None, 0.0)
+"""Rendering the model command for a worker (not a request): per-request placeholders are empty."""
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

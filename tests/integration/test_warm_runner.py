@@ -1,0 +1,124 @@
+"""Warm workers (``--runner entry``): what only a long-lived model process can do wrong, and what it must do right.
+
+The shared behaviours (failures, hangs, chatty output, SIGTERM during a run, the
+reference model's requests) run through every runner in the other integration
+tests, by the ``runner`` fixture.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelgen_watcher.modelside import REFERENCE
+from tests.helpers import MODELS, drop, fake_model_args, route, sha, wait_final, wait_for
+
+FAKE_ENTRY = f"{MODELS / 'fake_model.py'}:create"
+
+
+def _pids(pidfile: Path) -> list[int]:
+    return [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []
+
+
+def test_a_factory_that_raises_is_a_clear_startup_error(daemon_factory, tmp_path):
+    bad = tmp_path / "broken_model.py"
+    bad.write_text("def create(workspace, argv):\n    raise RuntimeError('no weights in ' + workspace)\n")
+    d = daemon_factory("--runner", "entry", "--model-entry", f"{bad}:create", wait_ready=False)
+    assert d.proc is not None and d.proc.wait(60) == 1
+    log = d.log_text()
+    assert "the model cannot load: RuntimeError: no weights in" in log
+    assert "Traceback" in log and "broken_model.py" in log
+
+
+def test_a_worker_killed_between_requests_is_replaced(daemon_factory, watch_dir, tmp_path):
+    pidfile = tmp_path / "pids"
+    daemon_factory(*fake_model_args("ok", "--pidfile", str(pidfile), runner="entry"))
+    first = drop(watch_dir, route([""]), key="a")
+    assert wait_final(watch_dir, "a", sha(first))["state"] == "ok"
+    (worker,) = _pids(pidfile)
+    os.kill(worker, signal.SIGKILL)
+    second = drop(watch_dir, route(["turn-left"]), key="b")
+    assert wait_final(watch_dir, "b", sha(second))["state"] == "ok"
+    assert _pids(pidfile)[-1] != worker
+
+
+def test_a_hung_request_kills_its_worker_and_a_fresh_one_serves_the_next(daemon_factory, watch_dir, tmp_path):
+    pidfile = tmp_path / "pids"
+    daemon_factory(*fake_model_args("ok", "--hang-marked", "--pidfile", str(pidfile), runner="entry"),
+                   "--model-timeout", "1", "--kill-grace", "1")
+    hung = drop(watch_dir, {**route([""]), "hang_me": True}, key="hung")
+    assert wait_final(watch_dir, "hung", sha(hung))["error"]["kind"] == "model_timeout"
+    after = drop(watch_dir, route([""]), key="after")
+    assert wait_final(watch_dir, "after", sha(after))["state"] == "ok"
+    pids = _pids(pidfile)
+    assert len(set(pids)) == 2, pids  # the hung worker, then a fresh one
+
+
+def test_workers_are_recycled_after_max_requests(daemon_factory, watch_dir, tmp_path):
+    pidfile = tmp_path / "pids"
+    d = daemon_factory(*fake_model_args("ok", "--pidfile", str(pidfile), runner="entry"), "--worker-max-requests", "2")
+    for i in range(5):
+        raw = drop(watch_dir, route([""], lat0=30 + i / 100), key=f"r{i}")
+        assert wait_final(watch_dir, f"r{i}", sha(raw))["state"] == "ok"
+    pids = _pids(pidfile)
+    assert len(pids) == 5 and len(set(pids)) == 3, pids  # 2 + 2 + 1 requests per worker
+    assert [e["reason"] for e in d.events("worker.replaced")][:2] == ["served 2 requests"] * 2
+
+
+def test_a_leaking_worker_is_recycled_when_its_memory_passes_the_limit(daemon_factory, watch_dir, tmp_path):
+    pidfile = tmp_path / "pids"
+    d = daemon_factory(*fake_model_args("leak", "--pidfile", str(pidfile), runner="entry"),
+                       "--worker-max-rss", str(100 * 1024 * 1024))
+    for i in range(4):
+        raw = drop(watch_dir, route([""], lat0=30 + i / 100), key=f"l{i}")
+        assert wait_final(watch_dir, f"l{i}", sha(raw))["state"] == "ok"
+    assert len(set(_pids(pidfile))) >= 2
+    assert any("resident memory" in e["reason"] for e in d.events("worker.replaced"))
+
+
+def _score(route_file: Path, *args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "modelgen_watcher", "score", str(route_file), *args],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    doc: dict[str, Any] = json.loads(out)
+    doc.pop("meta")
+    return doc
+
+
+def test_the_reference_model_scores_identically_in_every_runner(tmp_path):
+    doc = {**route(["", "turn-left", "straight", "", "roundabout-right"], routes=3), "rider": {"daylight": False}}
+    route_file = tmp_path / "route.json"
+    route_file.write_text(json.dumps(doc))
+    assert _score(route_file, "--runner", "subprocess") == _score(route_file, "--runner", "entry")
+
+
+def _python37() -> str | None:
+    """A Python 3.7 that runs (pyenv's shim is on PATH even where 3.7 is not selected)."""
+    candidates = [shutil.which("python3.7"), *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.7*/bin/python3.7")))]
+    for python in filter(None, candidates):
+        if subprocess.run([python, "-c", "import sys; assert sys.version_info[:2] == (3, 7)"],
+                          capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+PYTHON37 = _python37()
+
+
+@pytest.mark.skipif(PYTHON37 is None, reason="no Python 3.7 on this machine (vermin checks the syntax in static-checks)")
+def test_the_model_side_runs_on_python_3_7(daemon_factory, watch_dir):
+    """Upstream's model is a Python 3.7 program: the worker loop and the reference entry run there too."""
+    assert PYTHON37 is not None
+    d = daemon_factory("--runner", "entry", "--model-entry", f"{REFERENCE}:create", "--model-cmd", PYTHON37)
+    raw = drop(watch_dir, route(["", "turn-left"]), key="old")
+    st = wait_final(watch_dir, "old", sha(raw))
+    assert st["state"] == "ok", st
+    assert wait_for(lambda: d.events("worker.ready"), 10)[0]["python"].startswith("3.7.")
