@@ -546,7 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         progress(f"bare model: {n} runs")
         rows.append(bench_bare_model(root, n, rng))
-        rows.append(bench_daemon(procs, root, "native", ["--observer", "native", "--debounce", "50"], n, 0.1, rng))
+        native = ["--observer", "native", "--debounce", "50"]
+        rows.append(bench_daemon(procs, root, "native, warm worker", [*native, "--runner", "entry"], n, 0.1, rng))
+        rows.append(bench_daemon(procs, root, "native, a process per request", [*native, "--runner", "subprocess"],
+                                 n, 0.1, rng))
         rows.append(
             bench_daemon(procs, root, "polling 0.1 s", ["--observer", "polling", "--poll-interval", "0.1"], n, 0.1, rng)
         )

@@ -39,7 +39,9 @@ class WatcherMetrics:
         self.errors = Counter(
             f"{PREFIX}_errors_total", "Requests that ended in an error status, by error kind.", ["kind"], registry=r
         )
-        self.model_runs = Counter(f"{PREFIX}_model_runs_total", "Model processes started.", registry=r)
+        self.model_runs = Counter(
+            f"{PREFIX}_model_runs_total", "Model runs: a process started, or a call in a warm worker.", registry=r
+        )
         self.model_seconds = Histogram(
             f"{PREFIX}_model_seconds", "Seconds spent in model runs.", buckets=SECONDS_BUCKETS, registry=r
         )
@@ -83,7 +85,7 @@ class WatcherMetrics:
             self.request_seconds.observe(seconds)
 
     def model_run(self, seconds: float) -> None:
-        """One model process ran (to its end, a timeout, a launch error or a cancellation)."""
+        """One model run ended (to its end, a timeout, a launch error or a cancellation)."""
         self.model_runs.inc()
         self.model_seconds.observe(seconds)
 
