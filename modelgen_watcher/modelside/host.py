@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import importlib
 import importlib.util
 import io
@@ -60,6 +61,9 @@ class Job:
 
 class _Tail(io.TextIOBase):
     """A text stream that keeps only its last TAIL_BYTES characters (``.buffer`` takes bytes, as stdout's does)."""
+
+    encoding = "utf-8"
+    errors = "replace"
 
     def __init__(self) -> None:
         super().__init__()
@@ -177,8 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replies", type=int, required=True, help="fd this host writes replies to")
     parser.add_argument("argv", nargs="*", help="the model command, rendered for this worker")
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a crash in C code leaves its traceback on stderr, which the watcher keeps
+    for fd in (args.requests, args.replies):  # a program the model starts must not inherit the protocol
+        os.set_inheritable(fd, False)
     requests = os.fdopen(args.requests, "r", encoding="utf-8")
     replies = os.fdopen(args.replies, "w", encoding="utf-8")
+    me = os.getpid()
 
     def send(msg: dict[str, Any]) -> None:
         replies.write(json.dumps(msg) + "\n")
@@ -195,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         msg = json.loads(line)
         if msg.get("type") == "stop":
             break
-        send(serve_one(score, msg))
+        reply = serve_one(score, msg)
+        if os.getpid() != me:  # a child the model forked returned from score: only the worker may answer
+            os._exit(0)
+        send(reply)
     return 0
 
 

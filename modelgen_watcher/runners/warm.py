@@ -65,16 +65,25 @@ class WorkerSpec:
 
 
 class _Tail:
+    """The last TAIL_BYTES of a worker's own stream, and how much it has seen, so one request's part can be told."""
+
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._lock = threading.Lock()
+        self.total = 0
 
     def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > 2 * TAIL_BYTES:
-            del self._buf[:-TAIL_BYTES]
+        with self._lock:
+            self._buf += chunk
+            self.total += len(chunk)
+            if len(self._buf) > 2 * TAIL_BYTES:
+                del self._buf[:-TAIL_BYTES]
 
-    def text(self) -> str:
-        return bytes(self._buf[-TAIL_BYTES:]).decode("utf-8", errors="replace")
+    def since(self, mark: int) -> str:
+        """What arrived after ``total`` was ``mark`` (as much of it as is still kept)."""
+        with self._lock:
+            new = min(self.total - mark, len(self._buf), TAIL_BYTES)
+            return bytes(self._buf[len(self._buf) - new:]).decode("utf-8", errors="replace") if new > 0 else ""
 
 
 class _Worker:
@@ -160,7 +169,14 @@ class _Worker:
 
 
 class WarmRunner:
-    """A pool of warm workers behind the ``ModelRunner`` interface (see the module docstring)."""
+    """A pool of warm workers behind the ``ModelRunner`` interface (see the module docstring).
+
+    Every worker is tracked in ``_live`` from the moment it is started until it is
+    retired: the orphan sweep spares it (a worker still loading the model is not a
+    leftover), and ``stop()`` ends it, whatever it is doing. A slot's index is in
+    ``_idle`` whenever no request holds it and no replacement is being started for it;
+    every path out of ``run()`` gives it back or hands it to the replacement.
+    """
 
     def __init__(self, spec: WorkerSpec, *, workspace: Path, workers: int = 1, kill_grace: float = 3.0,
                  start_timeout: float = 60.0, max_requests: int = 0, max_rss: int = 0) -> None:
@@ -175,6 +191,7 @@ class WarmRunner:
         self._idle: queue.SimpleQueue[int] = queue.SimpleQueue()
         for n in range(workers):
             self._idle.put(n)
+        self._live: dict[int, _Worker] = {}
         self._busy: dict[int, _Worker] = {}
         self._cancelled: set[int] = set()
         self._stopped = False
@@ -185,12 +202,12 @@ class WarmRunner:
     def start(self, record_dir: Path) -> int:
         """Take charge of model processes, then start every worker and wait until each has loaded the model."""
         stopped = self._containment.take_charge(record_dir)
-        errors: list[ModelLoadError] = []
+        errors: list[Exception] = []
 
         def fill(n: int) -> None:
             try:
                 self._fill(n)
-            except ModelLoadError as exc:
+            except Exception as exc:  # noqa: BLE001 - reported below, whatever it is
                 errors.append(exc)
 
         threads = [threading.Thread(target=fill, args=(n,), name=f"worker-start-{n}") for n in range(len(self._slots))]
@@ -200,7 +217,8 @@ class WarmRunner:
             t.join()
         if errors:
             self.stop()
-            raise errors[0]
+            first = errors[0]
+            raise first if isinstance(first, ModelLoadError) else ModelLoadError(f"cannot start a worker: {first}")
         log.info("runner.workers_ready", workers=len(self._slots), entry=self.spec.entry)
         return stopped
 
@@ -209,63 +227,93 @@ class WarmRunner:
         start = time.monotonic()
         n = self._checkout(start + job.timeout)
         if n is None:
-            return RunReport(exit_code=None, duration_s=time.monotonic() - start, cancelled=True)
-        worker = self._slots[n]
-        if worker is None or worker.proc.poll() is not None:
-            if worker is not None:  # it died while idle: its record and group go first
-                self._retire(worker, kill=True)
-            try:
-                worker = self._fill(n)
-            except ModelLoadError as exc:
+            timed_out = not self._stopped
+            return RunReport(exit_code=None, duration_s=time.monotonic() - start, cancelled=not timed_out,
+                             timed_out=timed_out, stderr_tail="no warm worker became free within the timeout")
+        handed_off = False
+        try:
+            report, handed_off = self._run_in(n, job, start)
+            return report
+        except Exception:
+            if self._stopped:
+                return RunReport(exit_code=None, duration_s=time.monotonic() - start, cancelled=True)
+            raise
+        finally:
+            if not handed_off:
                 self._idle.put(n)
-                return RunReport(exit_code=None, duration_s=time.monotonic() - start,
-                                 launch_error=str(exc), stderr_tail=exc.detail or "")
-        return self._serve(n, worker, job, start)
 
     def reap_orphans(self) -> int:
-        """Reap zombies and kill what finished or replaced workers left (see ``containment``)."""
+        """Reap zombies and kill what retired workers left (see ``containment``); live workers are spared."""
         with self._lock:
-            live = [w for w in self._slots if w is not None]
+            live = list(self._live.values())
             return self._containment.sweep({w.pgid for w in live}, {w.run_id for w in live})
 
     def stop(self) -> None:
-        """Retire every worker (requests in flight report ``cancelled``) and refuse new runs."""
+        """End every worker, loading, idle or busy (requests in flight report ``cancelled``); refuse new runs.
+
+        TERM to every group at once, KILL after one shared ``kill_grace``: a stop fits the
+        container's 10 s however many workers there are.
+        """
         with self._lock:
             self._stopped = True
-            workers = [w for w in self._slots if w is not None]
+            workers = list(self._live.values())
             self._cancelled.update(self._busy)
             self._slots = [None] * len(self._slots)
         for w in workers:
-            self._retire(w, kill=True)
+            w.close_requests()
+            _signal_group(w.pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_grace
+        for w in workers:
+            self._finish(w, deadline)
         for _ in range(len(self._slots)):  # wake runs waiting for a worker: they see the stop
             self._idle.put(-1)
 
     # -- one request ----------------------------------------------------------
 
     def _checkout(self, deadline: float) -> int | None:
-        """An idle slot, or None once stopped (the scheduler never runs more requests than slots)."""
+        """An idle slot; None once stopped or past ``deadline`` (the scheduler never runs more requests than slots)."""
         while not self._stopped:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
             try:
-                n = self._idle.get(timeout=max(0.05, deadline - time.monotonic()))
+                n = self._idle.get(timeout=remaining)
             except queue.Empty:
-                continue
+                return None
             if n >= 0 and not self._stopped:
                 return n
         return None
 
-    def _serve(self, n: int, worker: _Worker, job: ModelJob, start: float) -> RunReport:
+    def _run_in(self, n: int, job: ModelJob, start: float) -> tuple[RunReport, bool]:
+        """The request on slot ``n``; True beside the report when a replacement took the slot over."""
+        worker = self._slots[n]
+        if worker is None or worker.proc.poll() is not None:
+            if worker is not None:  # it died while idle: retired before its slot is filled again
+                with self._lock:
+                    self._slots[n] = None
+                self._retire(worker, kill=True)
+            try:
+                worker = self._fill(n)
+            except ModelLoadError as exc:
+                if self._stopped:
+                    return RunReport(exit_code=None, duration_s=time.monotonic() - start, cancelled=True), False
+                return RunReport(exit_code=None, duration_s=time.monotonic() - start, launch_error=str(exc),
+                                 stderr_tail=exc.detail or ""), False
         try:  # made again if ``.modelgen`` was removed under the daemon; never followed through a symlink
             fsio.ensure_private_dir(worker.workspace)
         except (OSError, fsio.UnsafeFile) as exc:
-            self._idle.put(n)
             return RunReport(exit_code=None, duration_s=time.monotonic() - start,
-                             launch_error=f"the worker's workspace cannot be used: {exc}")
+                             launch_error=f"the worker's workspace cannot be used: {exc}"), False
+        return self._serve(n, worker, job, start)
+
+    def _serve(self, n: int, worker: _Worker, job: ModelJob, start: float) -> tuple[RunReport, bool]:
         local = dataclasses.replace(job, output_path=worker.workspace / job.output_name, workspace=worker.workspace)
         msg = {
             "type": "run", "id": secrets.token_hex(4), "input": str(local.input_path),
             "output": str(local.output_path), "output_name": local.output_name, "workspace": str(worker.workspace),
             "key": job.key, "argv": render(self.spec.template, local) if self.spec.template else [],
         }
+        out_mark, err_mark = worker.out.total, worker.err.total
         with self._lock:
             self._busy[n] = worker
         try:
@@ -280,13 +328,20 @@ class WarmRunner:
         duration = time.monotonic() - start
         if cancelled or self._stopped:
             _discard(local.output_path)
-            return RunReport(exit_code=None, duration_s=duration, cancelled=True)
-        if not isinstance(reply, dict):  # timed out, or the worker died under the request
-            timed_out = reply is None
-            self._replace(n, worker, reason="timed out" if timed_out else "died")
+            return RunReport(exit_code=None, duration_s=duration, cancelled=True), False
+        if reply is None:  # timed out: the worker's whole group goes, a fresh worker takes the slot
             _discard(local.output_path)
-            return RunReport(exit_code=worker.proc.returncode if not timed_out else None, duration_s=duration,
-                             timed_out=timed_out, stdout_tail=worker.out.text(), stderr_tail=worker.err.text())
+            self._replace(n, worker, reason="timed out")
+            return RunReport(exit_code=None, duration_s=duration, timed_out=True,
+                             stdout_tail=worker.out.since(out_mark), stderr_tail=worker.err.since(err_mark)), True
+        if not isinstance(reply, dict):  # the worker ended under the request (its reply pipe may end first)
+            _discard(local.output_path)
+            code = _exit_code(worker.proc.pid, time.monotonic() + 1.0)  # read before the retirement reaps it
+            self._replace(n, worker, reason="ended during a request")
+            why = (f"the model's warm worker ended during the request ({_exit_words(code)})"
+                   if isinstance(code, int) else "the model's warm worker broke its reply pipe during the request")
+            return RunReport(exit_code=None, duration_s=duration, launch_error=why,
+                             stdout_tail=worker.out.since(out_mark), stderr_tail=worker.err.since(err_mark)), True
         worker.served += 1
         worker.rss_kb = int(reply.get("rss_kb") or 0)
         exit_code = int(reply.get("exit_code", 1))
@@ -294,18 +349,22 @@ class WarmRunner:
             os.replace(local.output_path, job.output_path)
         else:
             _discard(local.output_path)
-        self._after(n, worker)
-        return RunReport(exit_code=exit_code, duration_s=duration, stdout_tail=str(reply.get("stdout_tail") or ""),
-                         stderr_tail=str(reply.get("stderr_tail") or ""))
+        report = RunReport(
+            exit_code=exit_code, duration_s=duration,
+            stdout_tail=str(reply.get("stdout_tail") or "") + worker.out.since(out_mark),
+            stderr_tail=str(reply.get("stderr_tail") or "") + worker.err.since(err_mark),
+        )
+        return report, self._recycle(n, worker)
 
-    def _after(self, n: int, worker: _Worker) -> None:
-        """Back to the pool, unless it has served its share or grown too big: then a fresh one takes the slot."""
+    def _recycle(self, n: int, worker: _Worker) -> bool:
+        """Replace a worker that has served its share or grown too big; True when it was."""
         if self.max_requests and worker.served >= self.max_requests:
             self._replace(n, worker, reason=f"served {worker.served} requests", graceful=True)
-        elif self.max_rss and worker.rss_kb * 1024 > self.max_rss:
+            return True
+        if self.max_rss and worker.rss_kb * 1024 > self.max_rss:
             self._replace(n, worker, reason=f"resident memory {worker.rss_kb * 1024} bytes", graceful=True)
-        else:
-            self._idle.put(n)
+            return True
+        return False
 
     # -- workers ----------------------------------------------------------------
 
@@ -324,6 +383,7 @@ class WarmRunner:
         workspace = self._worker_workspace(n)
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
+        ours = {req_w, rep_r}  # the ends we keep; the worker's two are closed here once it has them
         run_id = secrets.token_hex(16)
         first = dataclasses.replace(_PROTO_JOB, workspace=workspace)
         argv = [*self.spec.python, str(self.spec.host), "--entry", self.spec.entry, "--workspace", str(workspace),
@@ -333,21 +393,21 @@ class WarmRunner:
             with self._lock:
                 if self._stopped:
                     raise ModelLoadError("the runner is stopped")
-                proc = subprocess.Popen(
-                    argv, cwd=self.spec.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                    pass_fds=(req_r, rep_w), start_new_session=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_ID_ENV: run_id},
-                )
-        except OSError as exc:
-            for fd in (req_r, req_w, rep_r, rep_w):
-                os.close(fd)
-            raise ModelLoadError(f"cannot start the model's interpreter {argv[0]!r}: {exc}") from exc
+                try:
+                    proc = subprocess.Popen(
+                        argv, cwd=self.spec.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, pass_fds=(req_r, rep_w), start_new_session=True,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_ID_ENV: run_id},
+                    )
+                except OSError as exc:
+                    raise ModelLoadError(f"cannot start the model's interpreter {argv[0]!r}: {exc}") from exc
+                worker = _Worker(proc, os.fdopen(req_w, "w", encoding="utf-8"), rep_r, run_id, workspace)
+                ours.clear()  # now the worker object's
+                self._live[proc.pid] = worker
         finally:
-            with contextlib.suppress(OSError):
-                os.close(req_r)
-                os.close(rep_w)
+            for fd in (req_r, rep_w, *ours):
+                os.close(fd)
         self._containment.record(proc.pid, run_id)
-        worker = _Worker(proc, os.fdopen(req_w, "w", encoding="utf-8"), rep_r, run_id, workspace)
         hello = worker.receive(self.start_timeout)
         if isinstance(hello, dict) and hello.get("type") == "ready":
             log.info("worker.ready", slot=n, pid=proc.pid, python=hello.get("python"))
@@ -356,7 +416,7 @@ class WarmRunner:
         if isinstance(hello, dict) and hello.get("type") == "failed":
             raise ModelLoadError(f"the model cannot load: {hello.get('error')}", str(hello.get("detail") or ""))
         why = "did not load within" if hello is None else "exited before it was ready, within"
-        raise ModelLoadError(f"the model's worker {why} {self.start_timeout:g} s", worker.err.text()[-4000:])
+        raise ModelLoadError(f"the model's worker {why} {self.start_timeout:g} s", worker.err.since(0)[-4000:])
 
     def _worker_workspace(self, n: int) -> Path:
         """``<workspace>/w<n>``; when first made, seeded with the shared workspace's files (the model's caches)."""
@@ -369,21 +429,25 @@ class WarmRunner:
         return path
 
     def _replace(self, n: int, worker: _Worker, reason: str, graceful: bool = False) -> None:
-        """Retire ``worker`` and start its successor in slot ``n`` in the background."""
+        """Take ``worker`` out of slot ``n``; in the background, retire it and start its successor.
+
+        The slot's index goes back to the pool when the successor is ready (or failed to
+        start: then the next request on that slot tries again and reports why).
+        """
         log.info("worker.replaced", slot=n, pid=worker.pgid, reason=reason)
         with self._lock:
             if self._slots[n] is worker:
                 self._slots[n] = None
-        self._retire(worker, kill=not graceful)
 
         def refill() -> None:
             try:
+                self._retire(worker, kill=not graceful)
                 self._fill(n)
-            except ModelLoadError as exc:
-                if self._stopped:
-                    return
-                log.error("worker.start_failed", slot=n, error=str(exc))
-            self._idle.put(n)  # a slot without a worker starts one at its next request
+            except Exception as exc:  # noqa: BLE001 - a failed refill must never lose the slot
+                if not self._stopped:
+                    log.error("worker.start_failed", slot=n, error=str(exc))
+            finally:
+                self._idle.put(n)
 
         threading.Thread(target=refill, name=f"worker-refill-{n}", daemon=True).start()
 
@@ -392,18 +456,53 @@ class WarmRunner:
         worker.close_requests()
         if kill:
             _signal_group(worker.pgid, signal.SIGTERM)
-        try:
-            worker.proc.wait(self.kill_grace)
-        except subprocess.TimeoutExpired:
+        self._finish(worker, time.monotonic() + self.kill_grace)
+
+    def _finish(self, worker: _Worker, deadline: float) -> None:
+        """Wait for the worker's exit until ``deadline``, KILL its group (the leader still unreaped, so the group
+        id is still ours), reap it, and forget it. Only the first caller does (``stop()`` and a worker's own
+        retirement can meet here): the group id is never signalled after the leader is reaped."""
+        with self._lock:
+            if self._live.pop(worker.proc.pid, None) is None:
+                return
+        if not _exited_by(worker.proc.pid, deadline):
             _signal_group(worker.pgid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                worker.proc.wait(self.kill_grace)
+            _exited_by(worker.proc.pid, time.monotonic() + self.kill_grace)
         _signal_group(worker.pgid, signal.SIGKILL)  # what is left in its group goes with it
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.proc.wait(self.kill_grace)
         self._containment.unrecord(worker.pgid, worker.run_id)
 
 
 _PROTO_JOB = ModelJob(Path(""), Path(""), Path(""), None, 0.0)
 """Rendering the model command for a worker (not a request): per-request placeholders are empty."""
+
+
+def _exited_by(pid: int, deadline: float) -> bool:
+    """Wait until ``pid`` (our child) has exited, without reaping it; False at ``deadline``."""
+    return _exit_code(pid, deadline) is not _STILL_RUNNING
+
+
+_STILL_RUNNING = object()
+
+
+def _exit_code(pid: int, deadline: float) -> int | object | None:
+    """How ``pid`` (our child) ended, without reaping it: its exit code, minus the signal that killed it,
+    None when it is already reaped (the code is gone), or _STILL_RUNNING at ``deadline``."""
+    while True:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return None
+        if info is not None:
+            return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        if time.monotonic() >= deadline:
+            return _STILL_RUNNING
+        time.sleep(0.01)
+
+
+def _exit_words(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

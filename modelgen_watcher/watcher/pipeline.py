@@ -95,9 +95,9 @@ def _exit_description(code: int) -> str:
 
 def failure_from_report(report: RunReport, timeout: float) -> RequestFailed | None:
     """The error a finished run amounts to, or None when it succeeded."""
-    if report.launch_error:
-        return RequestFailed(ErrorKind.model_failed, report.launch_error)
     detail = _tail_lines(report.stderr_tail) or _tail_lines(report.stdout_tail)
+    if report.launch_error:
+        return RequestFailed(ErrorKind.model_failed, report.launch_error, detail)
     if report.timed_out:
         return RequestFailed(
             ErrorKind.model_timeout,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from modelgen_watcher.modelside import REFERENCE
-from tests.helpers import MODELS, drop, fake_model_args, route, sha, wait_final, wait_for
+from tests.helpers import MODELS, drop, fake_model_args, fake_model_cmd, route, sha, wait_final, wait_for
 
 FAKE_ENTRY = f"{MODELS / 'fake_model.py'}:create"
 
@@ -122,3 +122,39 @@ def test_the_model_side_runs_on_python_3_7(daemon_factory, watch_dir):
     st = wait_final(watch_dir, "old", sha(raw))
     assert st["state"] == "ok", st
     assert wait_for(lambda: d.events("worker.ready"), 10)[0]["python"].startswith("3.7.")
+
+
+def _entry_file(tmp_path: Path, body: str) -> str:
+    """An entry module wrapping the fake model's (``body`` runs in the factory, ``_score`` per request)."""
+    path = tmp_path / "wrapped_model.py"
+    path.write_text(f"import os, sys, time\nsys.path.insert(0, {str(MODELS)!r})\nimport fake_model\n\n{body}\n")
+    return f"{path}:create"
+
+
+def test_a_worker_still_loading_is_not_taken_for_a_leftover(daemon_factory, watch_dir, tmp_path):
+    """The heartbeat's sweep spares a replacement that is loading the model (before: killed within a heartbeat)."""
+    entry = _entry_file(tmp_path, "def create(ws, argv):\n    time.sleep(1.5)\n    return fake_model.create(ws, argv)")
+    d = daemon_factory("--runner", "entry", "--model-entry", entry, "--model-cmd", fake_model_cmd("ok"),
+                       "--worker-max-requests", "1", env={"MODELGEN_HEARTBEAT_INTERVAL": "0.2"})
+    for i in range(3):
+        raw = drop(watch_dir, route([""], lat0=30 + i / 100), key=f"s{i}")
+        assert wait_final(watch_dir, f"s{i}", sha(raw), timeout=60)["state"] == "ok"
+    assert not d.events("model.escaped")
+
+
+def test_a_worker_that_exits_during_a_request_fails_it_plainly(daemon_factory, watch_dir, tmp_path):
+    """``os._exit(0)`` in a ported script: the request fails saying so, and a fresh worker serves the next one."""
+    entry = _entry_file(tmp_path, "def create(ws, argv):\n"
+                        "    def score(job):\n"
+                        "        if 'exit_me' in open(job.input).read():\n"
+                        "            print('leaving now', file=sys.stderr, flush=True)\n"
+                        "            os._exit(0)\n"
+                        "        fake_model.create(ws, argv)(job)\n"
+                        "    return score")
+    daemon_factory("--runner", "entry", "--model-entry", entry, "--model-cmd", fake_model_cmd("ok"))
+    gone = drop(watch_dir, {**route([""]), "exit_me": True}, key="gone")
+    st = wait_final(watch_dir, "gone", sha(gone))
+    assert st["error"]["kind"] == "model_failed"
+    assert "ended during the request (exit code 0)" in st["error"]["message"]
+    nxt = drop(watch_dir, route([""]), key="next")
+    assert wait_final(watch_dir, "next", sha(nxt))["state"] == "ok"
