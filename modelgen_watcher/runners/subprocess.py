@@ -4,7 +4,7 @@ How, in order of a run:
 
 - The model starts in a session (and process group) of its own, with a random run id
   in its environment (``MODELGEN_RUN_ID``) that everything it starts inherits.
-- The ``run()`` thread itself drains stdout and stderr (keeping the last TAIL_BYTES of
+- The ``run()`` thread itself drains stdout and stderr (keeping the last ``tail.TAIL_BYTES`` of
   each, so a chatty model never blocks) and waits for the exit in the same selector
   loop, on a pidfd where Linux has one: no thread is started per run.
 - A timeout (or ``stop()``) sends TERM to the group, then KILL after ``kill_grace``;
@@ -43,31 +43,15 @@ from .argv import render
 from .base import ModelJob, RunReport
 from .containment import Containment
 from .records import RUN_ID_ENV
+from .tail import Tail
 
 log = get_logger(__name__)
 
 PIPE_GRACE = 0.5
 """Seconds the output pipes get to reach end of file once the model's group is dead."""
-TAIL_BYTES = 16 * 1024
-"""How much of each stream is kept for the error status; the rest is read and dropped."""
 POLL_INTERVAL = 0.02
 """Seconds between checks where no pidfd tells us of the exit, and between sweeps for escaped descendants."""
 _CHUNK = 65536
-
-
-class _Tail:
-    """The last TAIL_BYTES of a stream (trimmed in batches, so megabytes cost little copying)."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > 2 * TAIL_BYTES:
-            del self._buf[:-TAIL_BYTES]
-
-    def text(self) -> str:
-        return bytes(self._buf[-TAIL_BYTES:]).decode("utf-8", errors="replace")
 
 
 def _open_pidfd(pid: int) -> int | None:
@@ -91,8 +75,8 @@ class _Streams:
         self._sel: selectors.BaseSelector = (
             selectors.PollSelector() if hasattr(selectors, "PollSelector") else selectors.DefaultSelector()
         )
-        self.out, self.err = _Tail(), _Tail()
-        self._pipes: dict[int, tuple[IO[bytes], _Tail]] = {}
+        self.out, self.err = Tail(), Tail()
+        self._pipes: dict[int, tuple[IO[bytes], Tail]] = {}
         for stream, tail in ((proc.stdout, self.out), (proc.stderr, self.err)):
             fd = stream.fileno()
             os.set_blocking(fd, False)

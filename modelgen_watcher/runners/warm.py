@@ -43,11 +43,10 @@ from .argv import render
 from .base import ModelJob, ModelLoadError, RunReport
 from .containment import Containment
 from .records import RUN_ID_ENV
+from .tail import Tail
 
 log = get_logger(__name__)
 
-TAIL_BYTES = 16 * 1024
-"""How much of a worker's own stdout and stderr is kept (for a crash, which leaves no reply)."""
 _EOF = "eof"
 """What the reader thread queues when the worker's reply pipe ends: the worker is gone."""
 
@@ -64,28 +63,6 @@ class WorkerSpec:
     cwd: Path | None = None
 
 
-class _Tail:
-    """The last TAIL_BYTES of a worker's own stream, and how much it has seen, so one request's part can be told."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._lock = threading.Lock()
-        self.total = 0
-
-    def feed(self, chunk: bytes) -> None:
-        with self._lock:
-            self._buf += chunk
-            self.total += len(chunk)
-            if len(self._buf) > 2 * TAIL_BYTES:
-                del self._buf[:-TAIL_BYTES]
-
-    def since(self, mark: int) -> str:
-        """What arrived after ``total`` was ``mark`` (as much of it as is still kept)."""
-        with self._lock:
-            new = min(self.total - mark, len(self._buf), TAIL_BYTES)
-            return bytes(self._buf[len(self._buf) - new:]).decode("utf-8", errors="replace") if new > 0 else ""
-
-
 class _Worker:
     """One warm model process: its pipes, its reader thread, and what it has served."""
 
@@ -98,7 +75,7 @@ class _Worker:
         self.rss_kb = 0
         self._requests = requests
         self._replies: queue.SimpleQueue[dict[str, Any] | str] = queue.SimpleQueue()
-        self.out, self.err = _Tail(), _Tail()
+        self.out, self.err = Tail(), Tail()
         self._reader = threading.Thread(target=self._read, args=(replies_fd,), daemon=True,
                                          name=f"worker-{proc.pid}")
         self._reader.start()

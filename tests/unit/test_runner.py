@@ -22,7 +22,8 @@ from modelgen_watcher.runners import procfs
 from modelgen_watcher.runners.argv import render as render_argv
 from modelgen_watcher.runners.base import ModelJob, RunReport
 from modelgen_watcher.runners.records import RUN_ID_ENV, RecordDir, RunRecord, UnsafeRecordDir
-from modelgen_watcher.runners.subprocess import PIPE_GRACE, TAIL_BYTES, SubprocessRunner
+from modelgen_watcher.runners.subprocess import PIPE_GRACE, SubprocessRunner
+from modelgen_watcher.runners.tail import TAIL_BYTES
 from tests.helpers import pid_alive, wait_for
 
 
