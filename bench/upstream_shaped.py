@@ -11,8 +11,9 @@ What one run measures, on throw-away temp directories, and prints as markdown ta
    - ``--runner subprocess``: a fresh process per request, as every other watcher runs
      a model;
    - ``--runner fork --preload pandas,sklearn,matplotlib``: a fork server imports those
-     once and forks a child per request that runs the unchanged script (skipped, and
-     said so, where this checkout's watcher has no fork runner);
+     once and forks a child per request that runs the unchanged script; and again with
+     the submodules the script imports preloaded too (skipped, and said so, where this
+     checkout's watcher has no fork runner);
    - ``--runner entry --model-entry bench/standin/model.py:create``: a warm worker
      prepares once and scores each request with the same function the script uses.
 
@@ -85,12 +86,14 @@ MAKE_DATA = STANDIN / "make_data.py"
 DEFAULT_BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 PICKLE = "human_read_dectree.pkl"
 """The stand-in's cache, as upstream names it: seeded into every setup's workspace."""
-DEFAULT_PRELOAD = "pandas,sklearn,matplotlib"
+DEFAULT_PRELOADS = ["pandas,sklearn,matplotlib", "pandas,sklearn.model_selection,sklearn.tree,matplotlib.pyplot"]
+"""The issue's list (top-level packages), and the modules the stand-in imports: a child still imports what its
+server did not (``sklearn`` alone leaves ``sklearn.tree``; ``matplotlib`` leaves ``pyplot``)."""
 REQUEST_TIMEOUT = 120.0
 """A process per request takes seconds here; a loaded 2-core machine can make it many."""
 START_TIMEOUT = 180.0
-TARGETS = {"fork": 3.0, "entry": 40.0}
-"""Median speed-up over subprocess each runner must reach (issue 9)."""
+FORK_TARGET, ENTRY_TARGET = 3.0, 40.0
+"""Median speed-up over subprocess each runner must reach (issue 9); fork's is judged on the issue's preload list."""
 
 
 @dataclass
@@ -100,6 +103,7 @@ class Setup:
     name: str
     label: str
     args: list[str]
+    target: float | None = None
     daemon: DaemonUnderTest | None = None
     samples: list[float] = field(default_factory=list)
     outputs: dict[str, bytes] = field(default_factory=dict)
@@ -240,9 +244,8 @@ def render(setups: list[Setup], base: Setup) -> str:
             same = sum(1 for sha, out in s.outputs.items() if base.outputs.get(sha) == out)
             common = sum(1 for sha in s.outputs if sha in base.outputs)
             notes.append(f"output identical to subprocess: {same}/{common}")
-            target = TARGETS.get(s.name)
-            if target is not None and ratio is not None:
-                notes.append(f"target >= {target:g}x: {'met' if ratio >= target else 'MISSED'}")
+            if s.target is not None and ratio is not None:
+                notes.append(f"target >= {s.target:g}x: {'met' if ratio >= s.target else 'MISSED'}")
         if s.timeouts:
             notes.append(f"{s.timeouts} request(s) timed out after {REQUEST_TIMEOUT:g} s")
         notes.append(s.model_side)
@@ -261,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench-python", type=Path, default=DEFAULT_BENCH_PYTHON,
                         help="the stand-in's interpreter, with pandas, scikit-learn and matplotlib "
                              "(default .venv-bench/bin/python, made by `make bench-venv`)")
-    parser.add_argument("--preload", default=DEFAULT_PRELOAD, help=f"the fork runner's --preload ({DEFAULT_PRELOAD})")
+    parser.add_argument("--preload", action="append",
+                        help="a fork setup's --preload; repeat for several setups (default: "
+                             + " and ".join(DEFAULT_PRELOADS) + ")")
     parser.add_argument("--runners", default="subprocess,fork,entry",
                         help="which setups to run, comma-separated (subprocess is always run: it is the baseline)")
     parser.add_argument("--phase-runs", type=int, default=3, help="fresh processes timing the phases (default 3)")
@@ -296,13 +301,16 @@ def main(argv: list[str] | None = None) -> int:
                         ["--runner", "subprocess", *common])]
         if "fork" in wanted:
             if fork_runner_available():
-                setups.append(Setup("fork", f"`--runner fork --preload {args.preload}`: a forked child per request",
-                                    ["--runner", "fork", "--preload", args.preload, *common]))
+                for n, preload in enumerate(args.preload or DEFAULT_PRELOADS):
+                    setups.append(Setup(f"fork{n}", f"`--runner fork --preload {preload}`: a forked child per request",
+                                        ["--runner", "fork", "--preload", preload, *common],
+                                        target=FORK_TARGET if n == 0 else None))
             else:
                 notes.append("fork: not measured, this checkout's watcher has no `--runner fork` yet")
         if "entry" in wanted:
             setups.append(Setup("entry", "`--runner entry --model-entry model.py:create`: a warm worker",
-                                ["--runner", "entry", "--model-entry", f"{MODEL}:create", *common]))
+                                ["--runner", "entry", "--model-entry", f"{MODEL}:create", *common],
+                                target=ENTRY_TARGET))
         for s in setups:
             start(procs, root, s, pickle)
 
