@@ -249,7 +249,6 @@ def render(setups: list[Setup], base: Setup) -> str:
         if s.timeouts:
             notes.append(f"{s.timeouts} request(s) timed out after {REQUEST_TIMEOUT:g} s")
         notes.append(s.model_side)
-        assert s.daemon is not None and s.daemon.proc is not None
         body.append([
             s.label, f"{median:.0f}", f"{p95(s.samples):.0f}", f"{max(s.samples):.0f}",
             "1x" if s is base else (f"{ratio:.1f}x lower" if ratio is not None else "-"), "; ".join(notes),

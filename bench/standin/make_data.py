@@ -2,8 +2,8 @@
 
 Why generated: the benchmark needs a model that *prepares* a real-sized table on every
 run, as upstream's does, without shipping (or fetching) upstream's data file. The rows
-are made from the published crash table's counts (docs/runners.md and the embedded
-reference model carry it): 2,213 complete rows whose three binary features and
+are made from the published crash table's counts (``CRASH_TABLE`` of the embedded
+reference model): 2,213 complete rows whose three binary features and
 severity reproduce each cell's row count and share of crashes that were not severe,
 plus 19 incomplete rows the model must drop: 2,232 data rows, as in the TxDOT export
 upstream uses. Like that export it has 25 columns, most of them text the model parses
@@ -12,8 +12,9 @@ or ignores, and a few lines of preamble before the header.
 Deterministic: the same seed writes the same bytes, so every setup of the benchmark
 prepares the same table.
 
-Standard library only: the benchmark (the watcher's venv) writes it, the stand-in (the
-bench venv) reads it. Run: ``python bench/standin/make_data.py OUT.csv [--seed N]``.
+Run on the watcher's venv (the table is the package's), by the benchmark or as
+``.venv/bin/python bench/standin/make_data.py OUT.csv [--seed N]``; the stand-in (the
+bench venv) only reads the CSV.
 """
 
 from __future__ import annotations
@@ -23,17 +24,7 @@ import csv
 import random
 from pathlib import Path
 
-CELLS: dict[tuple[int, int, int], tuple[int, float]] = {
-    (0, 0, 0): (45, 0.955556),
-    (0, 0, 1): (228, 0.789474),
-    (0, 1, 0): (231, 0.939394),
-    (0, 1, 1): (361, 0.889197),
-    (1, 0, 0): (173, 0.907514),
-    (1, 0, 1): (176, 0.880682),
-    (1, 1, 0): (486, 0.911523),
-    (1, 1, 1): (513, 0.896686),
-}
-"""(intersection, daylight, manner) -> (complete rows, share not severe): the public crash table."""
+from modelgen_watcher.modelside.reference import CRASH_TABLE
 
 INCOMPLETE_ROWS = 19
 """Rows with one feature unknown (2,232 in the export, 2,213 complete)."""
@@ -103,11 +94,11 @@ def _row(rng: random.Random, crash_id: int, intersection: str, light: str, manne
 
 
 def rows(seed: int = DEFAULT_SEED) -> list[list[str]]:
-    """Every data row, shuffled; the complete ones reproduce CELLS exactly."""
+    """Every data row, shuffled; the complete ones reproduce CRASH_TABLE exactly."""
     rng = random.Random(seed)
     out: list[list[str]] = []
-    ids = iter(rng.sample(range(11_000_000, 15_000_000), sum(n for n, _ in CELLS.values()) + INCOMPLETE_ROWS))
-    for (i, d, m), (n, share) in sorted(CELLS.items()):
+    ids = iter(rng.sample(range(11_000_000, 15_000_000), sum(n for n, _ in CRASH_TABLE.values()) + INCOMPLETE_ROWS))
+    for (i, d, m), (n, share) in sorted(CRASH_TABLE.items()):
         not_severe = round(n * share)
         for k in range(n):
             severity = rng.choice(NOT_SEVERE) if k < not_severe else rng.choice(SEVERE)
