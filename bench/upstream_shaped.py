@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes()
     notes: list[str] = []
     t_start = time.monotonic()
+    load_start = os.getloadavg()[0]
     try:
         versions = check_bench_python(python)
         datafile = make_datafile(root)
@@ -357,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         f"seeded with one tree (a cold run trained it in {cold:.1f} s); output compared = the published result "
         f"without `meta`, every round (warm-up included). Stand-in on {versions}. "
         + "".join(f"{n}. " for n in notes)
-        + f"{os.cpu_count()} CPUs, {time.monotonic() - t_start:.0f} s."
+        + f"{os.cpu_count()} CPUs, load average {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end "
+        f"(1 min), {time.monotonic() - t_start:.0f} s."
     )
     return 0
 
