@@ -118,14 +118,14 @@ class Setup:
 
 
 def fork_runner_available() -> bool:
-    """Whether this checkout's watcher offers ``--runner fork`` (it is being written as this bench is)."""
+    """Whether this checkout's watcher offers ``--runner fork`` (checkouts before it landed have none)."""
     done = subprocess.run([sys.executable, "-m", "modelgen_watcher", "run", "--help"],
                           capture_output=True, text=True, check=False)
     return re.search(r"\bfork\b", done.stdout) is not None and "--preload" in done.stdout
 
 
 def check_bench_python(python: Path) -> str:
-    """The bench venv's Python version; BenchError saying how to make it when it is missing or incomplete."""
+    """The bench venv's Python and package versions; BenchError saying how to make it when missing or incomplete."""
     probe = "import sys, pandas, sklearn, matplotlib; print(sys.version.split()[0], pandas.__version__, " \
             "sklearn.__version__, matplotlib.__version__)"
     try:
