@@ -200,8 +200,8 @@ step "the cyclesafe target: a stand-in checkout, the model on $MODEL_PYTHON_IMAG
 cp -r tests/containers/cyclesafe-standin "$WORK/modelgen"
 mkdir "$WORK/modelgen/data"
 python3 tests/containers/crash_rows.py "$WORK/modelgen/data/txdot_cris_20170427.csv"
-# compose.cyclesafe.yaml as the README runs it; MODEL_PRELOAD: the stand-in imports no matplotlib or seaborn.
-export MODELGEN_CHECKOUT="$WORK/modelgen" MODEL_PRELOAD=pandas,sklearn
+# compose.cyclesafe.yaml as the README runs it.
+export MODELGEN_CHECKOUT="$WORK/modelgen"
 compose -f compose.yaml -f compose.cyclesafe.yaml up -d --build
 has_healthcheck yoinkbird/cs_modelgen:cyclesafe
 wait_healthy "$MODELGEN"
