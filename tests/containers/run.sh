@@ -20,7 +20,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-eval "$(scripts/podman-setup.sh)"
+eval "$(scripts/podman-setup.sh --model-base)"
 
 PROJECT="${PROJECT:-cstest}"
 export CS_PORT="${CS_PORT:-18009}"
