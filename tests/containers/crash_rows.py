@@ -6,6 +6,10 @@ Each cell of the table (intersection, daylight, manner) becomes its row count of
 round(rows x share) of them not severe, so a tree fitted on the rows predicts the table's
 shares (to the 6 digits the table gives them). Standard library only: the container test
 runs it with the machine's python3, the package put on ``sys.path`` by hand.
+
+(``bench/standin/make_data.py`` writes the same crashes as a TxDOT-shaped export, whose
+preparation is part of what the benchmark measures; the container's stand-in needs only
+the four columns it fits on.)
 """
 
 import csv
