@@ -36,7 +36,7 @@ KUBE_TAGS=("yoinkbird/cs_modelgen:$VERSION" "yoinkbird/cs_server:$VERSION")
 STANDIN_SCORES='[0.939394, 0.911523]'  # the stand-in's tree, fitted on the crash rows, predicts the table's shares
 WORK="$(mktemp -d)"
 compose() { podman-compose -p "$PROJECT" "$@" >"$WORK/compose.log" 2>&1 || { cat "$WORK/compose.log"; return 1; }; }
-step() { echo "== $*"; }
+step() { echo "== [${SECONDS}s] $*"; }
 fail() {
   echo "FAIL: $*"
   for c in "$MODELGEN" "$SERVER" "$POD-modelgen" "$POD-server"; do podman logs "$c" 2>&1 | tail -20 || true; done
