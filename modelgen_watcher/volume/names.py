@@ -49,6 +49,13 @@ def is_valid_key(key: str) -> bool:
     return bool(_KEY_RE.fullmatch(key)) and key not in RESERVED_KEYS
 
 
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot name a request, in words for an error message; None when it can."""
+    if is_valid_key(key):
+        return None
+    return f"key must match {KEY_PATTERN} and not be one of {sorted(RESERVED_KEYS)}"
+
+
 def _split_suffix(name: str) -> tuple[str, str]:
     """Split at the last dot: ``gps_input_route.json`` -> (``gps_input_route``, ``.json``)."""
     dot = name.rfind(".")
