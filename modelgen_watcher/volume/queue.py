@@ -1,15 +1,21 @@
 """The newest requests on the volume, read cheaply enough to be asked every second.
 
 A watch dir can hold tens of thousands of request files. Reading each status file to
-find the newest would cost a file read per request per look; here one ``scandir``
-lists the names (no read), only inputs and statuses are ``stat``-ed, and only the
-newest ``limit`` statuses are read, each once: a status is read again only when its
-file changed (another inode, mtime or size; the watcher replaces it by rename). When
-the directory itself did not change since the last scan (its mtime, which every
-rename updates), the scan is skipped; a directory changed within the last
-``RACY_S`` is always rescanned, because a coarse mtime could hide a second change in
-the same tick. One scan runs at a time, and callers within ``MIN_INTERVAL_S`` of the
-last share its answer, so many viewers cost what one costs.
+find the newest would cost a read and a parse per request per look; here one
+``scandir`` lists the names (classified by ``Names.request_file``, string tests only),
+the statuses are ``stat``-ed (inputs only where they say something: a request with no
+status yet, or one shown), and only the newest ``limit`` statuses are read, each
+again only when its file changed (another inode, mtime or size: the watcher replaces
+a status by rename). When the directory itself did not change since the last scan
+(its mtime, which every rename and removal updates), the scan is skipped; a directory
+changed within the last ``RACY_S`` is always rescanned, because a coarse mtime could
+hide a second change in the same tick. One scan runs at a time, and callers within
+``MIN_INTERVAL_S`` of the last share its answer, so many viewers cost what one costs.
+``bench/page.py`` measures each case on 10,000 requests.
+
+An input rewritten in place (not by rename) does not change the directory: it shows
+when its status does. A request published again is sorted by its status's time, so an
+old one republished may stay below the newest ``limit`` until the watcher picks it up.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .documents import read_status
-from .names import Layout, Request
+from .names import Layout
 from .schemas import Status
 
 DEFAULT_LIMIT = 100
@@ -119,46 +125,43 @@ class RecentRequests:
 
     def _scan(self, now: float) -> Snapshot:
         self.scans += 1
-        files = self._list()
+        statuses, inputs = self._list()
+        # Requests still waiting have an input and no status yet: only their inputs are stat-ed.
+        files: dict[str | None, _Files] = {key: _Files(status=st) for key, st in statuses.items()}
+        for key, dirent in inputs.items():
+            if key not in files:
+                st = _stat(dirent)
+                if st is not None:
+                    files[key] = _Files(input=st)
         newest = heapq.nlargest(self.limit, files.items(), key=lambda kv: _updated(kv[1]))
         keep: dict[str | None, _Cached] = {}
         entries = []
         for key, found in newest:
+            if found.input is None and key in inputs:  # shown: whether its input was published again matters
+                found.input = _stat(inputs[key])
             entries.append(self._entry(key, found, keep))
         self._statuses = keep  # only the shown statuses stay cached: memory stays at `limit` documents
+        entries.sort(key=lambda e: e.updated_ns, reverse=True)
         return Snapshot(entries, len(files), now)
 
-    def _list(self) -> dict[str | None, _Files]:
-        names = self.layout.names
-        legacy_status = names.status(None)
-        files: dict[str | None, _Files] = {}
+    def _list(self) -> tuple[dict[str | None, os.stat_result], dict[str | None, os.DirEntry[str]]]:
+        """Every status, stat-ed, and every input, not yet: most inputs have a status that says more."""
+        request_file = self.layout.names.request_file
+        statuses: dict[str | None, os.stat_result] = {}
+        inputs: dict[str | None, os.DirEntry[str]] = {}
         with os.scandir(self.layout.root) as it:
             for dirent in it:
-                name = dirent.name
-                if name.startswith("."):
+                found = request_file(dirent.name)
+                if found is None:
                     continue
-                parsed = names.parse(name)
-                if isinstance(parsed, Request):
-                    key, is_input = parsed.key, True
-                elif name == legacy_status:
-                    key, is_input = None, False
-                else:
-                    key = names.output_key(name)
-                    if key is None or name != names.status(key):
-                        continue  # a result, or no request's file at all
-                    is_input = False
-                try:
-                    st = dirent.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # removed since it was listed
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                slot = files.setdefault(key, _Files())
+                key, is_input = found
                 if is_input:
-                    slot.input = st
+                    inputs[key] = dirent
                 else:
-                    slot.status = st
-        return files
+                    st = _stat(dirent)
+                    if st is not None:
+                        statuses[key] = st
+        return statuses, inputs
 
     def _entry(self, key: str | None, found: _Files, keep: dict[str | None, _Cached]) -> Entry:
         updated = _updated(found)
@@ -176,6 +179,15 @@ class RecentRequests:
         if cached.status is None:
             return Entry(key, "unreadable", updated, newer)
         return Entry(key, cached.status.state.value, updated, newer, cached.status)
+
+
+def _stat(dirent: os.DirEntry[str]) -> os.stat_result | None:
+    """A regular file's stat, or None (gone since listed, or not a regular file)."""
+    try:
+        st = dirent.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def _updated(found: _Files) -> int:
