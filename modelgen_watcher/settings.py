@@ -350,8 +350,9 @@ class ServerSettings(_NamedFiles):
     port: int = Field(default=8009, ge=0, le=65535, description="port to listen on; 0 picks a free one")
     static_dir: DirectoryPath | None = Field(
         default=None,
-        description="folder of static files answered to other GETs; `/` is `directions.html`",
-        json_schema_extra=_none_means("none, only the API is served"),
+        description="folder of static files answered to other GETs; `/` is `directions.html` (the built-in page "
+        "stays at `/ui/`)",
+        json_schema_extra=_none_means("none: `/` is the built-in page"),
     )
     max_input_bytes: int = Field(
         default=DEFAULT_MAX_INPUT_BYTES, ge=1, le=1024**3, description="largest upload accepted; a larger one gets 413"
