@@ -160,6 +160,12 @@ class Browser:
                 out.append(str(event["params"]["entry"].get("text")))  # CSP violations, failed loads
         return out
 
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         try:
             if self.proc.poll() is None:
