@@ -55,7 +55,7 @@ def test_a_sample_scored_from_the_keyboard_is_drawn_with_one_path_per_step_in_it
     server: Server = server_factory()
     browser.goto(f"http://127.0.0.1:{server.port}/")
     browser.wait_for("document.querySelectorAll('#sample option').length >= 3", what="the samples listed")
-    browser.wait_for("document.querySelector('#watcher').textContent.includes('ready')", what="the watcher's state")
+    browser.wait_for("document.querySelector('#watcher').textContent === 'Watcher: ready'", what="the watcher's state")
 
     focus_by_tab(browser, "sample")
     for _ in range(10):  # the sample with two routes, picked with the arrow keys
