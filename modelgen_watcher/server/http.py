@@ -19,12 +19,11 @@ from ..logs import get_logger
 from ..settings import ServerSettings
 from ..volume import fsio, health
 from ..volume.names import MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, key_problem
+from . import ui
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
 from .httpfront import RETRY_AFTER_S, Exchange, HttpFront, PoolSpec, Request, Response, error_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
-from .ui import ENDPOINTS as UI_ENDPOINTS
-from .ui import Ui
 
 log = get_logger(__name__)
 
@@ -62,11 +61,10 @@ class ScoreServer:
             max_input_bytes=settings.max_input_bytes,
         )
         self.static_root = settings.static_dir.resolve() if settings.static_dir else None
-        self.ui = Ui(self.client, self.watcher_alive, at_root=self.static_root is None)
+        self.ui = ui.Ui(self.client, self.watcher_alive, at_root=self.static_root is None)
         self._last_lock = threading.Lock()
         self._last_upload: Submission | None = None
-        self.metrics = ServerMetrics(endpoints=(*ENDPOINTS.values(), *UI_ENDPOINTS.values(), "ui", "static",
-                                                "invalid"))
+        self.metrics = ServerMetrics(endpoints=(*ENDPOINTS.values(), *ui.LABELS, "static", "invalid"))
         self.front = HttpFront(settings.host, settings.port, self, POOLS,
                                request_timeout=settings.request_timeout, head_timeout=settings.head_timeout,
                                keepalive_timeout=settings.keepalive_timeout,
@@ -91,8 +89,12 @@ class ScoreServer:
         """The one log line and the one metric of every response, including those the front end refused."""
         endpoint = self.endpoint(exchange.path)
         self.metrics.answered(endpoint, exchange.status, exchange.duration_s)
-        # A refusal (by the front end, or a 4xx from the API) and a failure (5xx) are warnings; the rest info.
-        emit = log.warning if exchange.refused or exchange.status >= 400 else log.info
+        # A refusal (by the front end, or a 4xx from the API) and a failure (5xx) are warnings; the rest info,
+        # but for what an open page polls every second.
+        if exchange.refused or exchange.status >= 400:
+            emit = log.warning
+        else:
+            emit = log.debug if endpoint in ui.POLLED else log.info
         emit("http.request", method=exchange.method, path=exchange.path, status=exchange.status,
              duration_ms=int(exchange.duration_s * 1000), **exchange.fields)
 

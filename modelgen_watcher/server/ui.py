@@ -44,6 +44,10 @@ PICTURE_PATH = PREFIX + "/picture.svg"
 
 ENDPOINTS = {QUEUE_PATH: "queue", PICTURE_PATH: "picture"}
 """The ``endpoint`` metric label of the page's data endpoints; the page and its samples are ``ui``."""
+LABELS = (*ENDPOINTS.values(), "ui")
+POLLED = frozenset({"queue"})
+"""Endpoints an open page asks every second: answered, they log at debug, or one open page would write a line a
+second all day (refusals and failures still log as warnings, and every answer is counted in the metrics)."""
 
 SVG_TYPE = "image/svg+xml; charset=utf-8"
 HARDENING = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}

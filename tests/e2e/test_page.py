@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -133,6 +134,10 @@ def test_the_queue_lists_the_newest_requests_with_their_outcome(daemon_factory, 
     times = [r["updated_at_ms"] for r in doc["requests"]]
     assert times == sorted(times, reverse=True)  # newest first
 
+    # An open page polls the queue every second: those answers are counted, not logged at info.
+    logged = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
+    paths = {rec.get("path") for rec in logged if rec.get("event") == "http.request"}
+    assert "/rest/score/upload" in paths and "/ui/queue" not in paths
     metrics = server.get("/metrics").body.decode()
     list(text_string_to_metric_families(metrics))  # the whole body parses
     assert (sample(metrics, "modelgen_server_http_requests_total", code="200", endpoint="queue") or 0) >= 2
