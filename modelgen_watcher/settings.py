@@ -28,7 +28,7 @@ from pydantic import DirectoryPath, Field, ValidationError, field_validator, mod
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .modelside import REFERENCE
+from .modelside import ENTRIES, REFERENCE
 from .runners.argv import PLACEHOLDERS, unknown_placeholders
 from .volume.names import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
 
@@ -151,8 +151,9 @@ class ModelSettings(_NamedFiles):
     )
     model_entry: str | None = Field(
         default=None,
-        description="what warm workers load once: `MODULE_OR_PATH:FACTORY` (found from --model-cwd), or "
-        "`reference` for the embedded model; the factory's interface is in docs/runners.md",
+        description="what warm workers load once: `MODULE_OR_PATH:FACTORY` (found from --model-cwd), "
+        "`reference` for the embedded model, or `cyclesafe` for upstream's model.py run from --model-cmd; "
+        "the factory's interface is in docs/runners.md",
         json_schema_extra=_none_means("the embedded model's, when --model-cmd is not set"),
     )
     worker_max_requests: int = Field(
@@ -170,11 +171,12 @@ class ModelSettings(_NamedFiles):
     @field_validator("model_entry")
     @classmethod
     def _check_entry(cls, value: str | None) -> str | None:
-        if value is None or value == "reference":
+        if value is None or value in ENTRIES:
             return value
         target, sep, name = value.rpartition(":")
         if not (sep and target and name.isidentifier()):
-            raise ValueError(f"must be MODULE_OR_PATH:FACTORY or `reference`, got {value!r}")
+            named = " or ".join(f"`{word}`" for word in ENTRIES)
+            raise ValueError(f"must be MODULE_OR_PATH:FACTORY, {named}, got {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -184,6 +186,8 @@ class ModelSettings(_NamedFiles):
             raise ValueError("--runner: `entry` needs --model-entry, the factory its workers load")
         if self.runner == "subprocess" and self.model_entry is not None:
             raise ValueError("--model-entry: only the `entry` runner loads a factory (drop --runner subprocess)")
+        if self.model_entry == "cyclesafe" and self.model_cmd is None:
+            raise ValueError("--model-entry: `cyclesafe` needs --model-cmd, upstream's command line (its model.py)")
         return self
 
     @property
@@ -234,7 +238,7 @@ class ModelSettings(_NamedFiles):
         """What meta.model says: the explicit name, ``reference``, the entry's module, or the model script's name."""
         if self.model_name:
             return self.model_name
-        if self.model_entry not in (None, "reference") and self.runner_kind == "entry":
+        if self.model_entry not in (None, *ENTRIES) and self.runner_kind == "entry":
             return Path(str(self.model_entry).rpartition(":")[0]).name
         if self.model_cmd is None:
             return "reference"

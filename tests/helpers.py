@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import resource
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,6 +169,25 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def score_route(route_file: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The published result of ``modelgen-watcher score ROUTE ARGS...`` (one route, no watching)."""
+    out = subprocess.run([sys.executable, "-m", "modelgen_watcher", "score", str(route_file), *args],
+                         capture_output=True, text=True, timeout=60, check=True,
+                         env={**os.environ, **(env or {})}).stdout
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
+def python37() -> str | None:
+    """A Python 3.7 that runs (upstream's version; pyenv's shim is on PATH even where 3.7 is not selected)."""
+    candidates = [shutil.which("python3.7"), *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.7*/bin/python3.7")))]
+    for python in filter(None, candidates):
+        if subprocess.run([python, "-c", "import sys; assert sys.version_info[:2] == (3, 7)"],
+                          capture_output=True).returncode == 0:
+            return python
+    return None
 
 
 class Daemon:

@@ -43,8 +43,9 @@ def create(settings: ModelSettings, workspace: Path, workers: int = 1) -> ModelR
 def worker_spec(settings: ModelSettings) -> WorkerSpec:
     """How a warm worker starts: the embedded model isolated on the watcher's interpreter (``-I -S``: the
     standard library only); any other entry on the interpreter ``--model-cmd`` starts (the model's own),
-    or the watcher's when there is no ``--model-cmd``."""
-    from ..modelside import HOST, REFERENCE
+    or the watcher's when there is no ``--model-cmd``. An entry named by a word (``cyclesafe``) is that file
+    of ``modelside``."""
+    from ..modelside import ENTRIES, HOST, REFERENCE
     from .warm import WorkerSpec
 
     if settings.model_entry in (None, "reference"):
@@ -52,5 +53,6 @@ def worker_spec(settings: ModelSettings) -> WorkerSpec:
                           cwd=settings.model_cwd)
     template = settings.command_template if settings.model_cmd is not None else []
     python = [template[0]] if template else [sys.executable]
-    return WorkerSpec(python=python, entry=str(settings.model_entry), host=HOST, template=template,
-                      cwd=settings.model_cwd)
+    named = ENTRIES.get(str(settings.model_entry))
+    entry = f"{named}:create" if named is not None else str(settings.model_entry)
+    return WorkerSpec(python=python, entry=entry, host=HOST, template=template, cwd=settings.model_cwd)

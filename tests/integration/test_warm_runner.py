@@ -7,20 +7,27 @@ tests, by the ``runner`` fixture.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelgen_watcher.modelside import REFERENCE
-from tests.helpers import MODELS, drop, fake_model_args, fake_model_cmd, route, sha, wait_final, wait_for
+from tests.helpers import (
+    MODELS,
+    drop,
+    fake_model_args,
+    fake_model_cmd,
+    python37,
+    route,
+    score_route,
+    sha,
+    wait_final,
+    wait_for,
+)
 
 FAKE_ENTRY = f"{MODELS / 'fake_model.py'}:create"
 
@@ -86,9 +93,7 @@ def test_a_leaking_worker_is_recycled_when_its_memory_passes_the_limit(daemon_fa
 
 
 def _score(route_file: Path, *args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "modelgen_watcher", "score", str(route_file), *args],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    doc: dict[str, Any] = json.loads(out)
+    doc = score_route(route_file, *args)
     doc.pop("meta")
     return doc
 
@@ -100,17 +105,7 @@ def test_the_reference_model_scores_identically_in_every_runner(tmp_path):
     assert _score(route_file, "--runner", "subprocess") == _score(route_file, "--runner", "entry")
 
 
-def _python37() -> str | None:
-    """A Python 3.7 that runs (pyenv's shim is on PATH even where 3.7 is not selected)."""
-    candidates = [shutil.which("python3.7"), *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.7*/bin/python3.7")))]
-    for python in filter(None, candidates):
-        if subprocess.run([python, "-c", "import sys; assert sys.version_info[:2] == (3, 7)"],
-                          capture_output=True).returncode == 0:
-            return python
-    return None
-
-
-PYTHON37 = _python37()
+PYTHON37 = python37()
 
 
 @pytest.mark.skipif(PYTHON37 is None, reason="no Python 3.7 on this machine (vermin checks the syntax in static-checks)")
