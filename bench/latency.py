@@ -308,7 +308,7 @@ class DaemonUnderTest:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
-        self.watch_dir.mkdir(parents=True)
+        self.watch_dir.mkdir(parents=True, exist_ok=True)  # it may hold a seeded workspace
         cmd = [sys.executable, "-m", "modelgen_watcher", "run", "--watch-dir", str(self.watch_dir), *self.args]
         env = {**os.environ, "MODELGEN_LOG_FORMAT": "json"}
         with open(self.log_path, "wb") as log:
