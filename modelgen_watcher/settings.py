@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .modelside import ENTRIES, REFERENCE
+from .modelside.forkserver import split_command
 from .runners.argv import PLACEHOLDERS, unknown_placeholders
 from .volume.names import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
 
@@ -143,11 +144,18 @@ class ModelSettings(_NamedFiles):
         le=1024**3,
         description="largest input read; a larger one gets an `invalid_input` status unread",
     )
-    runner: Literal["subprocess", "entry"] | None = Field(
+    runner: Literal["subprocess", "fork", "entry"] | None = Field(
         default=None,
-        description="how the model runs: `subprocess` starts a process per request; `entry` keeps warm workers "
-        "that load the model once (`--model-entry`) and serve each request as a call: milliseconds",
+        description="how the model runs: `subprocess` starts a process per request; `fork` keeps a fork server "
+        "that imports `--preload` once and forks a child per request to run the unchanged `--model-cmd` script; "
+        "`entry` keeps warm workers that load the model once (`--model-entry`) and serve each request as a call: "
+        "milliseconds",
         json_schema_extra=_none_means("entry for the embedded model or with --model-entry, else subprocess"),
+    )
+    preload: str = Field(
+        default="",
+        description="modules the `fork` runner's server imports once, comma-separated (e.g. "
+        "`pandas,sklearn,matplotlib`); every request's child starts with them imported",
     )
     model_entry: str | None = Field(
         default=None,
@@ -181,17 +189,45 @@ class ModelSettings(_NamedFiles):
 
     @model_validator(mode="after")
     def _check_runner(self) -> ModelSettings:
-        """An entry runner needs something to load; a subprocess runner cannot load an entry."""
+        """An entry runner needs something to load, a fork runner a Python script; others cannot load an entry."""
         if self.runner == "entry" and self.model_entry is None and self.model_cmd is not None:
             raise ValueError("--runner: `entry` needs --model-entry, the factory its workers load")
-        if self.runner == "subprocess" and self.model_entry is not None:
-            raise ValueError("--model-entry: only the `entry` runner loads a factory (drop --runner subprocess)")
-        if self.model_entry == "cyclesafe" and self.model_cmd is None:
+        if self.runner in ("subprocess", "fork") and self.model_entry is not None:
+            raise ValueError(f"--model-entry: only the `entry` runner loads a factory (drop --runner {self.runner})")
+        if self.preload and self.runner_kind != "fork":
+            raise ValueError("--preload: only the `fork` runner preloads modules (add --runner fork)")
+        if self.runner == "fork":
+            try:
+                split_command(self.command_template)
+            except ValueError as exc:
+                raise ValueError(f"--model-cmd: {exc}") from exc
+        bad = [name for name in self.preload_modules if not all(part.isidentifier() for part in name.split("."))]
+        if bad:
+            raise ValueError(f"--preload: {bad[0]!r} is not a module name")
+        return self
+
+    @model_validator(mode="after")
+    def _check_cyclesafe(self) -> ModelSettings:
+        """Upstream's adapter imports the script the model command runs: there must be one."""
+        if self.model_entry != "cyclesafe":
+            return self
+        if self.model_cmd is None:
             raise ValueError("--model-entry: `cyclesafe` needs --model-cmd, upstream's command line (its model.py)")
+        try:
+            _, kind, _ = split_command(self.command_template)
+        except ValueError:
+            kind = None
+        if kind != "script":
+            raise ValueError("--model-cmd: `--model-entry cyclesafe` needs `PYTHON [OPTIONS] SCRIPT [ARGS]`, "
+                             "upstream's model.py and its flags")
         return self
 
     @property
-    def runner_kind(self) -> Literal["subprocess", "entry"]:
+    def preload_modules(self) -> list[str]:
+        return [name.strip() for name in self.preload.split(",") if name.strip()]
+
+    @property
+    def runner_kind(self) -> Literal["subprocess", "fork", "entry"]:
         """The runner in effect: as set, else ``entry`` for the embedded model or an entry, else ``subprocess``."""
         if self.runner is not None:
             return self.runner

@@ -12,7 +12,7 @@ away. Its module level only imports and defines functions (the work is under
 ``if __name__ == '__main__'``), so this entry does what that block does for the
 route-scoring service, split in two:
 
-- once per worker (``create``): import the script named in the model command as a
+- once per worker (``create``): import the script the model command runs as a
   module, parse the worker's flags with its ``get_global_configs()`` (from ``sys.argv``,
   as the script does), and run ``model_prepare(**options)``;
 - per request (``score``): parse the request's own flags again, so the options are
@@ -51,16 +51,20 @@ class ModelCommandError(ValueError):
 
 
 def split_command(argv: list[str]) -> tuple[str, list[str]]:
-    """The script (the first ``.py`` argument after the interpreter, as ``python3 ./modelmanager/model.py ...``)
-    and the script's own arguments."""
-    for i, arg in enumerate(argv[1:], start=1):
-        if arg.endswith(".py"):
-            return arg, list(argv[i + 1:])
-    raise ModelCommandError(
-        "the model command names no .py script: give upstream's, e.g. "
-        "--model-cmd 'python3 ./modelmanager/model.py --workspace={workspace} --routefile={input} ...'; got "
-        + repr(argv)
-    )
+    """The script of ``python3 [OPTIONS] SCRIPT ARGS`` and its arguments, split as the fork server splits a model
+    command (``forkserver.split_command``, the one home of that); an error for anything but a script."""
+    commands = _sibling("forkserver")
+    try:
+        _, kind, script = command = commands.split_command(argv)
+    except ValueError:
+        kind = None
+    if kind != "script":
+        raise ModelCommandError(
+            "the model command must run upstream's script, `PYTHON [OPTIONS] SCRIPT [ARGS]`, e.g. "
+            "--model-cmd 'python3 ./modelmanager/model.py --workspace={workspace} --routefile={input} ...'; got "
+            + repr(argv)
+        )
+    return script, list(commands.script_args(argv, command))
 
 
 def option_value(args: list[str], flag: str) -> Any:
@@ -86,6 +90,24 @@ def with_option(args: list[str], flag: str, value: str) -> list[str]:
     return [*out, flag + "=" + value]
 
 
+def import_path(name: str, path: str) -> Any:
+    """The module in file ``path``, imported as ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path} as a module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sibling(name: str) -> Any:
+    """``modelside/<name>.py``, imported by path once: ``host.py`` starts this file by path, so no package is there."""
+    if "modelgen_" + name in sys.modules:
+        return sys.modules["modelgen_" + name]
+    return import_path("modelgen_" + name, os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py"))
+
+
 def load_module(script: str) -> Any:
     """Import ``script`` as a module named after its file (``model``), with its directory first on ``sys.path``,
     as running it would put it there: model.py imports its siblings (helpers, txdot_parse, ...) by name."""
@@ -95,14 +117,7 @@ def load_module(script: str) -> Any:
     folder = os.path.dirname(path)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    name = os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path} as a module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_path(os.path.splitext(os.path.basename(path))[0], path)
 
 
 def functions(module: Any) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:

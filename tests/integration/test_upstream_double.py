@@ -12,10 +12,11 @@ import pytest
 
 from tests.helpers import (
     MODELS,
+    PYTHON37,
     drop,
     must_result,
     must_status,
-    python37,
+    python37_only,
     result_of,
     route,
     score_route,
@@ -115,15 +116,17 @@ def test_the_adapter_prepares_once_and_scores_as_upstream_writes_it(daemon_facto
     assert d.proc is not None and d.proc.poll() is None
 
 
-def test_the_adapter_writes_what_a_process_per_request_writes(checkout, python3_on_path, tmp_path):
+def test_the_adapter_writes_what_a_process_per_request_and_a_forked_child_write(checkout, python3_on_path, tmp_path):
     route_file = tmp_path / "route.json"
     route_file.write_text(json.dumps(route(["", "turn-left", "straight", "", "roundabout-right"], routes=3)))
     common = ("--model-cmd", UPSTREAM_CMD, "--model-cwd", str(checkout))
     once = score_route(route_file, *common, "--runner", "subprocess", env=python3_on_path)
     warm = score_route(route_file, *common, *ADAPTER, env=python3_on_path)
-    for doc in (once, warm):
+    forked = score_route(route_file, *common, "--runner", "fork", env=python3_on_path)
+    for doc in (once, warm, forked):
         del doc["meta"]["duration_ms"], doc["meta"]["scored_at"]
     assert warm == once
+    assert forked == once
     assert warm["meta"]["model"] == "model.py"
 
 
@@ -147,10 +150,7 @@ def test_a_script_that_is_not_upstreams_is_a_clear_startup_error(daemon_factory,
             in d.log_text())
 
 
-PYTHON37 = python37()
-
-
-@pytest.mark.skipif(PYTHON37 is None, reason="no Python 3.7 on this machine (vermin checks the syntax in static-checks)")
+@python37_only
 def test_the_adapter_runs_on_upstreams_python_3_7(daemon_factory, watch_dir, checkout):
     assert PYTHON37 is not None
     cmd = UPSTREAM_CMD.replace("python3 ", f"{PYTHON37} ", 1)

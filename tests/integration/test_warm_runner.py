@@ -13,15 +13,14 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from modelgen_watcher.modelside import REFERENCE
 from tests.helpers import (
     MODELS,
+    PYTHON37,
     drop,
     fake_model_args,
     fake_model_cmd,
-    python37,
+    python37_only,
     route,
     score_route,
     sha,
@@ -102,13 +101,12 @@ def test_the_reference_model_scores_identically_in_every_runner(tmp_path):
     doc = {**route(["", "turn-left", "straight", "", "roundabout-right"], routes=3), "rider": {"daylight": False}}
     route_file = tmp_path / "route.json"
     route_file.write_text(json.dumps(doc))
-    assert _score(route_file, "--runner", "subprocess") == _score(route_file, "--runner", "entry")
+    by_process = _score(route_file, "--runner", "subprocess")
+    assert _score(route_file, "--runner", "entry") == by_process
+    assert _score(route_file, "--runner", "fork") == by_process
 
 
-PYTHON37 = python37()
-
-
-@pytest.mark.skipif(PYTHON37 is None, reason="no Python 3.7 on this machine (vermin checks the syntax in static-checks)")
+@python37_only
 def test_the_model_side_runs_on_python_3_7(daemon_factory, watch_dir):
     """Upstream's model is a Python 3.7 program: the worker loop and the reference entry run there too."""
     assert PYTHON37 is not None

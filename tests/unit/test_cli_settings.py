@@ -22,7 +22,8 @@ from modelgen_watcher.settings import (
     env_var,
 )
 
-WARM_FLAGS = ("--runner", "--model-entry", "--worker-max-requests", "--worker-max-rss", "--worker-start-timeout")
+WARM_FLAGS = ("--runner", "--model-entry", "--preload", "--worker-max-requests", "--worker-max-rss",
+              "--worker-start-timeout")
 """Added with the warm runners (names fixed by the contract, but for the start timeout)."""
 FLAGS = {
     "run": {

@@ -1,0 +1,126 @@
+"""The fork server (``--runner fork``): what only forking a preloaded process can do wrong, and what it must do right.
+
+The shared behaviours (failures, hangs with a grandchild, chatty output, SIGTERM during a
+run, catch-up, containment) run through every runner in the other integration tests, by
+the ``runner`` fixture; the reference model's scores in every runner are compared in
+test_warm_runner.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.helpers import MODELS, PYTHON37, drop, fake_model_args, python37_only, route, sha, wait_final, wait_for
+
+STUB_NUMPY = '''"""A stand-in for numpy's global random state: fixed at import, as a real import's is for every forked child."""
+'''
+STUB_NUMPY_RANDOM = '''import os
+_state = [12345]
+
+def seed(value=None):
+    _state[0] = int.from_bytes(os.urandom(4), "little") if value is None else value
+
+def rand():
+    _state[0] = (_state[0] * 1103515245 + 12345) % 2**31
+    return _state[0] / 2**31
+'''
+
+
+def _model_dir(tmp_path: Path, **modules: str) -> Path:
+    """A copy of the fake model with modules of our own beside it (found by the preload from the script's folder)."""
+    where = tmp_path / "model"
+    where.mkdir()
+    shutil.copy(MODELS / "fake_model.py", where / "fake_model.py")
+    for name, source in modules.items():
+        target = where / (name.replace(".", "/") + ".py")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(source)
+    return where
+
+
+def _cmd(where: Path, *extra: str) -> str:
+    return " ".join(fake_model_args("ok", *extra)[1:]).replace(str(MODELS / "fake_model.py"), str(where / "fake_model.py"))
+
+
+def _runs(keep: Path, n: int) -> list[tuple[bytes, dict[str, object]]]:
+    wait_for(lambda: len(list(keep.iterdir())) >= 2 * n, 30, what=f"{n} kept runs")
+    return [((keep / f"{i}.output").read_bytes(), json.loads((keep / f"{i}.how").read_text())) for i in range(n)]
+
+
+def test_a_forked_child_runs_the_script_as_a_fresh_process_does(daemon_factory, watch_dir, tmp_path):
+    """Same output bytes, and the script sees the same argv, __name__, sys.path[0], cwd, stdin and process group."""
+    kept = {}
+    for runner in ("subprocess", "fork"):
+        keep = tmp_path / runner
+        keep.mkdir()
+        d = daemon_factory(*fake_model_args("double", "--keep", str(keep), runner=runner), "--model-cwd", str(tmp_path))
+        raw = drop(watch_dir, route(["", "turn-left", "straight"], routes=2), key=runner)
+        assert wait_final(watch_dir, runner, sha(raw))["state"] == "ok"
+        kept[runner] = _runs(keep, 1)[0]
+        d.stop()
+    (sub_out, sub_how), (fork_out, fork_how) = kept["subprocess"], kept["fork"]
+    assert fork_out == sub_out
+    assert fork_how == sub_how
+    assert fork_how["name"] == "__main__" and fork_how["main_is_this"] and fork_how["pgid_is_pid"]
+    assert fork_how["path0"] == str(MODELS) and fork_how["cwd"] == str(tmp_path) and fork_how["stdin"] == ""
+
+
+def test_every_child_gets_a_fresh_random_state(daemon_factory, watch_dir, tmp_path):
+    """Without a reseed, every child would draw what the first did: every cold run would train the same tree."""
+    where = _model_dir(tmp_path, **{"numpy/__init__": "from . import random\n", "numpy.random": STUB_NUMPY_RANDOM})
+    draws = tmp_path / "draws"
+    daemon_factory("--runner", "fork", "--preload", "numpy,random", "--model-cmd",
+                   _cmd(where, "--drawfile", str(draws)))
+    for i in range(3):
+        raw = drop(watch_dir, route([""], lat0=30 + i / 100), key=f"r{i}")
+        assert wait_final(watch_dir, f"r{i}", sha(raw))["state"] == "ok"
+    lines = draws.read_text().splitlines()
+    python_draws, numpy_draws = zip(*(line.split() for line in lines), strict=True)
+    assert "None" not in numpy_draws  # the preloaded module is the one the script sees
+    assert len(set(python_draws)) == 3 and len(set(numpy_draws)) == 3, lines
+
+
+def test_a_preload_that_starts_a_thread_is_a_clear_startup_error(daemon_factory, tmp_path):
+    where = _model_dir(tmp_path, busy="import threading, time\nthreading.Thread(target=time.sleep, args=(60,), "
+                                      "daemon=True).start()\n")
+    d = daemon_factory("--runner", "fork", "--preload", "busy", "--model-cmd", _cmd(where), wait_ready=False)
+    assert d.proc is not None and d.proc.wait(60) == 1
+    log = d.log_text()
+    assert "after preloading busy the fork server runs 2 threads" in log and "--runner subprocess" in log
+
+
+def test_a_thread_started_after_the_preload_ends_that_worker_not_the_daemon(daemon_factory, watch_dir, tmp_path):
+    """A module that starts a thread later (here from a timer) makes forking unsafe: the request fails saying why,
+    and a fresh fork server serves the next one."""
+    marker = tmp_path / "threaded"
+    late = ("import signal, threading, time\n"
+            "def _start(*_):\n"
+            "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+            f"    open({str(marker)!r}, 'a').close()\n"
+            "signal.signal(signal.SIGALRM, _start)\n"
+            "if not __import__('os').path.exists(" + repr(str(marker)) + "):\n"
+            "    signal.setitimer(signal.ITIMER_REAL, 0.2)\n")
+    where = _model_dir(tmp_path, late=late)
+    daemon_factory("--runner", "fork", "--preload", "late", "--model-cmd", _cmd(where))
+    wait_for(marker.exists, 20, what="the preloaded module's thread started")
+    bad = drop(watch_dir, route([""]), key="bad")
+    st = wait_final(watch_dir, "bad", sha(bad))
+    assert st["error"]["kind"] == "model_failed"
+    assert "2 threads before a fork" in st["error"]["detail"], st
+    ok = drop(watch_dir, route(["turn-left"]), key="ok")
+    assert wait_final(watch_dir, "ok", sha(ok))["state"] == "ok"
+
+
+@python37_only
+def test_the_fork_server_runs_on_python_3_7(daemon_factory, watch_dir, tmp_path):
+    assert PYTHON37 is not None
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    cmd = _cmd(MODELS, "--keep", str(keep)).split(" ", 1)[1]
+    d = daemon_factory("--runner", "fork", "--preload", "json,csv", "--model-cmd", f"{PYTHON37} {cmd}")
+    raw = drop(watch_dir, route(["", "turn-left"]), key="old")
+    assert wait_final(watch_dir, "old", sha(raw))["state"] == "ok"
+    assert wait_for(lambda: d.events("worker.ready"), 10)[0]["python"].startswith("3.7.")
+    assert _runs(keep, 1)[0][1]["executable"] == PYTHON37
