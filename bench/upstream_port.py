@@ -11,7 +11,8 @@ requirements, ``routegen.py`` routes). What one run does, on throw-away director
    every runner scores with the same tree and their results can be compared.
 2. **One daemon per runner**, all started before the first request (``--runner
    subprocess``; ``entry`` with ``--model-entry cyclesafe``; ``fork`` with
-   ``--preload``, when this watcher has it), each on its own watch dir, with
+   ``--preload``, and ``fork-full`` preloading every module upstream imports at its
+   top, when this watcher has it), each on its own watch dir, with
    upstream's command line (CONTRACT section 6) and ``--model-cwd`` at the port. The
    start-up time (to the heartbeat's ``ready``) is recorded.
 3. **Drop to ``ok``**: N routes, each dropped once per daemon, interleaved (route 1 to
@@ -27,7 +28,7 @@ requirements, ``routegen.py`` routes). What one run does, on throw-away director
 
 Run (about 2 minutes with N=20 on 2 cores):
 ``.venv/bin/python bench/upstream_port.py --port /tmp/cs-port --python /tmp/cs-venv/bin/python3
---routes /tmp/cs-routes [--requests N] [--runners subprocess,entry,fork] [--preload ...]``.
+--routes /tmp/cs-routes [--requests N] [--runners subprocess,entry,fork,fork-full] [--preload ...]``.
 Not part of ``make bench``: the port is not available there.
 """
 
@@ -60,11 +61,21 @@ SAMPLE_S = 0.02
 REQUEST_TIMEOUT = 60.0
 
 
-def runner_args(runner: str, preload: str) -> list[str]:
+FULL_PRELOAD = ("pandas,numpy,scipy,matplotlib.pyplot,seaborn,sklearn.ensemble,sklearn.metrics,"
+                "sklearn.model_selection,sklearn.linear_model,sklearn.preprocessing,sklearn.neighbors,"
+                "sklearn.decomposition,sklearn.tree,sklearn.feature_selection")
+"""Every third-party module model.py and its siblings import at their top (``sklearn`` alone imports few of them)."""
+
+
+def runner_args(runner: str, args: argparse.Namespace) -> list[str]:
+    """The daemon's flags for a runner: ``entry`` is the adapter, ``fork`` preloads --preload, ``fork-full``
+    every module upstream imports."""
     if runner == "entry":
         return ["--runner", "entry", "--model-entry", "cyclesafe"]
     if runner == "fork":
-        return ["--runner", "fork", "--preload", preload]
+        return ["--runner", "fork", "--preload", args.preload]
+    if runner == "fork-full":
+        return ["--runner", "fork", "--preload", FULL_PRELOAD]
     return ["--runner", runner]
 
 
@@ -72,7 +83,7 @@ def has_runner(runner: str) -> bool:
     """Whether this watcher offers ``runner`` (``fork`` arrives later than the others)."""
     out = subprocess.run([sys.executable, "-m", "modelgen_watcher", "run", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    return runner in out
+    return runner.partition("-")[0] in out
 
 
 # -- memory ----------------------------------------------------------------------
@@ -173,7 +184,7 @@ def start(procs: Processes, root: Path, runner: str, args: argparse.Namespace, p
     cmd = f"{shlex.quote(args.python)} {UPSTREAM_ARGS}"
     daemon = DaemonUnderTest(procs, watch, [
         "--observer", "native", "--model-cwd", str(args.port), "--model-cmd", cmd,
-        "--model-timeout", str(REQUEST_TIMEOUT), *runner_args(runner, args.preload),
+        "--model-timeout", str(REQUEST_TIMEOUT), *runner_args(runner, args),
     ])
     t0 = time.perf_counter()
     daemon.start(timeout=120.0)
@@ -236,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default="python3", help="the model's interpreter, with its packages")
     parser.add_argument("--routes", type=Path, required=True, help="a directory of route JSON files")
     parser.add_argument("--requests", type=int, default=20, help="requests per runner (default 20)")
-    parser.add_argument("--runners", default="subprocess,entry,fork",
-                        help="runners to measure; the first is the reference (default subprocess,entry,fork)")
+    parser.add_argument("--runners", default="subprocess,entry,fork,fork-full",
+                        help="runners to measure, the first the reference: subprocess, entry (the cyclesafe adapter), "
+                        "fork (--preload), fork-full (every module upstream imports); default all four")
     parser.add_argument("--preload", default="pandas,sklearn,matplotlib,seaborn,scipy",
                         help="modules the fork server imports once (default pandas,sklearn,matplotlib,seaborn,scipy)")
     args = parser.parse_args(argv)

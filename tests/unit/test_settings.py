@@ -100,6 +100,8 @@ def test_the_cyclesafe_entry_is_upstreams_command_run_warm() -> None:
     spec = worker_spec(s)
     assert spec.entry == f"{CYCLESAFE}:create"
     assert spec.python == ["python3"] and spec.template[1] == "./modelmanager/model.py"
+    with_options = ModelSettings(model_entry="cyclesafe", model_cmd=UPSTREAM.replace("python3", "python3 -u -W ignore"))
+    assert worker_spec(with_options).python == ["python3", "-u", "-W", "ignore"]  # as the script would run
 
 
 def test_the_cyclesafe_entry_needs_the_model_command() -> None:
@@ -107,6 +109,10 @@ def test_the_cyclesafe_entry_needs_the_model_command() -> None:
         ModelSettings(model_entry="cyclesafe")
     line = describe_error(info.value)
     assert "--model-entry (MODELGEN_MODEL_ENTRY)" in line and "needs --model-cmd" in line
+    with pytest.raises(ValidationError) as info:
+        ModelSettings(model_entry="cyclesafe", model_cmd="python3 -m modelmanager.model --workspace={workspace}")
+    assert "--model-cmd (MODELGEN_MODEL_CMD): `--model-entry cyclesafe` needs `PYTHON [OPTIONS] SCRIPT" in describe_error(
+        info.value)
 
 
 def test_an_entry_is_a_path_or_a_name() -> None:
