@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"this watcher has no `{r}` runner: skipped")
         runners.remove(r)
 
+    load_before = os.getloadavg()[0]
     procs = Processes()
     setups: list[Setup] = []
     try:
@@ -286,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
     print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]} (watcher), model interpreter {args.python}, "
-          f"n={args.requests} requests per runner, interleaved, one at a time\n")
+          f"n={args.requests} requests per runner, interleaved, one at a time; 1-minute load average "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (a shared machine)\n")
     print(table(setups, args.requests))
     return 0
 
