@@ -10,9 +10,9 @@ requirements, ``routegen.py`` routes). What one run does, on throw-away director
    One model run makes the pickle; every daemon's workspace is seeded with it, so
    every runner scores with the same tree and their results can be compared.
 2. **One daemon per runner**, all started before the first request (``--runner
-   subprocess``; ``entry`` with ``--model-entry cyclesafe``; ``fork`` with
-   ``--preload``, and ``fork-full`` preloading every module upstream imports at its
-   top, when this watcher has it), each on its own watch dir, with
+   subprocess``; ``entry`` with ``--model-entry cyclesafe``; ``fork`` preloading what
+   the script imports (``--preload auto``, the default), and ``fork-listed`` the
+   modules ``--preload`` names), each on its own watch dir, with
    upstream's command line (CONTRACT section 6) and ``--model-cwd`` at the port. The
    start-up time (to the heartbeat's ``ready``) is recorded.
 3. **Drop to ``ok``**: N routes, each dropped once per daemon, interleaved (route 1 to
@@ -28,7 +28,7 @@ requirements, ``routegen.py`` routes). What one run does, on throw-away director
 
 Run (about 2 minutes with N=20 on 2 cores):
 ``.venv/bin/python bench/upstream_port.py --port /tmp/cs-port --python /tmp/cs-venv/bin/python3
---routes /tmp/cs-routes [--requests N] [--runners subprocess,entry,fork,fork-full] [--preload ...]``.
+--routes /tmp/cs-routes [--requests N] [--runners subprocess,entry,fork,fork-listed] [--preload ...]``.
 Not part of ``make bench``: the port is not available there.
 """
 
@@ -48,12 +48,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latency import BenchError, DaemonUnderTest, Processes, p95, progress, read_json, sha256, wait_status_ok
+from _harness import (
+    RESULT_NAME,
+    STATUS_NAME,
+    BenchError,
+    DaemonUnderTest,
+    Processes,
+    descendants,
+    drop,
+    markdown_table,
+    p95,
+    progress,
+    read_json,
+    rss_kib,
+    sha256,
+    wait_status_ok,
+)
 
-from modelgen_watcher.volume.names import STATE_DIR, WORKSPACE_DIR, Names
+from modelgen_watcher.volume.names import STATE_DIR, WORKSPACE_DIR
 
-KEY = "bench"
-NAMES = Names()
 UPSTREAM_ARGS = ("./modelmanager/model.py --workspace={workspace} --routefile={input} "
                  "--dumpresponse={output_name} --datafile=./data/txdot_cris_20170427.csv")
 PICKLE = "human_read_dectree.pkl"
@@ -61,21 +74,15 @@ SAMPLE_S = 0.02
 REQUEST_TIMEOUT = 60.0
 
 
-FULL_PRELOAD = ("pandas,numpy,scipy,matplotlib.pyplot,seaborn,sklearn.ensemble,sklearn.metrics,"
-                "sklearn.model_selection,sklearn.linear_model,sklearn.preprocessing,sklearn.neighbors,"
-                "sklearn.decomposition,sklearn.tree,sklearn.feature_selection")
-"""Every third-party module model.py and its siblings import at their top (``sklearn`` alone imports few of them)."""
-
-
 def runner_args(runner: str, args: argparse.Namespace) -> list[str]:
-    """The daemon's flags for a runner: ``entry`` is the adapter, ``fork`` preloads --preload, ``fork-full``
-    every module upstream imports."""
+    """The daemon's flags for a runner: ``entry`` is the adapter; ``fork`` preloads what the script imports
+    (``--preload auto``, the default); ``fork-listed`` preloads the modules ``--preload`` names."""
     if runner == "entry":
         return ["--runner", "entry", "--model-entry", "cyclesafe"]
     if runner == "fork":
+        return ["--runner", "fork"]
+    if runner == "fork-listed":
         return ["--runner", "fork", "--preload", args.preload]
-    if runner == "fork-full":
-        return ["--runner", "fork", "--preload", FULL_PRELOAD]
     return ["--runner", runner]
 
 
@@ -89,37 +96,10 @@ def has_runner(runner: str) -> bool:
 # -- memory ----------------------------------------------------------------------
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                found.extend(int(c) for c in fh.read().split())
-    except OSError:
-        pass
-    return found
-
-
 def tree_rss_kib(daemon: DaemonUnderTest) -> int:
     """RSS of the daemon and every process under it, now."""
     assert daemon.proc is not None
-    total, todo = 0, [daemon.proc.pid]
-    while todo:
-        pid = todo.pop()
-        total += _rss_kib(pid)
-        todo.extend(_children(pid))
-    return total
+    return sum(rss_kib(pid) or 0 for pid in [daemon.proc.pid, *descendants(daemon.proc.pid)])
 
 
 class TreeSampler(threading.Thread):
@@ -135,12 +115,8 @@ class TreeSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.wait(SAMPLE_S):
-            daemon = _rss_kib(self.pid)
-            todo, models = _children(self.pid), []
-            while todo:
-                pid = todo.pop()
-                models.append(_rss_kib(pid))
-                todo.extend(_children(pid))
+            daemon = rss_kib(self.pid) or 0
+            models = [rss_kib(pid) or 0 for pid in descendants(self.pid)]
             self.peak_daemon_kib = max(self.peak_daemon_kib, daemon)
             self.peak_model_kib = max([self.peak_model_kib, *models])
             self.peak_tree_kib = max(self.peak_tree_kib, daemon + sum(models))
@@ -179,7 +155,7 @@ def seed_pickle(root: Path, python: str, port: Path, route: Path) -> Path:
 def start(procs: Processes, root: Path, runner: str, args: argparse.Namespace, pickle: Path) -> Setup:
     watch = root / runner
     workspace = watch / STATE_DIR / WORKSPACE_DIR
-    workspace.mkdir(parents=True)
+    workspace.mkdir(parents=True, mode=0o700)
     shutil.copy2(pickle, workspace / PICKLE)
     cmd = f"{shlex.quote(args.python)} {UPSTREAM_ARGS}"
     daemon = DaemonUnderTest(procs, watch, [
@@ -198,15 +174,12 @@ def start(procs: Processes, root: Path, runner: str, args: argparse.Namespace, p
 
 def request(setup: Setup, data: bytes) -> None:
     watch = setup.daemon.watch_dir
-    tmp = watch / f".bench-{time.monotonic_ns()}.tmp"
-    tmp.write_bytes(data)
-    t0 = time.perf_counter()
-    os.replace(tmp, watch / NAMES.input(KEY))
-    ms = wait_status_ok(watch / NAMES.status(KEY), sha256(data), t0, timeout=REQUEST_TIMEOUT)
+    t0 = drop(watch, data)
+    ms = wait_status_ok(watch / STATUS_NAME, sha256(data), t0, timeout=REQUEST_TIMEOUT)
     if ms is None:
         setup.daemon.alive()
         raise BenchError(f"{setup.runner}: no result within {REQUEST_TIMEOUT:g} s:\n{setup.daemon.log_tail()}")
-    doc = read_json(watch / NAMES.result(KEY))
+    doc = read_json(watch / RESULT_NAME)
     if not isinstance(doc, dict) or doc.get("meta", {}).get("input_sha256") != sha256(data):
         raise BenchError(f"{setup.runner}: the result does not name the input just scored")
     setup.samples.append(ms)
@@ -223,22 +196,18 @@ def mib(kib: int) -> str:
 
 def table(setups: list[Setup], n: int) -> str:
     base = statistics.median(setups[0].samples)
-    lines = [
-        "| runner | start to ready s | median ms | p95 ms | max ms | x faster than subprocess | "
-        "peak RSS daemon + model MiB | largest model process MiB | daemon + workers after 1st / last request MiB | "
-        "scores equal subprocess's |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
+    header = ["runner", "start to ready s", "median ms", "p95 ms", "max ms", "x faster than subprocess",
+              "peak RSS daemon + model MiB", "largest model process MiB",
+              "daemon + workers after 1st / last request MiB", "scores equal subprocess's"]
+    body = []
     for s in setups:
         assert s.sampler is not None
         med = statistics.median(s.samples)
         same = sum(a == b for a, b in zip(s.results, setups[0].results, strict=True))
-        lines.append(
-            f"| {s.runner} | {s.start_s:.1f} | {med:.0f} | {p95(s.samples):.0f} | {max(s.samples):.0f} | "
-            f"{base / med:.1f} | {mib(s.sampler.peak_tree_kib)} | {mib(s.sampler.peak_model_kib)} | "
-            f"{mib(s.settled_kib[0])} / {mib(s.settled_kib[-1])} | {same}/{n} routes |"
-        )
-    return "\n".join(lines)
+        body.append([s.runner, f"{s.start_s:.1f}", f"{med:.0f}", f"{p95(s.samples):.0f}", f"{max(s.samples):.0f}",
+                     f"{base / med:.1f}", mib(s.sampler.peak_tree_kib), mib(s.sampler.peak_model_kib),
+                     f"{mib(s.settled_kib[0])} / {mib(s.settled_kib[-1])}", f"{same}/{n} routes"])
+    return markdown_table(header, body, right=set(range(1, 9)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default="python3", help="the model's interpreter, with its packages")
     parser.add_argument("--routes", type=Path, required=True, help="a directory of route JSON files")
     parser.add_argument("--requests", type=int, default=20, help="requests per runner (default 20)")
-    parser.add_argument("--runners", default="subprocess,entry,fork,fork-full",
+    parser.add_argument("--runners", default="subprocess,entry,fork,fork-listed",
                         help="runners to measure, the first the reference: subprocess, entry (the cyclesafe adapter), "
-                        "fork (--preload), fork-full (every module upstream imports); default all four")
+                        "fork (--preload auto), fork-listed (--preload as given); default all four")
     parser.add_argument("--preload", default="pandas,sklearn,matplotlib,seaborn,scipy",
-                        help="modules the fork server imports once (default pandas,sklearn,matplotlib,seaborn,scipy)")
+                        help="the fork-listed row's modules (default pandas,sklearn,matplotlib,seaborn,scipy)")
     args = parser.parse_args(argv)
     args.port = args.port.resolve()
     routes = sorted(args.routes.glob("*.json"))

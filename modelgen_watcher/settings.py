@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .modelside import ENTRIES, REFERENCE
+from .modelside.forkserver import AUTO as PRELOAD_AUTO
 from .modelside.forkserver import split_command
 from .runners.argv import PLACEHOLDERS, unknown_placeholders
 from .volume.names import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
@@ -152,10 +153,12 @@ class ModelSettings(_NamedFiles):
         "milliseconds",
         json_schema_extra=_none_means("entry for the embedded model or with --model-entry, else subprocess"),
     )
-    preload: str = Field(
-        default="",
+    preload: str | None = Field(
+        default=None,
         description="modules the `fork` runner's server imports once, comma-separated (e.g. "
-        "`pandas,sklearn,matplotlib`); every request's child starts with them imported",
+        "`pandas,sklearn.tree`); `auto`: those the script imports at its top level, but its own; every request's "
+        "child starts with them imported",
+        json_schema_extra=_none_means("auto"),
     )
     model_entry: str | None = Field(
         default=None,
@@ -194,7 +197,7 @@ class ModelSettings(_NamedFiles):
             raise ValueError("--runner: `entry` needs --model-entry, the factory its workers load")
         if self.runner in ("subprocess", "fork") and self.model_entry is not None:
             raise ValueError(f"--model-entry: only the `entry` runner loads a factory (drop --runner {self.runner})")
-        if self.preload and self.runner_kind != "fork":
+        if self.preload is not None and self.runner_kind != "fork":
             raise ValueError("--preload: only the `fork` runner preloads modules (add --runner fork)")
         if self.runner == "fork":
             try:
@@ -224,6 +227,8 @@ class ModelSettings(_NamedFiles):
 
     @property
     def preload_modules(self) -> list[str]:
+        if self.preload is None:
+            return [PRELOAD_AUTO]
         return [name.strip() for name in self.preload.split(",") if name.strip()]
 
     @property

@@ -170,6 +170,10 @@ class _Worker:
         except queue.Empty:
             return None
 
+    def abandon(self) -> None:
+        """Wake the request waiting on this worker as if the worker were gone (the runner is stopping)."""
+        self._replies.put(_EOF)
+
     def close_requests(self) -> None:
         with contextlib.suppress(OSError):
             self._requests.close()
@@ -266,7 +270,10 @@ class WarmRunner:
             self._stopped = True
             workers = list(self._live.values())
             self._cancelled.update(self._busy)
+            busy = list(self._busy.values())
             self._slots = [None] * len(self._slots)
+        for w in busy:  # their requests end now, even if something still holds a worker's reply pipe open
+            w.abandon()
         for w in workers:
             w.close_requests()
             _signal_group(w.pgid, signal.SIGTERM)

@@ -89,7 +89,8 @@ def test_escaped_descendants_cost_no_fd_or_thread_under_a_64_fd_limit(daemon_fac
     escaped = pids_in(pidfile)[1::2]  # the model's pid, then its descendant's, per request
     assert len(escaped) == 40
     wait_for(lambda: not any(pid_alive(p) for p in escaped), 15, what="every escaped descendant killed")
-    assert d.events("model.escaped")
+    if runner == "subprocess":  # a fork server, their subreaper, ends them itself after each request
+        assert d.events("model.escaped")
     assert healthy(watch_dir)
     assert d.proc.poll() is None
 
