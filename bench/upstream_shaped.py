@@ -12,8 +12,8 @@ What one run measures, on throw-away temp directories, and prints as markdown ta
      a model;
    - ``--runner fork --preload pandas,sklearn,matplotlib``: a fork server imports those
      once and forks a child per request that runs the unchanged script; and again with
-     the submodules the script imports preloaded too (skipped, and said so, where this
-     checkout's watcher has no fork runner);
+     the default, ``--preload auto``: what the script imports at its top level (skipped,
+     and said so, where this checkout's watcher has no fork runner);
    - ``--runner entry --model-entry bench/standin/model.py:create``: a warm worker
      prepares once and scores each request with the same function the script uses.
 
@@ -86,9 +86,9 @@ MAKE_DATA = STANDIN / "make_data.py"
 DEFAULT_BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 PICKLE = "human_read_dectree.pkl"
 """The stand-in's cache, as upstream names it: seeded into every setup's workspace."""
-DEFAULT_PRELOADS = ["pandas,sklearn,matplotlib", "pandas,sklearn.model_selection,sklearn.tree,matplotlib.pyplot"]
-"""The issue's list (top-level packages), and the modules the stand-in imports: a child still imports what its
-server did not (``sklearn`` alone leaves ``sklearn.tree``; ``matplotlib`` leaves ``pyplot``)."""
+DEFAULT_PRELOADS = ["pandas,sklearn,matplotlib", "auto"]
+"""The issue's list (top-level packages), and the default, ``auto``: the modules the script imports at its top
+level, submodules included (``sklearn`` alone leaves ``sklearn.tree`` for each child to import)."""
 REQUEST_TIMEOUT = 120.0
 """A process per request takes seconds here; a loaded 2-core machine can make it many."""
 START_TIMEOUT = 180.0

@@ -3,10 +3,11 @@
 A model that is a script (``python3 model.py --flags``) spends most of each run
 importing (upstream: 1.5-2 s of pandas, scikit-learn and matplotlib for 25 ms of
 scoring). This entry, loaded by ``host.py`` like any other, imports the modules named
-in ``MODELGEN_PRELOAD`` once; then for each request it forks, and the child runs the
-script as ``python3 model.py ...`` would, with the argv the subprocess runner would give
-it (the model command rendered for the request), in the same working directory, in a
-process group of its own. The parent waits for it and reports its exit code.
+in ``MODELGEN_PRELOAD`` once (``auto``: those the script imports at its top level);
+then for each request it forks, and the child runs the script as ``python3 model.py
+...`` would, with the argv the subprocess runner would give it (the model command
+rendered for the request), in the same working directory, in a process group of its
+own. The parent waits for it and reports its exit code.
 
 Forking a process that imported the scientific stack has hazards, handled here:
 
@@ -414,9 +415,66 @@ def _run_atexit() -> None:
         run()
 
 
-def _preload(names: List[str]) -> None:
+AUTO = "auto"
+"""In ``--preload``: the modules the script imports at its top level (not its own, which the child imports)."""
+
+
+def _preload(names: List[str], command: Command) -> List[str]:
+    """Import ``names`` (``auto`` expanded); returns what was imported. A named module that fails is a start-up
+    error; one found by ``auto`` that fails is left to the child, which fails as the script would."""
+    done = []
     for name in names:
-        importlib.import_module(name)
+        if name == AUTO:
+            for found in _top_level_imports(command):
+                try:
+                    importlib.import_module(found)
+                    done.append(found)
+                except Exception as exc:  # noqa: BLE001 - the script meets the same error in its child
+                    sys.stderr.write("modelgen fork server: not preloaded %s: %s\n" % (found, exc))
+        else:
+            importlib.import_module(name)
+            done.append(name)
+    return done
+
+
+def _top_level_imports(command: Command) -> List[str]:
+    """Modules the script imports at its top level (in ``try`` blocks too), with ``from X import y`` submodules,
+    except the script's own (from its folder): importing those once would change when their code runs."""
+    import ast
+    import importlib.util
+
+    _, kind, target = command
+    if kind != "script" or not os.path.isfile(target):
+        return []
+    with open(target, "rb") as fh:
+        tree = ast.parse(fh.read(), target)
+    own = os.path.dirname(os.path.realpath(target)) + os.sep
+    names: List[str] = []
+    statements = list(tree.body)
+    while statements:
+        node = statements.pop(0)
+        if isinstance(node, ast.Try):
+            statements[:0] = node.body
+        elif isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+            names.extend(node.module + "." + alias.name for alias in node.names if alias.name != "*")
+    def is_own(top: str) -> bool:
+        """Whether a top-level name is found in the script's folder (asked before anything of it is imported)."""
+        spec = importlib.util.find_spec(top)
+        places = [spec.origin or "", *(spec.submodule_search_locations or [])] if spec is not None else []
+        return any(os.path.realpath(place).startswith(own) for place in places if place)
+
+    found: List[str] = []
+    for name in names:
+        try:
+            if name in found or is_own(name.partition(".")[0]) or importlib.util.find_spec(name) is None:
+                continue
+        except Exception:  # noqa: BLE001 - an attribute, not a module, or a parent that fails: the child's
+            continue
+        found.append(name)
+    return found
 
 
 def create(workspace: str, argv: List[str]) -> Callable[[Any], None]:
@@ -436,8 +494,7 @@ def create(workspace: str, argv: List[str]) -> Callable[[Any], None]:
     _become_subreaper()
     if server.path_head is not None:
         sys.path.insert(0, server.path_head)  # the preload finds the model's own modules, as the script will
-    names = [n.strip() for n in os.environ.get(PRELOAD_ENV, "").split(",") if n.strip()]
-    _preload(names)
+    names = _preload([n.strip() for n in os.environ.get(PRELOAD_ENV, "").split(",") if n.strip()], command)
     if server.path_head is not None:
         sys.path.remove(server.path_head)  # each child puts it back first, as the interpreter would
     threads = thread_count()

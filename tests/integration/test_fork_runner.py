@@ -271,3 +271,34 @@ def test_processes_a_script_forks_end_with_its_request(daemon_factory, watch_dir
     assert d.proc.wait(10) == 0  # a stop mid-request fits the container's 10 s
     wait_for(lambda: not any(pid_alive(p) for p in more), 10, what="the stopped request's forked processes, gone")
     assert must_status(watch_dir, "hang")["input_sha256"] == sha(hanging)
+
+
+IMPORT_MARKS_PID = "import os\nwith open(os.environ['MARKS'], 'a') as fh:\n    fh.write('%s %d\\n' % (__name__, os.getpid()))\n"
+
+
+@pytest.mark.parametrize("preload", [None, ""])
+def test_auto_preloads_the_scripts_libraries_but_not_its_own_modules(daemon_factory, watch_dir, tmp_path, preload):
+    """By default (``auto``) a library the script imports is imported once, by the server; the script's own
+    module, beside it, is imported by each child, as a fresh process would."""
+    libs, model = tmp_path / "libs", tmp_path / "model"
+    libs.mkdir()
+    model.mkdir()
+    (libs / "mgw_test_library.py").write_text(IMPORT_MARKS_PID)
+    (model / "mgw_own_module.py").write_text(IMPORT_MARKS_PID)
+    (model / "model.py").write_text(_PRELUDE + "import mgw_test_library\nfrom mgw_own_module import __name__ as x\n"
+                                    "with open(sys.argv[2], 'w') as fh:\n    fh.write(scored(sys.argv[1]))\n")
+    marks = tmp_path / "marks"
+    choice = [] if preload is None else ["--preload", preload]
+    d = daemon_factory("--runner", "fork", *choice, "--model-cmd", f"{PY} {model / 'model.py'} {{input}} {{output}}",
+                       env={"MARKS": str(marks), "PYTHONPATH": str(libs)})
+    for i in range(2):
+        raw = drop(watch_dir, route([""], lat0=30 + i / 100), key=f"a{i}")
+        assert wait_final(watch_dir, f"a{i}", sha(raw))["state"] == "ok"
+    lines = marks.read_text().splitlines()
+    library = [line for line in lines if line.startswith("mgw_test_library")]
+    own = [line for line in lines if line.startswith("mgw_own_module")]
+    assert len(own) == 2 and len(set(own)) == 2  # each child imports the script's own module
+    assert len(library) == (1 if preload is None else 2)
+    if preload is None:
+        (server,) = [e["pid"] for e in d.events("worker.ready")]
+        assert library == [f"mgw_test_library {server}"]

@@ -49,3 +49,4 @@ def test_settings_refuse_what_the_fork_runner_cannot_run(tmp_path: Path) -> None
         WatcherSettings(watch_dir=tmp_path, runner="fork", model_entry="m.py:create")
     ok = WatcherSettings(watch_dir=tmp_path, runner="fork", preload=" pandas, sklearn.tree ,")
     assert ok.preload_modules == ["pandas", "sklearn.tree"]
+    assert WatcherSettings(watch_dir=tmp_path, runner="fork").preload_modules == ["auto"]
