@@ -28,7 +28,7 @@ from pydantic import DirectoryPath, Field, ValidationError, field_validator, mod
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .modelside import REFERENCE
+from .modelside import ENTRIES, REFERENCE
 from .modelside.forkserver import AUTO as PRELOAD_AUTO
 from .modelside.forkserver import split_command
 from .runners.argv import PLACEHOLDERS, unknown_placeholders
@@ -162,8 +162,9 @@ class ModelSettings(_NamedFiles):
     )
     model_entry: str | None = Field(
         default=None,
-        description="what warm workers load once: `MODULE_OR_PATH:FACTORY` (found from --model-cwd), or "
-        "`reference` for the embedded model; the factory's interface is in docs/runners.md",
+        description="what warm workers load once: `MODULE_OR_PATH:FACTORY` (found from --model-cwd), "
+        "`reference` for the embedded model, or `cyclesafe` for upstream's model.py run from --model-cmd; "
+        "the factory's interface is in docs/runners.md",
         json_schema_extra=_none_means("the embedded model's, when --model-cmd is not set"),
     )
     worker_max_requests: int = Field(
@@ -181,11 +182,12 @@ class ModelSettings(_NamedFiles):
     @field_validator("model_entry")
     @classmethod
     def _check_entry(cls, value: str | None) -> str | None:
-        if value is None or value == "reference":
+        if value is None or value in ENTRIES:
             return value
         target, sep, name = value.rpartition(":")
         if not (sep and target and name.isidentifier()):
-            raise ValueError(f"must be MODULE_OR_PATH:FACTORY or `reference`, got {value!r}")
+            named = " or ".join(f"`{word}`" for word in ENTRIES)
+            raise ValueError(f"must be MODULE_OR_PATH:FACTORY, {named}, got {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -208,6 +210,22 @@ class ModelSettings(_NamedFiles):
         bad = [name for name in self.preload_modules if not all(part.isidentifier() for part in name.split("."))]
         if bad:
             raise ValueError(f"--preload: {bad[0]!r} is not a module name")
+        return self
+
+    @model_validator(mode="after")
+    def _check_cyclesafe(self) -> ModelSettings:
+        """Upstream's adapter imports the script the model command runs: there must be one."""
+        if self.model_entry != "cyclesafe":
+            return self
+        if self.model_cmd is None:
+            raise ValueError("--model-entry: `cyclesafe` needs --model-cmd, upstream's command line (its model.py)")
+        try:
+            _, kind, _ = split_command(self.command_template)
+        except ValueError:
+            kind = None
+        if kind != "script":
+            raise ValueError("--model-cmd: `--model-entry cyclesafe` needs `PYTHON [OPTIONS] SCRIPT [ARGS]`, "
+                             "upstream's model.py and its flags")
         return self
 
     @property
@@ -275,7 +293,7 @@ class ModelSettings(_NamedFiles):
         """What meta.model says: the explicit name, ``reference``, the entry's module, or the model script's name."""
         if self.model_name:
             return self.model_name
-        if self.model_entry not in (None, "reference") and self.runner_kind == "entry":
+        if self.model_entry not in (None, *ENTRIES) and self.runner_kind == "entry":
             return Path(str(self.model_entry).rpartition(":")[0]).name
         if self.model_cmd is None:
             return "reference"
@@ -369,8 +387,9 @@ class ServerSettings(_NamedFiles):
     port: int = Field(default=8009, ge=0, le=65535, description="port to listen on; 0 picks a free one")
     static_dir: DirectoryPath | None = Field(
         default=None,
-        description="folder of static files answered to other GETs; `/` is `directions.html`",
-        json_schema_extra=_none_means("none, only the API is served"),
+        description="folder of static files answered to other GETs; `/` is `directions.html` (the built-in page "
+        "stays at `/ui/`)",
+        json_schema_extra=_none_means("none: `/` is the built-in page"),
     )
     max_input_bytes: int = Field(
         default=DEFAULT_MAX_INPUT_BYTES, ge=1, le=1024**3, description="largest upload accepted; a larger one gets 413"

@@ -176,6 +176,15 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def score_route(route_file: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The published result of ``modelgen-watcher score ROUTE ARGS...`` (one route, no watching)."""
+    out = subprocess.run([sys.executable, "-m", "modelgen_watcher", "score", str(route_file), *args],
+                         capture_output=True, text=True, timeout=60, check=True,
+                         env={**os.environ, **(env or {})}).stdout
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
 class Daemon:
     """``python -m modelgen_watcher`` on a directory, with its JSON log captured to a file."""
 

@@ -47,9 +47,10 @@ def worker_spec(settings: ModelSettings) -> WorkerSpec:
 
     A fork server runs on the interpreter (with its options) that ``--model-cmd`` names, told what to
     preload. The embedded model runs isolated on the watcher's interpreter (``-I -S``: the standard
-    library only); any other entry on the interpreter ``--model-cmd`` starts (the model's own), or the
-    watcher's when there is no ``--model-cmd``."""
-    from ..modelside import FORKSERVER, HOST, REFERENCE
+    library only); upstream's adapter (``cyclesafe``) on the interpreter, with its options, that runs
+    upstream's script in ``--model-cmd``; any other entry on the interpreter ``--model-cmd`` starts (the
+    model's own), or the watcher's when there is no ``--model-cmd``."""
+    from ..modelside import CYCLESAFE, FORKSERVER, HOST, REFERENCE
     from ..modelside.forkserver import PRELOAD_ENV, split_command
     from .warm import WorkerSpec
 
@@ -61,6 +62,10 @@ def worker_spec(settings: ModelSettings) -> WorkerSpec:
     if settings.model_entry in (None, "reference"):
         return WorkerSpec(python=[sys.executable, "-I", "-S"], entry=f"{REFERENCE}:create", host=HOST,
                           cwd=settings.model_cwd)
+    if settings.model_entry == "cyclesafe":  # upstream's script imported where its interpreter would run it
+        interpreter, _, _ = split_command(settings.command_template)
+        return WorkerSpec(python=interpreter, entry=f"{CYCLESAFE}:create", host=HOST,
+                          template=settings.command_template, cwd=settings.model_cwd)
     template = settings.command_template if settings.model_cmd is not None else []
     python = [template[0]] if template else [sys.executable]
     return WorkerSpec(python=python, entry=str(settings.model_entry), host=HOST, template=template,

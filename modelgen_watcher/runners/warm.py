@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from ..logs import get_logger
 from ..volume import fsio
-from .argv import render
+from .argv import render, render_for_worker
 from .base import ModelJob, ModelLoadError, RunReport
 from .containment import Containment
 from .records import REQUEST_ID_SEP, RUN_ID_ENV
@@ -405,10 +405,9 @@ class WarmRunner:
         rep_r, rep_w = os.pipe()
         ours = {req_w, rep_r}  # the ends we keep; the worker's two are closed here once it has them
         run_id = secrets.token_hex(16)
-        first = dataclasses.replace(_PROTO_JOB, workspace=workspace)
         argv = [*self.spec.python, str(self.spec.host), "--entry", self.spec.entry, "--workspace", str(workspace),
                 "--requests", str(req_r), "--replies", str(rep_w), "--",
-                *(render(self.spec.template, first) if self.spec.template else [])]
+                *render_for_worker(self.spec.template, workspace)]
         try:
             with self._lock:
                 if self._stopped:
@@ -492,10 +491,6 @@ class WarmRunner:
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.proc.wait(self.kill_grace)
         self._containment.unrecord(worker.pgid, worker.run_id)
-
-
-_PROTO_JOB = ModelJob(Path(""), Path(""), Path(""), None, 0.0)
-"""Rendering the model command for a worker (not a request): per-request placeholders are empty."""
 
 
 def _exited_by(pid: int, deadline: float) -> bool:

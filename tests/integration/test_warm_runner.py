@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from tests.helpers import (
     fake_model_cmd,
     python37_only,
     route,
+    score_route,
     sha,
     wait_final,
     wait_for,
@@ -93,9 +92,7 @@ def test_a_leaking_worker_is_recycled_when_its_memory_passes_the_limit(daemon_fa
 
 
 def _score(route_file: Path, *args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "modelgen_watcher", "score", str(route_file), *args],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    doc: dict[str, Any] = json.loads(out)
+    doc = score_route(route_file, *args)
     doc.pop("meta")
     return doc
 

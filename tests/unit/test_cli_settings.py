@@ -34,7 +34,7 @@ FLAGS = {
     },
     "health": {"--watch-dir", "--max-age"},  # it prints one line and logs nothing: no log flags
     "score": {
-        "-o", "--output", "--model-cmd", "--model-cwd", "--model-timeout", "--model-name", "--kill-grace",
+        "-o", "--output", "--svg", "--model-cmd", "--model-cwd", "--model-timeout", "--model-name", "--kill-grace",
         "--max-input-bytes", "--log-format", "--log-level", *WARM_FLAGS,
     },
     "serve": {
