@@ -10,9 +10,13 @@ set -euo pipefail
 url="${1:-http://127.0.0.1:8009/rest/score}"
 route='{"routes":[{"legs":[{"steps":[{"end_location":{"lat":30.2894657,"lng":-97.7367919},"maneuver":""},{"end_location":{"lat":30.29,"lng":-97.74},"maneuver":"turn-left"}]}]}]}'
 
-# The first connection is retried while the stack starts (podman cannot wait for health).
-ack="$(curl -sS --retry 20 --retry-connrefused --retry-delay 1 --fail-with-body \
-  -H 'Content-Type: application/json' --data-binary "$route" "$url/upload")"
+# First the stack must be ready: /readyz answers 200 once the watcher's heartbeat says it is
+# (its model loaded). podman cannot wait for health, so this waits (up to a minute), retrying
+# while the server starts (connection refused) and while the watcher is not ready (503).
+origin="$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(p.scheme + "://" + p.netloc)' "$url")"
+curl -s --fail --retry 60 --retry-connrefused --retry-delay 1 -o /dev/null "$origin/readyz" \
+  || { echo "verify: $origin/readyz did not answer 200 within a minute: the server or the watcher is not ready" >&2; exit 1; }
+ack="$(curl -sS --fail-with-body -H 'Content-Type: application/json' --data-binary "$route" "$url/upload")"
 key="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["key"])' "$ack")"
 result="$(curl -sS --fail-with-body "$url/retrieve?key=$key&wait=60")"
 
