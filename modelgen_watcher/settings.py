@@ -200,7 +200,7 @@ class ModelSettings(_NamedFiles):
         """
         if self.runner == "entry" and self.model_entry is None and self.model_cmd is not None:
             raise ValueError("--runner: `entry` needs --model-entry, the factory its workers load")
-        if self.preload is not None and self.runner is None and self.runner_kind != "fork":
+        if self.preload is not None and self.runner is None:  # without --runner, only --model-entry picks one
             raise ValueError("--preload: only the `fork` runner preloads modules (add --runner fork)")
         if self.runner == "fork":
             try:

@@ -45,10 +45,14 @@ fail() {
 image_id() { podman image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
 replaced=()
 for image in "${IMAGES[@]}"; do id="$(image_id "$image")"; [ -z "$id" ] || replaced+=("$id"); done
+kube_tagged=()  # "TAG ID-it-named-before" (or "TAG -"), so the kube tags go back as they were
 cleanup() {
   podman-compose -p "$PROJECT" down -v >/dev/null 2>&1 || true
   [ ! -f "$WORK/kube.yaml" ] || podman kube down "$WORK/kube.yaml" >/dev/null 2>&1 || true
-  for tag in "${KUBE_TAGS[@]}"; do podman untag "$tag" "$tag" >/dev/null 2>&1 || true; done
+  for entry in "${kube_tagged[@]}"; do
+    set -- $entry
+    if [ "$2" = - ]; then podman untag "$1" "$1"; else podman tag "$2" "$1"; fi >/dev/null 2>&1 || true
+  done
   # The images this run's builds replaced under its own tags, once nothing else names them.
   for id in "${replaced[@]}"; do
     [ "$(podman image inspect --format '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ] && podman rmi "$id" >/dev/null 2>&1 || true
@@ -165,7 +169,11 @@ podman-compose -p "$PROJECT" down -v >/dev/null 2>&1
 podman volume exists "$VOLUME" && fail "volume $VOLUME still exists"
 
 step "podman kube play: the pod from deploy/k8s-podman (the images tagged $VERSION, as the kustomization names them)"
-for tag in "${KUBE_TAGS[@]}"; do podman tag "${tag%:*}:latest" "$tag"; done
+for tag in "${KUBE_TAGS[@]}"; do
+  before="$(image_id "$tag")"
+  kube_tagged+=("$tag ${before:--}")
+  podman tag "${tag%:*}:latest" "$tag"
+done
 mkdir "$WORK/kube"
 cat > "$WORK/kube/kustomization.yaml" <<YAML
 # This run's host port, so that it cannot collide with a stack on 8009.
@@ -238,6 +246,8 @@ for runner in fork subprocess; do
   scored="$(json_get '[round(p["score"], 6) for p in d["routes"][0]], d["meta"]["model"], d["meta"]["duration_ms"]' < "$dir/gps_scored_route.$runner.json")"
   echo "$runner: $scored ms"
   [[ "$scored" == "$STANDIN_SCORES model.py "* ]] || fail "$runner scored $scored"
+  grep -q "note: --model-entry (MODELGEN_MODEL_ENTRY) is not used by the $runner runner" "$WORK/$runner.log" \
+    || fail "the $runner runner's start did not say that the image's entry is unused"
   lat=30.32
 done
 grep -q 'modelside/forkserver.py' "$WORK/fork.log" || fail "MODELGEN_RUNNER=fork did not start a fork server"
