@@ -57,13 +57,21 @@ def test_in_place_writer_in_chunks_is_never_scored_half_written(daemon_factory, 
 def test_rapid_rewrites_score_the_last_content_with_few_runs(daemon, watch_dir):
     path = watch_dir / input_name("burst")
     last = b""
+    pauses, started = 0, time.monotonic()
+    previous = started
     for i in range(200):
         last = encode(route(["turn-left"] * (1 + i % 7), lat0=30.0 + i / 1000))
         path.write_bytes(last)  # in place, as a careless writer would
+        now = time.monotonic()
+        pauses += now - previous >= 0.04  # a writer stalled this long (a loaded machine) looks finished
+        previous = now
+    burst = time.monotonic() - started
     res = assert_scored(watch_dir, "burst", last)
     assert res["routes"][0][0]["lat"] == 30.0 + 199 / 1000
     runs = daemon.wait_runs("burst")
-    assert 1 <= len(runs) <= 10, f"{len(runs)} model runs for one burst"
+    # A run starts after 50 ms of quiet, or after 1 s of a burst that never pauses: a few runs, never one a write.
+    allowed = min(10 + pauses + int(burst), 50)
+    assert 1 <= len(runs) <= allowed, f"{len(runs)} model runs for one burst of {burst:.1f} s with {pauses} pauses"
 
 
 def test_twenty_keyed_requests_at_once_each_get_their_own_result(daemon_factory, watch_dir, observer):
