@@ -19,6 +19,7 @@ from ..volume import fsio
 from ..volume.events import EventSource, ObserverKind
 from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
 from ..volume.retry import ONCE_ATTEMPTS
+from ..volume.scan import InputScanner, Signature
 from ..volume.schemas import Health, utc_now_iso
 from . import inflight, retention
 from .lock import AlreadyRunning, WatchDirLock
@@ -44,13 +45,8 @@ INTERRUPTED_LAST = 0.5
 """Extra delay at start for requests that were in flight when the watcher last stopped: the
 others are served first, so a request that stops the watcher cannot hold them all back."""
 
-Signature = tuple[int, int, int, int]
 _IDLE = "idle"
 """The lifecycle reason ``--once`` ends with when everything pending is done."""
-
-
-def _signature(st: os.stat_result) -> Signature:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
 def _content_changed(old: Signature | None, new: Signature) -> bool:
@@ -94,7 +90,7 @@ class Daemon:
         self.events: EventSource | None = None
         self.lock = WatchDirLock(self.layout)
         self._stop = threading.Event()
-        self._seen: dict[str, Signature] = {}
+        self._scanner = InputScanner(self.layout.root, self.layout.names)
         self._refused: OrderedDict[str, None] = OrderedDict()
         self._refusals_logged = 0
         self._refusals_quiet = 0
@@ -195,37 +191,28 @@ class Daemon:
                         reason="more names shaped like inputs with invalid keys; not logged one by one")
 
     def rescan(self, *, everything: bool = False) -> int:
-        """List the watch dir and schedule inputs that changed since the last scan (or all of them).
+        """Schedule the inputs that changed since the last scan (or all of them); returns how many.
 
         This is what makes dropped events harmless: inotify queue overflows, missed
-        moves, or a mount that stops delivering events are all caught here.
+        moves, or a mount that stops delivering events are all caught here. What a scan
+        looks at, and why that is enough, is ``scan.InputScanner``'s to say; inputs that
+        had an event since the last scan are checked by this one, so their change is not
+        taken for a missed event.
         """
-        current: dict[str, Signature] = {}
         scheduled = missed = 0
         evented, self._evented = self._evented, set()
+        scan = self._scanner.scan(everything=everything, hint=evented)
+        for rejected in scan.rejected:
+            self._refuse(rejected)
         settled_before = time.time() - MISSED_EVENT_AGE
-        for entry in os.scandir(self.layout.root):
-            parsed = self.layout.names.parse(entry.name)
-            if parsed is None:
-                continue
-            if isinstance(parsed, Rejected):
-                self._refuse(parsed)
-                continue
-            try:
-                sig = _signature(entry.stat(follow_symlinks=False))
-            except FileNotFoundError:
-                continue
-            current[entry.name] = sig
-            old = self._seen.get(entry.name)
-            if everything or old != sig:
-                # New content no event told us about, old enough that its event cannot still be in flight.
-                unreported = entry.name not in evented and _content_changed(old, sig)
-                if not everything and unreported and sig[2] / 1e9 < settled_before:
-                    missed += 1
-                delay = INTERRUPTED_LAST if everything and entry.name in self._interrupted else None
-                self.scheduler.notify(parsed, delay=delay)
-                scheduled += 1
-        self._seen = current
+        for change in scan.changed:
+            # New content no event told us about, old enough that its event cannot still be in flight.
+            unreported = change.name not in evented and _content_changed(change.old, change.new)
+            if not everything and unreported and change.new[2] / 1e9 < settled_before:
+                missed += 1
+            delay = INTERRUPTED_LAST if everything and change.name in self._interrupted else None
+            self.scheduler.notify(change.request, delay=delay)
+            scheduled += 1
         if not everything:
             self.metrics.rescans.inc()
             self.metrics.missed_events.inc(missed)
@@ -392,7 +379,8 @@ class Daemon:
         if self.settings.once:
             return self._run_once()
         self.events = EventSource(
-            self.layout.root, self.on_name, mode=self.settings.observer, poll_interval=self.settings.poll_interval
+            self.layout.root, self.on_name, mode=self.settings.observer, poll_interval=self.settings.poll_interval,
+            names=self.layout.names,
         )
         observer = self.events.start()
         pending = self.rescan(everything=True)
