@@ -97,6 +97,8 @@ class Daemon:
         self._evented: set[str] = set()
         self._interrupted: set[str] = set()
         self._ticker_thread: threading.Thread | None = None
+        self._next_sweep = 0.0
+        """Monotonic time of the next retention sweep (the first comes with the first rescan)."""
         self._refused_lock = threading.Lock()
         """The observer thread and the main thread's first scan both refuse names."""
         self._life = Lifecycle()
@@ -230,8 +232,12 @@ class Daemon:
             log.warning("events.missed", inputs=missed, observer=self.events.kind if self.events else None)
 
     def _expire(self) -> None:
-        if not self.settings.retention:
+        """Retention's sweep, when it is due (see ``retention.sweep_interval``)."""
+        if not self.settings.retention or time.monotonic() < self._next_sweep:
             return
+        self._next_sweep = time.monotonic() + retention.sweep_interval(
+            self.settings.retention, self.settings.rescan_interval
+        )
         expired = retention.expire(self.layout, self.settings.retention, self.scheduler.busy)
         if expired:
             self.metrics.retention_removed.inc(len(expired))
