@@ -246,7 +246,13 @@ class Daemon:
     # -- heartbeat --------------------------------------------------------
 
     def _write_health(self, observer: ObserverKind, ready: bool, stopped: str | None = None) -> None:
-        """The heartbeat; ``stopped`` says why the last one of a stopping daemon is not ready."""
+        """The heartbeat; ``stopped`` says why the last one of a stopping daemon is not ready.
+
+        Written atomically but not fsynced (nor is the metrics file): a heartbeat is
+        worth nothing after a power cut, stale by then whether or not it survived, and
+        four fsyncs every two seconds were most of the idle daemon's cost, and a disk
+        write every two seconds for ever. A reader sees the old file or the new one.
+        """
         reason = self.readiness.reason() or stopped
         health = Health(
             pid=os.getpid(),
@@ -258,7 +264,7 @@ class Daemon:
         )
         data = fsio.dump_json(health.model_dump())
         try:
-            fsio.atomic_write(self.layout.health_file, data, temp_prefix=WATCHER_TEMP_PREFIX)
+            fsio.atomic_write(self.layout.health_file, data, temp_prefix=WATCHER_TEMP_PREFIX, durable=False)
         except OSError as exc:
             # No room for a temp file: say "not ready" in place, or readers would trust the
             # last heartbeat until it ages out. A torn read of it is red as well.
@@ -277,7 +283,7 @@ class Daemon:
         m.native_observer.set(1 if observer == "native" else 0)
         m.ready.set(0 if self.readiness.reason() else 1)
         m.heartbeat.set(round(time.time(), 3))
-        fsio.atomic_write(self.layout.metrics_file, m.render(), temp_prefix=WATCHER_TEMP_PREFIX)
+        fsio.atomic_write(self.layout.metrics_file, m.render(), temp_prefix=WATCHER_TEMP_PREFIX, durable=False)
 
     def _still_ours(self) -> str | None:
         """Why this daemon must stop serving the watch dir (it was replaced, or is another's now), or None.
