@@ -41,7 +41,7 @@ from watchdog.observers.api import BaseObserver
 
 from ..logs import get_logger
 from .names import WATCHER_TEMP_PREFIX, Names
-from .scan import InputScanner
+from .scan import POLL, InputScanner
 
 log = get_logger(__name__)
 
@@ -95,7 +95,7 @@ class Poller:
     """
 
     def __init__(self, root: Path, names: Names, on_name: Callable[[str, bool], None], interval: float) -> None:
-        self._scanner = InputScanner(root, names)
+        self._scanner = InputScanner(root, names, POLL)
         self._on_name = on_name
         self._interval = interval
         self._stop = threading.Event()

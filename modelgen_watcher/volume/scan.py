@@ -3,25 +3,28 @@
 The daemon's periodic rescan and the polling event source both look through an
 ``InputScanner``. A watch dir that has served 10,000 requests holds 30,000 files
 (input, result, status), of which only the inputs can ask for work, and almost all of
-them are finished and quiet. Listing the directory and ``lstat``-ing each of them at
-every look cost 2.7 % of a core at a 10 s rescan and 26 % when polling every second.
-A scan does only what can find a change:
+them are finished and quiet. Listing the directory and ``lstat``-ing each input at
+every rescan, and every file at every poll, cost 2.7 % of a core at a 10-s rescan and
+26 % polling every second. A scan does only what can find a change:
 
 - **Names** (a new input, one renamed over, one removed): every such change moves the
   directory's mtime and ctime, so the directory is listed only when they moved since
-  the last listing, and at least every ``RELIST_EVERY`` scans in case a file system does
-  not keep them (after which it is listed at every scan: see ``_list``). A name renamed
-  over is found by its new inode number in the listing, with no ``lstat``. A directory
-  whose mtime is less than ``RACY_SECONDS`` old when listed is listed again next time:
-  a later change within the same timestamp tick would leave its mtime as it was.
+  the last listing, and every ``relist_every`` scans in case a file system does not
+  keep them (once a listing shows one that does not, it is listed at every scan). A
+  name renamed over is found by its new inode number in the listing, with no
+  ``lstat``. A directory whose mtime is less than ``RACY_SECONDS`` old when listed is
+  listed again next time: a later change within the same timestamp tick would leave
+  its mtime as it was.
 - **Content rewritten in place** (same name, same inode) shows only in the file's own
   ``lstat``: every scan ``lstat``s the legacy input (upstream's server rewrites it in
   place), every input that changed, appeared or had an event in the last
-  ``HOT_SECONDS``, and, in turns, up to ``COLD_BATCH`` of the quiet rest. Up to 1,000
-  quiet inputs are all checked at every scan, as before; beyond that each is checked
-  every ``ceil(quiet / 1000)`` scans.
+  ``HOT_SECONDS`` (a slow writer, a client publishing again, a touch asking for a failed
+  request again are all recent), and, in turns, ``quiet_per_scan`` of the quiet rest.
 
-``scan(everything=True)`` (catch-up at start, ``--once``) lists and checks every input.
+``POLL`` and ``RESCAN`` say how much each scan does beyond what changed. The poller is
+the only source of news where events do not arrive, so it checks more; the rescan is a
+net behind events that do. ``scan(everything=True)`` (catch-up at start, ``--once``)
+lists and checks every input.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Collection
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,16 +45,31 @@ log = get_logger(__name__)
 Signature = tuple[int, int, int, int]
 """An input's ``(st_ino, st_size, st_mtime_ns, st_mode)``: what a rewrite, a rename over or a chmod changes."""
 
-COLD_BATCH = 1000
-"""Quiet inputs ``lstat``-ed per scan, in turns: about 2 ms of CPU."""
 HOT_SECONDS = 600.0
-"""An input that changed, appeared or had an event is checked at every scan for this long: a slow writer,
-a client publishing again or touching a failed request are all recent."""
+"""An input that changed, appeared or had an event is checked at every scan for this long."""
 RACY_SECONDS = 2.0
 """A directory whose mtime is this recent when listed is listed again at the next scan (timestamps
 are coarse: one tick is a few ms on Linux, 2 s on FAT)."""
-RELIST_EVERY = 10
-"""Scans between listings of a directory whose mtime and ctime did not move."""
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How much a scan does beyond what changed (each quiet ``lstat`` costs about 3 us, a listing of 30,000
+    names about 20 ms)."""
+
+    quiet_per_scan: int
+    """Quiet inputs ``lstat``-ed per scan, in turn."""
+    relist_every: int
+    """Scans between listings of a directory whose mtime and ctime did not move."""
+
+
+POLL = Pace(quiet_per_scan=1000, relist_every=10)
+"""The polling observer (every ``--poll-interval``, 1 s): up to 1,000 quiet inputs are all checked at every
+poll, 10,000 in 10 polls; a name on a file system that does not keep directory times is seen within 10."""
+RESCAN = Pace(quiet_per_scan=250, relist_every=30)
+"""The rescan (every ``--rescan-interval``, 10 s), behind events that arrive: an in-place rewrite of a quiet
+input that no event reported is seen within ``ceil(quiet / 250)`` rescans (7 minutes for 10,000)."""
+
 
 def signature(st: os.stat_result) -> Signature:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
@@ -87,12 +106,12 @@ class _Known:
 class InputScanner:
     """Keeps what the last scan saw of one directory's inputs; ``scan()`` says what changed since."""
 
-    def __init__(self, root: Path, names: Names, *, cold_batch: int = COLD_BATCH) -> None:
+    def __init__(self, root: Path, names: Names, pace: Pace) -> None:
         self.root = root
         self.names = names
         self._root = os.fsdecode(root)
         self._legacy = names.input(None)
-        self._cold_batch = cold_batch
+        self._pace = pace
         self._known: dict[str, _Known] = {}
         self._listing: dict[str, int] = {}
         """The last listing: every name in the directory, with its inode number."""
@@ -131,8 +150,14 @@ class InputScanner:
         with os.scandir(self._root) as entries:
             listing = {entry.name: entry.inode() for entry in entries}
         previous, self._listing = self._listing, listing
-        fresh = listing.items() if everything else listing.items() - previous.items()
-        removed = previous.keys() - listing.keys()
+        fresh: AbstractSet[tuple[str, int]]
+        removed: AbstractSet[str]
+        if everything:
+            fresh, removed = listing.items(), set()
+        elif listing == previous:  # the usual answer of a periodic listing, found at C speed
+            fresh, removed = set(), set()
+        else:
+            fresh, removed = listing.items() - previous.items(), previous.keys() - listing.keys()
         for name, d_ino in fresh:
             kind = self.names.parse(name)
             if isinstance(kind, Rejected):
@@ -168,7 +193,7 @@ class InputScanner:
         identity, _ = self._dir_identity()
         if identity != self._dir_seen:
             return True, False
-        return self._scans_unlisted + 1 >= RELIST_EVERY, True
+        return self._scans_unlisted + 1 >= self._pace.relist_every, True
 
     # -- the scan -------------------------------------------------------------------
 
@@ -201,7 +226,7 @@ class InputScanner:
             due.append(self._legacy)
         quiet = 0
         for _ in range(len(self._turns)):
-            if quiet >= self._cold_batch:
+            if quiet >= self._pace.quiet_per_scan:
                 break
             name = self._turns.popleft()
             if name not in self._known:

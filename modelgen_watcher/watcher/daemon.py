@@ -19,7 +19,7 @@ from ..volume import fsio
 from ..volume.events import EventSource, ObserverKind
 from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
 from ..volume.retry import ONCE_ATTEMPTS
-from ..volume.scan import InputScanner, Signature
+from ..volume.scan import RESCAN, InputScanner, Signature
 from ..volume.schemas import Health, utc_now_iso
 from . import inflight, retention
 from .lock import AlreadyRunning, WatchDirLock
@@ -90,7 +90,7 @@ class Daemon:
         self.events: EventSource | None = None
         self.lock = WatchDirLock(self.layout)
         self._stop = threading.Event()
-        self._scanner = InputScanner(self.layout.root, self.layout.names)
+        self._scanner = InputScanner(self.layout.root, self.layout.names, RESCAN)
         self._refused: OrderedDict[str, None] = OrderedDict()
         self._refusals_logged = 0
         self._refusals_quiet = 0

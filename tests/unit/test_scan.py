@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 from modelgen_watcher.volume.names import Names, Rejected
-from modelgen_watcher.volume.scan import InputScanner, Scan
+from modelgen_watcher.volume.scan import InputScanner, Pace, Scan
 from tests.helpers import input_name, result_name
 
 OLD = time.time() - 3600
+RELIST_EVERY = 10
 
 
 def settle(directory: Path) -> None:
@@ -26,10 +27,10 @@ def write(directory: Path, name: str, data: bytes = b"{}") -> None:
     (directory / name).write_bytes(data)
 
 
-def baseline(directory: Path, **kwargs: int) -> InputScanner:
+def baseline(directory: Path, quiet_per_scan: int = 1000) -> InputScanner:
     """A scanner that has seen the directory as it is, with times old enough to trust."""
     settle(directory)
-    scanner = InputScanner(directory, Names(), **kwargs)
+    scanner = InputScanner(directory, Names(), Pace(quiet_per_scan, RELIST_EVERY))
     scanner.scan(everything=True)
     return scanner
 
@@ -40,7 +41,7 @@ def test_everything_reports_every_input_and_nothing_else(tmp_path):
         write(tmp_path, result_name(key))
     write(tmp_path, input_name(None))
     write(tmp_path, ".writer-tmp")
-    scan = InputScanner(tmp_path, Names()).scan(everything=True)
+    scan = InputScanner(tmp_path, Names(), Pace(1000, RELIST_EVERY)).scan(everything=True)
     assert changed(scan) == sorted([input_name("a"), input_name("b"), input_name(None)])
 
 
@@ -76,7 +77,7 @@ def test_an_input_rewritten_in_place_is_found_while_hot_at_the_next_scan(tmp_pat
 def test_quiet_inputs_rewritten_in_place_are_found_in_turns(tmp_path):
     for i in range(6):
         write(tmp_path, input_name(f"k{i}"))
-    scanner = baseline(tmp_path, cold_batch=2)
+    scanner = baseline(tmp_path, quiet_per_scan=2)
     os.utime(tmp_path / input_name("k4"), (OLD + 60, OLD + 60))  # a touch: what asks for a failed request again
     found = []
     for _ in range(3):  # 6 quiet inputs, 2 per scan: every one is checked within 3 scans
@@ -87,7 +88,7 @@ def test_quiet_inputs_rewritten_in_place_are_found_in_turns(tmp_path):
 def test_an_input_with_an_event_is_checked_at_the_next_scan(tmp_path):
     for i in range(6):
         write(tmp_path, input_name(f"k{i}"))
-    scanner = baseline(tmp_path, cold_batch=1)
+    scanner = baseline(tmp_path, quiet_per_scan=1)
     scanner.scan()  # k0's turn
     with open(tmp_path / input_name("k0"), "ab") as fh:
         fh.write(b" ")
@@ -99,7 +100,7 @@ def test_the_legacy_input_is_checked_at_every_scan(tmp_path):
     for i in range(5):
         write(tmp_path, input_name(f"k{i}"))
     write(tmp_path, input_name(None))
-    scanner = baseline(tmp_path, cold_batch=1)
+    scanner = baseline(tmp_path, quiet_per_scan=1)
     for n in range(3):
         with open(tmp_path / input_name(None), "ab") as fh:  # upstream's server rewrites it in place
             fh.write(b" ")
@@ -127,7 +128,7 @@ def test_refused_names_are_reported_once(tmp_path):
 
 
 def test_a_directory_changed_just_before_its_listing_is_listed_again(tmp_path):
-    scanner = InputScanner(tmp_path, Names())
+    scanner = InputScanner(tmp_path, Names(), Pace(1000, RELIST_EVERY))
     scanner.scan(everything=True)  # the directory was just created: its times are too recent to trust
     assert scanner.scan().listed
 
@@ -140,10 +141,10 @@ class FrozenTimes(InputScanner):
 
 
 def test_a_directory_whose_times_never_move_is_listed_at_every_scan_once_that_shows(tmp_path):
-    scanner = FrozenTimes(tmp_path, Names())
+    scanner = FrozenTimes(tmp_path, Names(), Pace(1000, RELIST_EVERY))
     scanner.scan(everything=True)
     write(tmp_path, input_name("unseen"))
-    scans = [scanner.scan() for _ in range(10)]  # the periodic listing finds it
+    scans = [scanner.scan() for _ in range(RELIST_EVERY)]  # the periodic listing finds it
     assert [changed(s) for s in scans].count([input_name("unseen")]) == 1
     write(tmp_path, input_name("next"))
     assert changed(scanner.scan()) == [input_name("next")]  # from then on, at every scan
