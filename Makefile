@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 WATCH_DIR ?= data
+# The upstream-shaped stand-in's own venv (pandas, scikit-learn, matplotlib): never the watcher's.
+BENCH_VENV ?= .venv-bench
 
 # Container targets (replace cyclesafe's setup.sh). COMPOSE is Docker's by default;
 # `make COMPOSE=podman-compose up` works too.
@@ -12,7 +14,7 @@ CS_PORT ?= 8009
 VERIFY_URL ?= http://127.0.0.1:$(CS_PORT)/rest/score
 TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' modelgen_watcher/__init__.py)
 
-.PHONY: help run test unit integration e2e bench reliability static-checks containers-check ci docs \
+.PHONY: help run test unit integration e2e bench bench-venv reliability static-checks containers-check ci docs \
         build up verify logs down clean clean-venv k3d-up k3d-deploy
 
 help:
@@ -22,11 +24,13 @@ help:
 	@echo "make static-checks     - ruff, mypy, hadolint, Compose schema, kubernetes-validate, checkov"
 	@echo "make containers-check  - build and run the stack with podman, end to end"
 	@echo "make docs              - write docs/configuration.md from the settings classes"
-	@echo "make bench             - drop-to-result latency against the bare model and the old loop"
+	@echo "make bench             - drop-to-result latency against the bare model and the old loop;"
+	@echo "                         an upstream-shaped model with each runner (makes $(BENCH_VENV) on first use)"
+	@echo "make bench-venv        - the upstream-shaped stand-in's own venv, $(BENCH_VENV)"
 	@echo "make reliability       - the long runs behind docs/RELIABILITY.md (about 15 min)"
 	@echo "make build|up|verify|logs|down|clean  - the stack with Docker Compose"
 	@echo "make k3d-up|k3d-deploy - a local Kubernetes cluster (k3d) and the stack on it"
-	@echo "make clean-venv        - remove the venv and the tools"
+	@echo "make clean-venv        - remove the venvs and the tools"
 
 $(BIN)/modelgen-watcher: pyproject.toml modelgen_watcher/__init__.py
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +47,18 @@ test: $(BIN)/modelgen-watcher
 unit integration e2e: $(BIN)/modelgen-watcher
 	$(BIN)/python -m pytest tests/$@
 
-bench: $(BIN)/modelgen-watcher
+bench: $(BIN)/modelgen-watcher $(BENCH_VENV)/.installed
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/upstream_shaped.py --bench-python $(BENCH_VENV)/bin/python
+
+# A stamp, not the venv's python: touching that symlink would touch the system's interpreter.
+$(BENCH_VENV)/.installed: bench/standin/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/standin/requirements.txt
+	@touch $@
+
+bench-venv: $(BENCH_VENV)/.installed
 
 # The long runs behind docs/RELIABILITY.md: decode memory, a 10-minute soak, 100 kill -9s.
 reliability: $(BIN)/modelgen-watcher
@@ -96,7 +110,7 @@ clean:
 	$(COMPOSE) $(COMPOSE_FILES) down -v --rmi all
 
 clean-venv:
-	rm -rf $(VENV) .tools .podman build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .tools .podman build *.egg-info .pytest_cache
 
 # --- Kubernetes on a local k3d cluster ------------------------------------------
 

@@ -75,6 +75,9 @@ EXTRA_ARGS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
         (("route",), {"type": Path, "metavar": "ROUTE.json", "help": "the route JSON to score"}),
         (("-o", "--output"), {"type": Path, "metavar": "OUT.json", "default": None,
                               "help": "write the result here (default: stdout)"}),
+        (("--svg",), {"type": Path, "metavar": "OUT.svg", "default": None,
+                      "help": "also draw the result as SVG here: each step coloured by its score, as the server's "
+                              "page shows it"}),
     ],
 }
 """Arguments of a command that are not settings (no environment variable): names, ``add_argument`` keywords."""
@@ -202,11 +205,21 @@ def cmd_score(args: argparse.Namespace) -> int:
                 print(err.detail, file=sys.stderr)
             return EXIT_FAIL
         result = layout.result(None).read_bytes()
+    if args.svg is not None:
+        fsio.atomic_write(args.svg.resolve(), _drawing(result, snap.data).encode())
     if args.output is None:
         sys.stdout.write(json.dumps(json.loads(result), indent=2) + "\n")
     else:
         fsio.atomic_write(args.output.resolve(), result)
     return EXIT_OK
+
+
+def _drawing(result: bytes, route: bytes) -> str:
+    """The SVG of a scored result; the route (already scored, so valid) says where each route starts."""
+    from . import picture
+    from .volume.decoding import decode_route, decode_scored
+
+    return picture.render(decode_scored(result), picture.route_starts(decode_route(route)))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

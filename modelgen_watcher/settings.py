@@ -28,7 +28,9 @@ from pydantic import DirectoryPath, Field, ValidationError, field_validator, mod
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .modelside import REFERENCE
+from .modelside import ENTRIES, REFERENCE
+from .modelside.forkserver import AUTO as PRELOAD_AUTO
+from .modelside.forkserver import split_command
 from .runners.argv import PLACEHOLDERS, unknown_placeholders
 from .volume.names import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
 
@@ -143,16 +145,26 @@ class ModelSettings(_NamedFiles):
         le=1024**3,
         description="largest input read; a larger one gets an `invalid_input` status unread",
     )
-    runner: Literal["subprocess", "entry"] | None = Field(
+    runner: Literal["subprocess", "fork", "entry"] | None = Field(
         default=None,
-        description="how the model runs: `subprocess` starts a process per request; `entry` keeps warm workers "
-        "that load the model once (`--model-entry`) and serve each request as a call: milliseconds",
+        description="how the model runs: `subprocess` starts a process per request; `fork` keeps a fork server "
+        "that imports `--preload` once and forks a child per request to run the unchanged `--model-cmd` script; "
+        "`entry` keeps warm workers that load the model once (`--model-entry`) and serve each request as a call: "
+        "milliseconds",
         json_schema_extra=_none_means("entry for the embedded model or with --model-entry, else subprocess"),
+    )
+    preload: str | None = Field(
+        default=None,
+        description="modules the `fork` runner's server imports once, comma-separated (e.g. "
+        "`pandas,sklearn.tree`); `auto`: those the script imports at its top level, but its own; every request's "
+        "child starts with them imported",
+        json_schema_extra=_none_means("auto"),
     )
     model_entry: str | None = Field(
         default=None,
-        description="what warm workers load once: `MODULE_OR_PATH:FACTORY` (found from --model-cwd), or "
-        "`reference` for the embedded model; the factory's interface is in docs/runners.md",
+        description="what warm workers load once: `MODULE_OR_PATH:FACTORY` (found from --model-cwd), "
+        "`reference` for the embedded model, or `cyclesafe` for upstream's model.py run from --model-cmd; "
+        "the factory's interface is in docs/runners.md",
         json_schema_extra=_none_means("the embedded model's, when --model-cmd is not set"),
     )
     worker_max_requests: int = Field(
@@ -170,24 +182,57 @@ class ModelSettings(_NamedFiles):
     @field_validator("model_entry")
     @classmethod
     def _check_entry(cls, value: str | None) -> str | None:
-        if value is None or value == "reference":
+        if value is None or value in ENTRIES:
             return value
         target, sep, name = value.rpartition(":")
         if not (sep and target and name.isidentifier()):
-            raise ValueError(f"must be MODULE_OR_PATH:FACTORY or `reference`, got {value!r}")
+            named = " or ".join(f"`{word}`" for word in ENTRIES)
+            raise ValueError(f"must be MODULE_OR_PATH:FACTORY, {named}, got {value!r}")
         return value
 
     @model_validator(mode="after")
     def _check_runner(self) -> ModelSettings:
-        """An entry runner needs something to load; a subprocess runner cannot load an entry."""
+        """An entry runner needs something to load, a fork runner a Python script; others cannot load an entry."""
         if self.runner == "entry" and self.model_entry is None and self.model_cmd is not None:
             raise ValueError("--runner: `entry` needs --model-entry, the factory its workers load")
-        if self.runner == "subprocess" and self.model_entry is not None:
-            raise ValueError("--model-entry: only the `entry` runner loads a factory (drop --runner subprocess)")
+        if self.runner in ("subprocess", "fork") and self.model_entry is not None:
+            raise ValueError(f"--model-entry: only the `entry` runner loads a factory (drop --runner {self.runner})")
+        if self.preload is not None and self.runner_kind != "fork":
+            raise ValueError("--preload: only the `fork` runner preloads modules (add --runner fork)")
+        if self.runner == "fork":
+            try:
+                split_command(self.command_template)
+            except ValueError as exc:
+                raise ValueError(f"--model-cmd: {exc}") from exc
+        bad = [name for name in self.preload_modules if not all(part.isidentifier() for part in name.split("."))]
+        if bad:
+            raise ValueError(f"--preload: {bad[0]!r} is not a module name")
+        return self
+
+    @model_validator(mode="after")
+    def _check_cyclesafe(self) -> ModelSettings:
+        """Upstream's adapter imports the script the model command runs: there must be one."""
+        if self.model_entry != "cyclesafe":
+            return self
+        if self.model_cmd is None:
+            raise ValueError("--model-entry: `cyclesafe` needs --model-cmd, upstream's command line (its model.py)")
+        try:
+            _, kind, _ = split_command(self.command_template)
+        except ValueError:
+            kind = None
+        if kind != "script":
+            raise ValueError("--model-cmd: `--model-entry cyclesafe` needs `PYTHON [OPTIONS] SCRIPT [ARGS]`, "
+                             "upstream's model.py and its flags")
         return self
 
     @property
-    def runner_kind(self) -> Literal["subprocess", "entry"]:
+    def preload_modules(self) -> list[str]:
+        if self.preload is None:
+            return [PRELOAD_AUTO]
+        return [name.strip() for name in self.preload.split(",") if name.strip()]
+
+    @property
+    def runner_kind(self) -> Literal["subprocess", "fork", "entry"]:
         """The runner in effect: as set, else ``entry`` for the embedded model or an entry, else ``subprocess``."""
         if self.runner is not None:
             return self.runner
@@ -234,7 +279,7 @@ class ModelSettings(_NamedFiles):
         """What meta.model says: the explicit name, ``reference``, the entry's module, or the model script's name."""
         if self.model_name:
             return self.model_name
-        if self.model_entry not in (None, "reference") and self.runner_kind == "entry":
+        if self.model_entry not in (None, *ENTRIES) and self.runner_kind == "entry":
             return Path(str(self.model_entry).rpartition(":")[0]).name
         if self.model_cmd is None:
             return "reference"
@@ -328,8 +373,9 @@ class ServerSettings(_NamedFiles):
     port: int = Field(default=8009, ge=0, le=65535, description="port to listen on; 0 picks a free one")
     static_dir: DirectoryPath | None = Field(
         default=None,
-        description="folder of static files answered to other GETs; `/` is `directions.html`",
-        json_schema_extra=_none_means("none, only the API is served"),
+        description="folder of static files answered to other GETs; `/` is `directions.html` (the built-in page "
+        "stays at `/ui/`)",
+        json_schema_extra=_none_means("none: `/` is the built-in page"),
     )
     max_input_bytes: int = Field(
         default=DEFAULT_MAX_INPUT_BYTES, ge=1, le=1024**3, description="largest upload accepted; a larger one gets 413"

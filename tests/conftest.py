@@ -30,7 +30,7 @@ def observer(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(params=RUNNERS)
 def runner(request: pytest.FixtureRequest) -> str:
-    """Each runner: the same test, through a process per request and through warm workers."""
+    """Each runner: the same test, through a process per request, a fork server and warm workers."""
     return str(request.param)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import resource
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+import pytest
 
 MODELS = Path(__file__).parent / "models"
 PY = shlex.quote(sys.executable)
@@ -136,16 +140,19 @@ def wait_error(watch_dir: Path, key: str | None, timeout: float = 30.0) -> dict[
     return wait_for(err, timeout, what=f"error status of {key}")
 
 
-RUNNERS = ("subprocess", "entry")
+RUNNERS = ("subprocess", "fork", "entry")
 """Every runner the integration suite runs through (a parametrised fixture, ``runner``, in conftest)."""
 
 
 def fake_model_args(mode: str, *extra: str, runner: str = "subprocess") -> list[str]:
     """The daemon's flags for tests/models/fake_model.py in ``mode``, under ``runner``: a process per request, or
-    warm workers that run its ``main`` per request (its ``create`` entry), with the same command line."""
+    warm workers that run its ``main`` per request (its ``create`` entry), or a fork server that runs the script
+    in a forked child per request, with the same command line."""
     cmd = fake_model_cmd(mode, *extra)
     if runner == "entry":
         return ["--runner", "entry", "--model-entry", f"{MODELS / 'fake_model.py'}:create", "--model-cmd", cmd]
+    if runner == "fork":
+        return ["--runner", "fork", "--model-cmd", cmd]
     return ["--model-cmd", cmd]
 
 
@@ -167,6 +174,15 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def score_route(route_file: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The published result of ``modelgen-watcher score ROUTE ARGS...`` (one route, no watching)."""
+    out = subprocess.run([sys.executable, "-m", "modelgen_watcher", "score", str(route_file), *args],
+                         capture_output=True, text=True, timeout=60, check=True,
+                         env={**os.environ, **(env or {})}).stdout
+    doc: dict[str, Any] = json.loads(out)
+    return doc
 
 
 class Daemon:
@@ -297,3 +313,20 @@ def health_of(watch_dir: Path, max_age: float = 30.0) -> tuple[bool, str]:
 
     result = check(watch_dir, max_age)
     return result.healthy, result.message
+
+
+def _python37() -> str | None:
+    """A Python 3.7 that runs (pyenv's shim is on PATH even where 3.7 is not selected)."""
+    candidates = [shutil.which("python3.7"), *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.7*/bin/python3.7")))]
+    for python in filter(None, candidates):
+        if subprocess.run([python, "-c", "import sys; assert sys.version_info[:2] == (3, 7)"],
+                          capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+PYTHON37 = _python37()
+
+
+python37_only = pytest.mark.skipif(PYTHON37 is None, reason="no Python 3.7 on this machine (vermin checks the syntax in static-checks)")
+"""For the code that runs on the model's interpreter: upstream's is Python 3.7."""

@@ -13,3 +13,10 @@ HOST = HERE / "host.py"
 """The worker loop: ``python3 HOST --entry MODULE_OR_PATH:FACTORY ...``."""
 REFERENCE = HERE / "reference.py"
 """The embedded reference model: a script (upstream's flags) and an entry (``create``)."""
+FORKSERVER = HERE / "forkserver.py"
+"""The ``fork`` runner's entry: preload once, fork a child per request that runs the unchanged script."""
+CYCLESAFE = HERE / "cyclesafe.py"
+"""The adapter for upstream cyclesafe's model.py (an entry, ``create``): prepares once, scores per request."""
+
+ENTRIES = {"reference": REFERENCE, "cyclesafe": CYCLESAFE}
+"""Entries ``--model-entry`` names by a word, each a file here whose factory is ``create``."""

@@ -16,7 +16,8 @@ The protocol is JSON, one object a line, on two pipes of their own (``--requests
 - host -> watcher, once: ``{"type": "ready", "pid", "python"}`` or
   ``{"type": "failed", "error", "detail"}`` (the factory raised: the model cannot load);
 - watcher -> host: ``{"type": "run", "id", "input", "output", "output_name",
-  "workspace", "key", "argv"}``;
+  "workspace", "key", "argv", "env"}`` (``env``: variables for the processes the request
+  starts, its run id; the fork server's child sets them);
 - host -> watcher: ``{"type": "done", "id", "exit_code", "stdout_tail", "stderr_tail",
   "rss_kb", "seconds"}``;
 - the watcher closes ``--requests`` (or sends ``{"type": "stop"}``) to end the host.
@@ -57,6 +58,8 @@ class Job:
         self.workspace = msg["workspace"]
         self.key = msg.get("key")
         self.argv = list(msg.get("argv") or [])
+        self.env: dict[str, str] = dict(msg.get("env") or {})
+        """Variables for what the request starts (its run id): a fork server's child sets them."""
 
 
 class _Tail(io.TextIOBase):

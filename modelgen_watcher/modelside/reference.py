@@ -3,7 +3,8 @@
 - **Entry** (``create``), the default: the ``entry`` runner loads it once per warm worker
   (``modelside/host.py``) and each request is a function call: milliseconds.
 - **Script** (``main``), in upstream's command-line shape (``--workspace --routefile
-  --dumpresponse [--datafile]``): what the ``subprocess`` runner starts per request.
+  --dumpresponse [--datafile]``): what the ``subprocess`` runner starts per request, and
+  what the ``fork`` runner's child runs.
 
 Both go through the same machinery as any other model. Standard library only and
 Python 3.7+, like everything in ``modelside/``: it runs on the model's side.

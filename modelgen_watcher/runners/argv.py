@@ -8,6 +8,7 @@ exactly what is filled.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from .base import ModelJob
 
@@ -30,11 +31,20 @@ def unknown_placeholders(template: str) -> list[str]:
 
 def render(template: list[str], job: ModelJob) -> list[str]:
     """Fill the placeholders in each argument in one pass (a value is never re-scanned); no shell is involved."""
-    values = {
+    return _fill(template, {
         "input": str(job.input_path),
         "output": str(job.output_path),
         "workspace": str(job.workspace),
         "output_name": job.output_name,
         "key": job.key or "",
-    }
+    })
+
+
+def render_for_worker(template: list[str], workspace: Path) -> list[str]:
+    """The command as a warm worker gets it when it starts: no request yet, so only ``{workspace}`` has a value
+    and the per-request placeholders are empty."""
+    return _fill(template, dict.fromkeys(PLACEHOLDERS, "") | {"workspace": str(workspace)})
+
+
+def _fill(template: list[str], values: dict[str, str]) -> list[str]:
     return [_PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), arg) for arg in template]

@@ -31,6 +31,14 @@ from . import procfs
 
 RUN_ID_ENV = "MODELGEN_RUN_ID"
 """The environment variable that carries a run's id into the model and everything it starts."""
+REQUEST_ID_SEP = "/"
+"""A request served by a long-lived worker carries ``<worker's run id>/<n>``: what it leaves behind is told from
+what the worker started for itself, and still found from the worker's record."""
+
+
+def recorded_id(run_id: str | None) -> str | None:
+    """The run id a record names for a process carrying ``run_id``: the worker's, for one of its requests."""
+    return None if run_id is None else run_id.partition(REQUEST_ID_SEP)[0]
 RECORD_SUFFIX = ".json"
 MAX_RECORD_BYTES = 4096
 
@@ -204,7 +212,7 @@ def _kill_carriers(run_ids: set[str], spare: set[int], killed_groups: set[int]) 
         return 0
     me, killed = os.getpid(), 0
     for pid in procfs.all_pids():
-        if pid == me or pid in spare or procfs.environ_value(pid, RUN_ID_ENV) not in run_ids:
+        if pid == me or pid in spare or recorded_id(procfs.environ_value(pid, RUN_ID_ENV)) not in run_ids:
             continue
         st = procfs.read_stat(pid)
         if st is None or st.zombie or st.pgrp in killed_groups:

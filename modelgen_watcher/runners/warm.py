@@ -39,10 +39,10 @@ from typing import IO, Any
 
 from ..logs import get_logger
 from ..volume import fsio
-from .argv import render
+from .argv import render, render_for_worker
 from .base import ModelJob, ModelLoadError, RunReport
 from .containment import Containment
-from .records import RUN_ID_ENV
+from .records import REQUEST_ID_SEP, RUN_ID_ENV
 from .tail import Tail
 
 log = get_logger(__name__)
@@ -61,6 +61,8 @@ class WorkerSpec:
     template: list[str] = dataclasses.field(default_factory=list)
     """The model command; rendered for the worker (its workspace) and again for each request."""
     cwd: Path | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Variables the worker gets on top of the watcher's environment."""
 
 
 class _Worker:
@@ -72,6 +74,9 @@ class _Worker:
         self.run_id = run_id
         self.workspace = workspace
         self.served = 0
+        self.sent = 0
+        self.request_id: str | None = None
+        """The run id of the request in progress, which what it starts carries (``records.REQUEST_ID_SEP``)."""
         self.rss_kb = 0
         self._requests = requests
         self._replies: queue.SimpleQueue[dict[str, Any] | str] = queue.SimpleQueue()
@@ -109,6 +114,8 @@ class _Worker:
                         continue
                     pending += chunk
                     *lines, pending = pending.split(b"\n")
+                    if lines:  # what the request printed before its reply is in the tails before the reply is seen
+                        self._drain(tails)
                     for line in lines:
                         self._replies.put(self._decode(line))
         finally:
@@ -116,6 +123,29 @@ class _Worker:
             os.close(replies_fd)
             self.proc.stdout.close()
             self.proc.stderr.close()
+
+    @staticmethod
+    def _drain(tails: dict[int, Tail], limit: int = 64) -> None:
+        """Read what is already waiting on stdout and stderr (at most ``limit`` chunks, so a model printing without
+        end cannot hold a reply back). A forked child's output reaches these pipes before its parent replies, but
+        one ``select`` may report both at once."""
+        with selectors.DefaultSelector() as sel:
+            for fd in tails:
+                with contextlib.suppress(ValueError, OSError):
+                    sel.register(fd, selectors.EVENT_READ)
+            for _ in range(limit):
+                ready = sel.select(0)
+                if not ready:
+                    return
+                for key, _ in ready:
+                    try:
+                        chunk = os.read(key.fd, 65536)
+                    except OSError:
+                        chunk = b""
+                    if chunk:
+                        tails[key.fd].feed(chunk)
+                    else:
+                        sel.unregister(key.fd)  # at its end: the main loop sees that too
 
     @staticmethod
     def _decode(line: bytes) -> dict[str, Any] | str:
@@ -139,6 +169,10 @@ class _Worker:
             return self._replies.get(timeout=max(0.0, timeout))
         except queue.Empty:
             return None
+
+    def abandon(self) -> None:
+        """Wake the request waiting on this worker as if the worker were gone (the runner is stopping)."""
+        self._replies.put(_EOF)
 
     def close_requests(self) -> None:
         with contextlib.suppress(OSError):
@@ -223,7 +257,8 @@ class WarmRunner:
         """Reap zombies and kill what retired workers left (see ``containment``); live workers are spared."""
         with self._lock:
             live = list(self._live.values())
-            return self._containment.sweep({w.pgid for w in live}, {w.run_id for w in live})
+            ids = {w.run_id for w in live} | {w.request_id for w in live if w.request_id is not None}
+            return self._containment.sweep({w.pgid for w in live}, ids)
 
     def stop(self) -> None:
         """End every worker, loading, idle or busy (requests in flight report ``cancelled``); refuse new runs.
@@ -235,7 +270,10 @@ class WarmRunner:
             self._stopped = True
             workers = list(self._live.values())
             self._cancelled.update(self._busy)
+            busy = list(self._busy.values())
             self._slots = [None] * len(self._slots)
+        for w in busy:  # their requests end now, even if something still holds a worker's reply pipe open
+            w.abandon()
         for w in workers:
             w.close_requests()
             _signal_group(w.pgid, signal.SIGTERM)
@@ -285,14 +323,18 @@ class WarmRunner:
 
     def _serve(self, n: int, worker: _Worker, job: ModelJob, start: float) -> tuple[RunReport, bool]:
         local = dataclasses.replace(job, output_path=worker.workspace / job.output_name, workspace=worker.workspace)
+        worker.sent += 1
+        request_id = f"{worker.run_id}{REQUEST_ID_SEP}{worker.sent}"
         msg = {
             "type": "run", "id": secrets.token_hex(4), "input": str(local.input_path),
             "output": str(local.output_path), "output_name": local.output_name, "workspace": str(worker.workspace),
             "key": job.key, "argv": render(self.spec.template, local) if self.spec.template else [],
+            "env": {RUN_ID_ENV: request_id},
         }
         out_mark, err_mark = worker.out.total, worker.err.total
         with self._lock:
             self._busy[n] = worker
+            worker.request_id = request_id
         try:
             reply = worker.receive(job.timeout) if worker.send(msg) else _EOF
             while isinstance(reply, dict) and reply.get("id") != msg["id"]:  # a reply to an earlier, abandoned run
@@ -300,6 +342,7 @@ class WarmRunner:
         finally:
             with self._lock:
                 self._busy.pop(n, None)
+                worker.request_id = None
                 cancelled = n in self._cancelled
                 self._cancelled.discard(n)
         duration = time.monotonic() - start
@@ -362,10 +405,9 @@ class WarmRunner:
         rep_r, rep_w = os.pipe()
         ours = {req_w, rep_r}  # the ends we keep; the worker's two are closed here once it has them
         run_id = secrets.token_hex(16)
-        first = dataclasses.replace(_PROTO_JOB, workspace=workspace)
         argv = [*self.spec.python, str(self.spec.host), "--entry", self.spec.entry, "--workspace", str(workspace),
                 "--requests", str(req_r), "--replies", str(rep_w), "--",
-                *(render(self.spec.template, first) if self.spec.template else [])]
+                *render_for_worker(self.spec.template, workspace)]
         try:
             with self._lock:
                 if self._stopped:
@@ -374,7 +416,7 @@ class WarmRunner:
                     proc = subprocess.Popen(
                         argv, cwd=self.spec.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE, pass_fds=(req_r, rep_w), start_new_session=True,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1", RUN_ID_ENV: run_id},
+                        env={**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1", RUN_ID_ENV: run_id},
                     )
                 except OSError as exc:
                     raise ModelLoadError(f"cannot start the model's interpreter {argv[0]!r}: {exc}") from exc
@@ -449,10 +491,6 @@ class WarmRunner:
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.proc.wait(self.kill_grace)
         self._containment.unrecord(worker.pgid, worker.run_id)
-
-
-_PROTO_JOB = ModelJob(Path(""), Path(""), Path(""), None, 0.0)
-"""Rendering the model command for a worker (not a request): per-request placeholders are empty."""
 
 
 def _exited_by(pid: int, deadline: float) -> bool:

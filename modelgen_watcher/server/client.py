@@ -30,7 +30,7 @@ from ..volume.names import (
     Names,
     is_valid_key,
 )
-from ..volume.schemas import ErrorKind, State, Status
+from ..volume.schemas import ErrorKind, ScoredRoute, State, Status
 
 POLL_INTERVAL = 0.25
 """The bounded poll under the file events: waiting works even where no event arrives."""
@@ -194,8 +194,12 @@ class Client:
         Its bytes define the hash to wait for. Raises FileNotFoundError when there is no
         such input, ``fsio.UnsafeFile`` or OSError when it must not or cannot be read.
         """
+        return self.read_input(key)[0]
+
+    def read_input(self, key: str | None) -> tuple[Submission, bytes]:
+        """``submission_for(key)`` and the input's bytes it stands for, read once (raises as it does)."""
         snap = fsio.safe_read(self.layout.input(key), self.max_input_bytes)
-        return Submission(key=key, input_sha256=snap.sha256, published_ns=snap.mtime_ns)
+        return Submission(key=key, input_sha256=snap.sha256, published_ns=snap.mtime_ns), snap.data
 
     # -- outcome ----------------------------------------------------------
 
@@ -210,6 +214,11 @@ class Client:
         process) and then handed back as read: a server answering many retrieves at once
         holds each result once, as bytes, not as a parsed document.
         """
+        found = self.poll_scored(sub)
+        return None if found is None else found[0]
+
+    def poll_scored(self, sub: Submission) -> tuple[bytes, ScoredRoute] | None:
+        """``poll_raw``, with the validated document it decoded beside the bytes (for a reader that draws it)."""
         found = self.status(sub.key)
         if found is None:
             return None
@@ -230,7 +239,7 @@ class Client:
             return None  # replaced between status and result: a newer outcome is on its way
         if result.meta is None or result.meta.input_sha256 != sub.input_sha256:
             return None
-        return raw
+        return raw, result
 
     def poll(self, sub: Submission) -> dict[str, Any] | None:
         """The result if it is ready, None while pending; raises ModelError if the request failed."""

@@ -18,7 +18,8 @@ from ..lifecycle import Lifecycle
 from ..logs import get_logger
 from ..settings import ServerSettings
 from ..volume import fsio, health
-from ..volume.names import KEY_PATTERN, MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, RESERVED_KEYS, is_valid_key
+from ..volume.names import MAX_DOCUMENT_BYTES, MAX_STATIC_FILE_BYTES, key_problem
+from . import ui
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
 from .httpfront import RETRY_AFTER_S, Exchange, HttpFront, PoolSpec, Request, Response, error_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -30,13 +31,14 @@ UPLOAD_PATH = "/rest/score/upload"
 RETRIEVE_PATH = "/rest/score/retrieve"
 ENDPOINTS = {UPLOAD_PATH: "upload", RETRIEVE_PATH: "retrieve", "/healthz": "healthz", "/readyz": "readyz",
              "/metrics": "metrics"}
-"""The ``endpoint`` label of each API path; any other path is ``static``, a request with none ``invalid``."""
+"""The ``endpoint`` label of each API path; the page's paths are ``ui.endpoint``'s, any other path is
+``static``, a request with none ``invalid``."""
 
 POOLS = {
     "probe": PoolSpec(workers=4, backlog=32, what="health probes"),
     "upload": PoolSpec(workers=8, backlog=128, what="uploads"),
     "retrieve": PoolSpec(workers=128, backlog=64, what="retrieves (long-polls)"),
-    "other": PoolSpec(workers=16, backlog=64, what="static file and metrics requests"),
+    "other": PoolSpec(workers=16, backlog=64, what="page, static file and metrics requests"),
 }
 """Requests served at once (and waiting) per kind, so no kind can take the others' threads.
 
@@ -59,9 +61,10 @@ class ScoreServer:
             max_input_bytes=settings.max_input_bytes,
         )
         self.static_root = settings.static_dir.resolve() if settings.static_dir else None
+        self.ui = ui.Ui(self.client, self.watcher_alive, at_root=self.static_root is None)
         self._last_lock = threading.Lock()
         self._last_upload: Submission | None = None
-        self.metrics = ServerMetrics(endpoints=(*ENDPOINTS.values(), "static", "invalid"))
+        self.metrics = ServerMetrics(endpoints=(*ENDPOINTS.values(), *ui.LABELS, "static", "invalid"))
         self.front = HttpFront(settings.host, settings.port, self, POOLS,
                                request_timeout=settings.request_timeout, head_timeout=settings.head_timeout,
                                keepalive_timeout=settings.keepalive_timeout,
@@ -84,12 +87,24 @@ class ScoreServer:
 
     def record(self, exchange: Exchange) -> None:
         """The one log line and the one metric of every response, including those the front end refused."""
-        endpoint = ENDPOINTS.get(exchange.path, "static") if exchange.path is not None else "invalid"
+        endpoint = self.endpoint(exchange.path)
         self.metrics.answered(endpoint, exchange.status, exchange.duration_s)
-        # A refusal (by the front end, or a 4xx from the API) and a failure (5xx) are warnings; the rest info.
-        emit = log.warning if exchange.refused or exchange.status >= 400 else log.info
+        # A refusal (by the front end, or a 4xx from the API) and a failure (5xx) are warnings; the rest info,
+        # but for what an open page polls every second.
+        if exchange.refused or exchange.status >= 400:
+            emit = log.warning
+        else:
+            emit = log.debug if endpoint in ui.POLLED else log.info
         emit("http.request", method=exchange.method, path=exchange.path, status=exchange.status,
              duration_ms=int(exchange.duration_s * 1000), **exchange.fields)
+
+    def endpoint(self, path: str | None) -> str:
+        """The ``endpoint`` label of a request's path (``invalid`` when it had none)."""
+        if path is None:
+            return "invalid"
+        if path in ENDPOINTS:
+            return ENDPOINTS[path]
+        return self.ui.endpoint(path) if self.ui.handles(path) else "static"
 
     # -- shared state ---------------------------------------------------------------
 
@@ -184,6 +199,8 @@ class Handler:
             return self._retrieve(query)
         if path == "/metrics":
             return self._metrics()
+        if self.server.ui.handles(path):
+            return self.server.ui.answer(path, query)
         return self._static(path)
 
     def _metrics(self) -> Response:
@@ -206,9 +223,9 @@ class Handler:
         if "key" not in query:
             return self._retrieve_legacy(wait if "wait" in query else settings.legacy_wait)
         key = query["key"][-1]
-        if not is_valid_key(key):
-            reserved = sorted(RESERVED_KEYS)
-            return self._error(400, "bad_key", f"key must match {KEY_PATTERN} and not be one of {reserved}")
+        problem = key_problem(key)
+        if problem:
+            return self._error(400, "bad_key", problem)
         try:
             sub = self.server.client.submission_for(key)
         except FileNotFoundError:

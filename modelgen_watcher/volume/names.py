@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 DEFAULT_INPUT_NAME = "gps_input_route.json"
@@ -47,6 +48,13 @@ MODEL_OUTPUT_PREFIX = "modelgen-out-"
 def is_valid_key(key: str) -> bool:
     """True for a key that may appear in a file name (and is not reserved)."""
     return bool(_KEY_RE.fullmatch(key)) and key not in RESERVED_KEYS
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot name a request, in words for an error message; None when it can."""
+    if is_valid_key(key):
+        return None
+    return f"key must match {KEY_PATTERN} and not be one of {sorted(RESERVED_KEYS)}"
 
 
 def _split_suffix(name: str) -> tuple[str, str]:
@@ -118,6 +126,30 @@ class Names:
         if not _KEY_RE.fullmatch(key):
             return Rejected(name, f"key {key!r} does not match {KEY_PATTERN}")
         return Request(key)
+
+    def request_file(self, name: str) -> tuple[str | None, bool] | None:
+        """(key, is_input) when ``name`` is a request's input (True) or its status (False), else None.
+
+        Plain string tests before the key's pattern, answering as ``parse`` and ``status`` do:
+        the queue asks it of every name in a directory that may hold tens of thousands.
+        """
+        legacy_status, affixes = self._request_affixes
+        if name == self.input_name:
+            return None, True
+        if name == legacy_status:
+            return None, False
+        for head, tail, is_input in affixes:
+            if name.endswith(tail) and name.startswith(head) and len(name) > len(head) + len(tail):
+                key = name[len(head):len(name) - len(tail)]
+                return (key, is_input) if _KEY_RE.fullmatch(key) and key not in RESERVED_KEYS else None
+        return None
+
+    @cached_property
+    def _request_affixes(self) -> tuple[str, tuple[tuple[str, str, bool], ...]]:
+        """The legacy status name, and (head, tail, is_input) around the key of a keyed status and input."""
+        ostem, osuffix = _split_suffix(self.output_name)
+        istem, isuffix = _split_suffix(self.input_name)
+        return self.status(None), ((ostem + ".", ".status" + osuffix, False), (istem + ".", isuffix, True))
 
     def output_key(self, name: str) -> str | None:
         """The key of a keyed result or status file name, else None."""

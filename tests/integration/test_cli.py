@@ -76,6 +76,35 @@ def test_score_to_stdout_and_file(tmp_path):
     assert json.loads(dest.read_text())["routes"] == doc["routes"]
 
 
+def test_score_draws_the_result_as_svg(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from modelgen_watcher.picture import VIRIDIS
+
+    doc = route(["", "turn-left", "", "turn-left", "turn-left"], routes=2)
+    doc["routes"][1]["legs"][0]["steps"][0]["start_location"] = {"lat": 30.2884, "lng": -97.7360}
+    src = tmp_path / "route.json"
+    src.write_bytes(encode(doc))
+    svg = tmp_path / "out" / "route.svg"
+    svg.parent.mkdir()
+    out = cli("score", str(src), "--svg", str(svg))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["totalScores"]  # the result still goes to stdout
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.parse(svg).getroot()  # well-formed XML, a standalone SVG document
+    assert root.tag == f"{ns}svg" and root.get("role") == "img"
+    routes = root.findall(f"{ns}g[@class='route']")
+    assert len(routes) == 2
+    for g in routes:
+        steps = g.findall(f"{ns}path[@class='step']")
+        assert [float(p.get("data-score", "")) for p in steps] == [0.939394, 0.911523, 0.939394, 0.911523, 0.911523]
+        assert [p.get("stroke") for p in steps] == [VIRIDIS[-1], VIRIDIS[0], VIRIDIS[-1], VIRIDIS[0], VIRIDIS[0]]
+    first_steps = [g.find(f"{ns}path[@class='step']") for g in routes]
+    assert [len(p.get("d", "").split("L")) for p in first_steps if p is not None] == [1, 2]  # a start: a segment
+    assert "Route 2: 5 steps" in (root.findtext(f"{ns}desc") or "")
+    assert [p.name for p in svg.parent.iterdir()] == ["route.svg"]  # written atomically: no temp file left
+
+
 def test_score_bad_route_says_why(tmp_path):
     src = tmp_path / "route.json"
     src.write_text('{"routes": 5}')

@@ -1,4 +1,4 @@
-"""Catch-up at start: pending work is done, finished work is not redone, leftovers are cleaned."""
+"""Catch-up at start: pending work is done (through every runner), finished work is not redone, leftovers are cleaned."""
 
 from __future__ import annotations
 
@@ -7,32 +7,32 @@ import json
 from tests.helpers import drop, must_result, route, sha, status_name, wait_final
 
 
-def test_files_present_before_start_are_scored(daemon_factory, watch_dir):
+def test_files_present_before_start_are_scored(daemon_factory, watch_dir, runner):
     legacy = drop(watch_dir, route([""]))
     keyed = drop(watch_dir, route(["turn-left"]), key="early")
-    daemon_factory()
+    daemon_factory("--runner", runner)
     assert wait_final(watch_dir, None, sha(legacy))["state"] == "ok"
     assert wait_final(watch_dir, "early", sha(keyed))["state"] == "ok"
 
 
-def test_running_status_left_by_a_killed_daemon_is_redone(daemon_factory, watch_dir):
+def test_running_status_left_by_a_killed_daemon_is_redone(daemon_factory, watch_dir, runner):
     raw = drop(watch_dir, route([""]), key="crashed")
     (watch_dir / status_name("crashed")).write_text(json.dumps({
         "state": "running", "key": "crashed", "input_sha256": sha(raw),
         "started_at": "2026-01-01T00:00:00Z", "finished_at": None, "duration_ms": 0, "error": None,
     }))
-    daemon_factory()
+    daemon_factory("--runner", runner)
     assert wait_final(watch_dir, "crashed", sha(raw))["state"] == "ok"
     assert must_result(watch_dir, "crashed")["meta"]["input_sha256"] == sha(raw)
 
 
-def test_status_for_another_hash_is_redone(daemon_factory, watch_dir):
+def test_status_for_another_hash_is_redone(daemon_factory, watch_dir, runner):
     old = drop(watch_dir, route([""]), key="changed")
-    d = daemon_factory()
+    d = daemon_factory("--runner", runner)
     wait_final(watch_dir, "changed", sha(old))
     d.stop()
     new = drop(watch_dir, route(["turn-left"]), key="changed")  # changed while no daemon ran
-    daemon_factory()
+    daemon_factory("--runner", runner)
     assert wait_final(watch_dir, "changed", sha(new))["state"] == "ok"
 
 

@@ -7,20 +7,26 @@ tests, by the ``runner`` fixture.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from modelgen_watcher.modelside import REFERENCE
-from tests.helpers import MODELS, drop, fake_model_args, fake_model_cmd, route, sha, wait_final, wait_for
+from tests.helpers import (
+    MODELS,
+    PYTHON37,
+    drop,
+    fake_model_args,
+    fake_model_cmd,
+    python37_only,
+    route,
+    score_route,
+    sha,
+    wait_final,
+    wait_for,
+)
 
 FAKE_ENTRY = f"{MODELS / 'fake_model.py'}:create"
 
@@ -86,9 +92,7 @@ def test_a_leaking_worker_is_recycled_when_its_memory_passes_the_limit(daemon_fa
 
 
 def _score(route_file: Path, *args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "modelgen_watcher", "score", str(route_file), *args],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    doc: dict[str, Any] = json.loads(out)
+    doc = score_route(route_file, *args)
     doc.pop("meta")
     return doc
 
@@ -97,23 +101,12 @@ def test_the_reference_model_scores_identically_in_every_runner(tmp_path):
     doc = {**route(["", "turn-left", "straight", "", "roundabout-right"], routes=3), "rider": {"daylight": False}}
     route_file = tmp_path / "route.json"
     route_file.write_text(json.dumps(doc))
-    assert _score(route_file, "--runner", "subprocess") == _score(route_file, "--runner", "entry")
+    by_process = _score(route_file, "--runner", "subprocess")
+    assert _score(route_file, "--runner", "entry") == by_process
+    assert _score(route_file, "--runner", "fork") == by_process
 
 
-def _python37() -> str | None:
-    """A Python 3.7 that runs (pyenv's shim is on PATH even where 3.7 is not selected)."""
-    candidates = [shutil.which("python3.7"), *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.7*/bin/python3.7")))]
-    for python in filter(None, candidates):
-        if subprocess.run([python, "-c", "import sys; assert sys.version_info[:2] == (3, 7)"],
-                          capture_output=True).returncode == 0:
-            return python
-    return None
-
-
-PYTHON37 = _python37()
-
-
-@pytest.mark.skipif(PYTHON37 is None, reason="no Python 3.7 on this machine (vermin checks the syntax in static-checks)")
+@python37_only
 def test_the_model_side_runs_on_python_3_7(daemon_factory, watch_dir):
     """Upstream's model is a Python 3.7 program: the worker loop and the reference entry run there too."""
     assert PYTHON37 is not None

@@ -12,6 +12,9 @@ the watcher, then waits to be stopped), hugeoutput (a list of a million empty ob
 diroutput (a directory where the output goes), fillup (writes its output until the disk is
 full, then exits 1), leak (keeps 40 MB more at every request it serves in a warm worker).
 --hang-marked hangs on inputs with "hang_me": true.
+--keep DIR copies the output's bytes and how the script was run (argv, __name__, sys.path[0],
+cwd, __file__, flags, stdin) into DIR, one file each per request, to compare runners.
+--drawfile F appends a draw of Python's random and, if imported, numpy's, one line per request.
 --sleep waits before reading the input, --linger after starting any descendants;
 --pidfile appends the model's pid and those of the processes it starts, one a line.
 """
@@ -19,6 +22,7 @@ full, then exits 1), leak (keeps 40 MB more at every request it serves in a warm
 import argparse
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -65,6 +69,8 @@ def main(argv=None):
     p.add_argument("--hang-marked", action="store_true", help='hang on inputs with "hang_me": true')
     p.add_argument("--kill-marked", action="store_true",
                    help="on inputs with \"kill_me\": true, behave as killwatcher; score the rest")
+    p.add_argument("--keep", help="a directory: copies of the output and of how this run was started")
+    p.add_argument("--drawfile", help="append draws of the random generators here")
     a = p.parse_args(argv)
     if a.pidfile:
         with open(a.pidfile, "a") as fh:
@@ -135,7 +141,29 @@ def main(argv=None):
             fh.write(json.dumps(json.dumps(score(doc))))
         else:
             json.dump(score(doc), fh)
+    if a.keep:
+        _keep(a.keep, a.output)
+    if a.drawfile:
+        numpy = sys.modules.get("numpy")
+        with open(a.drawfile, "a") as fh:
+            fh.write(f"{random.random()!r} {numpy.random.rand() if numpy else None!r}\n")
     return 0
+
+
+def _keep(directory, output):
+    """Copy the output and how this process runs the script, to compare a forked child with a fresh process."""
+    n = len(os.listdir(directory)) // 2
+    with open(output, "rb") as src, open(os.path.join(directory, f"{n}.output"), "wb") as dst:
+        dst.write(src.read())
+    main_module = sys.modules["__main__"]
+    how = {
+        "argv0": sys.argv[0], "argc": len(sys.argv), "name": __name__,
+        "main_is_this": getattr(main_module, "main", None) is main, "path0": sys.path[0], "cwd": os.getcwd(),
+        "file": __file__, "flags": repr(sys.flags), "stdin": sys.stdin.read() if sys.stdin else None,
+        "pgid_is_pid": os.getpgid(0) == os.getpid(), "executable": sys.executable,
+    }
+    with open(os.path.join(directory, f"{n}.how"), "w") as fh:
+        json.dump(how, fh, sort_keys=True)
 
 
 if __name__ == "__main__":

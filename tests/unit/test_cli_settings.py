@@ -22,7 +22,8 @@ from modelgen_watcher.settings import (
     env_var,
 )
 
-WARM_FLAGS = ("--runner", "--model-entry", "--worker-max-requests", "--worker-max-rss", "--worker-start-timeout")
+WARM_FLAGS = ("--runner", "--model-entry", "--preload", "--worker-max-requests", "--worker-max-rss",
+              "--worker-start-timeout")
 """Added with the warm runners (names fixed by the contract, but for the start timeout)."""
 FLAGS = {
     "run": {
@@ -33,7 +34,7 @@ FLAGS = {
     },
     "health": {"--watch-dir", "--max-age"},  # it prints one line and logs nothing: no log flags
     "score": {
-        "-o", "--output", "--model-cmd", "--model-cwd", "--model-timeout", "--model-name", "--kill-grace",
+        "-o", "--output", "--svg", "--model-cmd", "--model-cwd", "--model-timeout", "--model-name", "--kill-grace",
         "--max-input-bytes", "--log-format", "--log-level", *WARM_FLAGS,
     },
     "serve": {

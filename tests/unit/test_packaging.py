@@ -45,3 +45,15 @@ def test_the_server_does_not_load_the_model_running_code() -> None:
             "'modelgen_watcher.watcher'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_file_of_the_page_is_package_data() -> None:
+    """An editable install finds any file, a wheel only those pyproject names: every asset of the page must be."""
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["modelgen_watcher"]
+    package = ROOT / "modelgen_watcher"
+    assets = [str(p.relative_to(package)) for p in (package / "server" / "ui").rglob("*") if p.is_file()]
+    assert any(a.endswith("index.html") for a in assets) and any(a.endswith(".json") for a in assets)
+    assert [a for a in assets if not any(fnmatch.fnmatch(a, g) for g in globs)] == []

@@ -103,3 +103,19 @@ def test_check_rejects_keyed_result_equal_to_the_input_name() -> None:
     names = Names("scores.in.json", "scores.json")
     assert names.result("in") == names.input(None)  # the collision
     assert names.check() is not None
+
+
+@pytest.mark.parametrize("names", [Names(), Names("in.json", "out.json"), Names("route.in.json", "scored.json")])
+def test_request_file_answers_as_parse_and_status_do(names: Names) -> None:
+    """The queue's fast test of a name agrees with the names every other reader derives."""
+    keys = [None, "abc", "A-1_b", "x" * 64]
+    for key in keys:
+        assert names.request_file(names.input(key)) == (key, True)
+        assert names.request_file(names.status(key)) == (key, False)
+        assert names.request_file(names.result(key)) is None
+    for name in ["", ".gps_input_route.abc.json", "notes.txt", names.input("x").replace("x", "bad key"),
+                 names.status("x").replace("x", "status"), names.status("x").replace(".x.", ".."),
+                 names.input("x").replace(".x.", ".."), names.status("x") + ".tmp"]:
+        parsed = names.parse(name)
+        assert names.request_file(name) is None, name
+        assert not isinstance(parsed, Request)

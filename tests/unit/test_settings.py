@@ -7,6 +7,8 @@ import os
 import pytest
 from pydantic import ValidationError
 
+from modelgen_watcher.modelside import CYCLESAFE
+from modelgen_watcher.runners import worker_spec
 from modelgen_watcher.settings import ModelSettings, WatcherSettings, describe_error
 
 
@@ -86,6 +88,37 @@ def test_model_label() -> None:
     assert ModelSettings(model_cmd=upstream).model_label == "model.py"
     assert ModelSettings(model_cmd="/bin/sh -c true").model_label == "sh"
     assert ModelSettings(model_cmd=upstream, model_name="tree-v2").model_label == "tree-v2"
+
+
+UPSTREAM = "python3 ./modelmanager/model.py --workspace={workspace} --routefile={input} --dumpresponse={output_name}"
+
+
+def test_the_cyclesafe_entry_is_upstreams_command_run_warm() -> None:
+    s = ModelSettings(model_entry="cyclesafe", model_cmd=UPSTREAM)
+    assert s.runner_kind == "entry"
+    assert s.model_label == "model.py"  # what the same command says as a process per request
+    spec = worker_spec(s)
+    assert spec.entry == f"{CYCLESAFE}:create"
+    assert spec.python == ["python3"] and spec.template[1] == "./modelmanager/model.py"
+    with_options = ModelSettings(model_entry="cyclesafe", model_cmd=UPSTREAM.replace("python3", "python3 -u -W ignore"))
+    assert worker_spec(with_options).python == ["python3", "-u", "-W", "ignore"]  # as the script would run
+
+
+def test_the_cyclesafe_entry_needs_the_model_command() -> None:
+    with pytest.raises(ValidationError) as info:
+        ModelSettings(model_entry="cyclesafe")
+    line = describe_error(info.value)
+    assert "--model-entry (MODELGEN_MODEL_ENTRY)" in line and "needs --model-cmd" in line
+    with pytest.raises(ValidationError) as info:
+        ModelSettings(model_entry="cyclesafe", model_cmd="python3 -m modelmanager.model --workspace={workspace}")
+    assert "--model-cmd (MODELGEN_MODEL_CMD): `--model-entry cyclesafe` needs `PYTHON [OPTIONS] SCRIPT" in describe_error(
+        info.value)
+
+
+def test_an_entry_is_a_path_or_a_name() -> None:
+    with pytest.raises(ValidationError) as info:
+        ModelSettings(model_entry="cyclesafe.py")
+    assert "MODULE_OR_PATH:FACTORY, `reference` or `cyclesafe`" in describe_error(info.value)
 
 
 def test_clashing_names_rejected() -> None:

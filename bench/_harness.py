@@ -1,0 +1,262 @@
+"""What the benchmarks share: routes to drop, the drop itself, a bounded wait for the status, a real daemon, tables.
+
+One home for the pieces every ``bench/`` script that drives ``modelgen-watcher run``
+needs, so the latency rows and the upstream-shaped rows are measured the same way:
+
+- ``make_route`` / ``drop``: a distinct DirectionsResult published the recommended way
+  (temp dot-file, then ``os.replace``) as the keyed input ``KEY``; ``drop`` returns the
+  ``perf_counter`` of the rename, where every latency starts.
+- ``wait_status_ok``: polls the status every ``STATUS_POLL`` s until it is ``ok`` for the
+  input's sha256 (each sample is high by up to one poll), with a deadline.
+- ``DaemonUnderTest``: ``python -m modelgen_watcher run`` in a subprocess, started until
+  its health file says ready, stopped with SIGTERM; ``Processes`` stops whatever is
+  left in a ``finally``.
+- ``p95``, ``mib``, ``markdown_table``, ``peak_rss_kib``, ``rss_kib``, ``descendants``: the
+  figures and how they are printed.
+
+Imported by path: the scripts run as ``python bench/NAME.py``, which puts ``bench/`` first
+on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from modelgen_watcher.volume.names import HEALTH_FILE, STATE_DIR, Names
+
+KEY = "bench"
+NAMES = Names()
+INPUT_NAME = NAMES.input(KEY)
+STATUS_NAME = NAMES.status(KEY)
+RESULT_NAME = NAMES.result(KEY)
+STATUS_POLL = 0.005
+"""Seconds between reads of the status file while waiting for a result."""
+REQUEST_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+
+
+class BenchError(RuntimeError):
+    """A setup could not be measured (daemon would not start, model failed, ...)."""
+
+
+def make_route(seq: int, rng: random.Random) -> bytes:
+    """A DirectionsResult with two routes of ten steps; ``seq`` and a nonce make every request distinct."""
+    maneuvers = ["", "turn-left", "", "turn-right", "straight", "", "turn-slight-left", "", "roundabout-right", ""]
+    lat0, lng0 = 30.2894657 + rng.uniform(-0.01, 0.01), -97.7367919 + rng.uniform(-0.01, 0.01)
+    routes = []
+    for r in range(2):
+        steps = [
+            {
+                "end_location": {"lat": round(lat0 + 0.001 * i + 0.01 * r, 7), "lng": round(lng0 - 0.001 * i, 7)},
+                "maneuver": m,
+                "distance": {"text": "0.1 mi", "value": 160},
+            }
+            for i, m in enumerate(maneuvers)
+        ]
+        routes.append({"legs": [{"steps": steps}], "summary": f"route {r}"})
+    doc = {"routes": routes, "geocoded_waypoints": [], "bench": {"seq": seq, "nonce": rng.getrandbits(64)}}
+    return json.dumps(doc).encode()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def drop(directory: Path, data: bytes) -> float:
+    """Publish ``data`` as the keyed input (temp dot-file, then rename); returns perf_counter at the rename."""
+    tmp = directory / f".bench-{os.getpid()}-{time.monotonic_ns()}.tmp"
+    tmp.write_bytes(data)
+    t0 = time.perf_counter()
+    os.replace(tmp, directory / INPUT_NAME)
+    return t0
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def wait_status_ok(status: Path, sha: str, t0: float, timeout: float = REQUEST_TIMEOUT) -> float | None:
+    """Milliseconds from ``t0`` until the status is ``ok`` for ``sha``; None on timeout."""
+    deadline = t0 + timeout
+    while True:
+        doc = read_json(status)
+        if isinstance(doc, dict) and doc.get("input_sha256") == sha:
+            if doc.get("state") == "ok":
+                return (time.perf_counter() - t0) * 1000.0
+            if doc.get("state") == "error":
+                raise BenchError(f"the daemon failed the request: {doc.get('error')}")
+        if time.perf_counter() > deadline:
+            return None
+        time.sleep(STATUS_POLL)
+
+
+def p95(values: list[float]) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=20, method="inclusive")[18]
+
+
+def mib(kib: int | None) -> str:
+    return "n/a" if kib is None else f"{kib / 1024:.1f} MiB"
+
+
+def progress(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+class Processes:
+    """Every long-lived process the bench starts, so a finally can stop them all with SIGTERM."""
+
+    def __init__(self) -> None:
+        self._procs: list[tuple[subprocess.Popen[bytes], bool]] = []
+
+    def add(self, proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
+        self._procs.append((proc, group))
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes], group: bool = False) -> int | None:
+        """SIGTERM (to the process group for shell loops, whose ``sleep`` would linger), then wait."""
+        if proc.poll() is not None:
+            return proc.returncode
+        try:
+            if group:
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            return proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            progress(f"pid {proc.pid} ignored SIGTERM for {STOP_TIMEOUT:g} s; killing it")
+            proc.kill()
+            return proc.wait()
+
+    def stop_all(self) -> None:
+        while self._procs:
+            proc, group = self._procs.pop()
+            self.stop(proc, group)
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class DaemonUnderTest:
+    def __init__(self, procs: Processes, watch_dir: Path, args: list[str]) -> None:
+        self.procs = procs
+        self.watch_dir = watch_dir
+        self.args = args
+        self.log_path = watch_dir.parent / f"{watch_dir.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.watch_dir.mkdir(parents=True, exist_ok=True)  # a bench may seed its workspace first
+        cmd = [sys.executable, "-m", "modelgen_watcher", "run", "--watch-dir", str(self.watch_dir), *self.args]
+        env = {**os.environ, "MODELGEN_LOG_FORMAT": "json"}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.procs.add(self.proc)
+        deadline = time.monotonic() + timeout
+        health = self.watch_dir / STATE_DIR / HEALTH_FILE
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
+            doc = read_json(health)
+            if isinstance(doc, dict) and doc.get("pid") == self.proc.pid and doc.get("ready"):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"daemon not ready after {timeout:g} s:\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise BenchError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def runs_for(self, shas: set[str]) -> int:
+        """Successful model runs the daemon logged for any of ``shas``."""
+        count = 0
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == "request.done" and rec.get("outcome") == "ok" and rec.get("input_sha256") in shas:
+                count += 1
+        return count
+
+    def stop(self) -> int | None:
+        assert self.proc is not None
+        return Processes.stop(self.proc)
+
+
+def markdown_table(header: list[str], body: list[list[str]], right: set[int]) -> str:
+    """A markdown table with padded columns; the columns in ``right`` (numbers) are right-aligned."""
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def fmt(line: list[str]) -> str:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
+        return "| " + " | ".join(cells) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
+    return "\n".join([fmt(header), rule, *(fmt(line) for line in body)])
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident memory of ``pid`` now (``VmRSS``), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children of each thread, recursively): a daemon's workers or fork server."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as fh:
+                    children = [int(c) for c in fh.read().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
