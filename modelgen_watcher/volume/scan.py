@@ -9,12 +9,10 @@ every rescan, and every file at every poll, cost 2.7 % of a core at a 10-s resca
 
 - **Names** (a new input, one renamed over, one removed): every such change moves the
   directory's mtime and ctime, so the directory is listed only when they moved since
-  the last listing, and every ``relist_every`` scans in case a file system does not
+  the last listing (``dirtimes.DirTimes``, which also says when a listing was too close
+  to a change to trust), and every ``relist_every`` scans in case a file system does not
   keep them (once a listing shows one that does not, it is listed at every scan). A
-  name renamed over is found by its new inode number in the listing, with no
-  ``lstat``. A directory whose mtime is less than ``RACY_SECONDS`` old when listed is
-  listed again next time: a later change within the same timestamp tick would leave
-  its mtime as it was.
+  name renamed over is found by its new inode number in the listing, with no ``lstat``.
 - **Content rewritten in place** (same name, same inode) shows only in the file's own
   ``lstat``: every scan ``lstat``s the legacy input (upstream's server rewrites it in
   place), every input that changed, appeared or had an event in the last
@@ -38,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..logs import get_logger
+from .dirtimes import DirTimes
 from .names import Names, Rejected, Request
 
 log = get_logger(__name__)
@@ -47,11 +46,6 @@ Signature = tuple[int, int, int, int]
 
 HOT_SECONDS = 600.0
 """An input that changed, appeared or had an event is checked at every scan for this long."""
-RACY_SECONDS = 2.0
-"""A directory whose mtime is this recent when listed is listed again at the next scan (timestamps
-are coarse: one tick is a few ms on Linux, 2 s on FAT)."""
-
-
 @dataclass(frozen=True)
 class Pace:
     """How much a scan does beyond what changed (each quiet ``lstat`` costs about 3 us, a listing of 30,000
@@ -121,21 +115,11 @@ class InputScanner:
         """Every known input once (and names since removed, dropped when their turn comes)."""
         self._queued: set[str] = set()
         """The names in ``_turns``, so an input removed and published again is queued once."""
-        self._dir_seen: tuple[int, int, int] | None = None
-        """The directory's (inode, mtime, ctime) when last listed, if the listing can be trusted to be current."""
+        self._times = DirTimes(root)
         self._scans_unlisted = 0
         self._always_list = False
 
     # -- the directory ------------------------------------------------------------
-
-    def _dir_identity(self) -> tuple[tuple[int, int, int], bool]:
-        """The directory's (inode, mtime, ctime), and whether its names changed too recently to trust a listing.
-
-        A change of names sets the mtime to the current time, so a change after an
-        mtime older than a timestamp tick always moves it; only a recent one may not.
-        """
-        st = os.stat(self._root)
-        return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns), time.time_ns() - st.st_mtime_ns < RACY_SECONDS * 1e9
 
     def _list(self, everything: bool, now: float, scan: Scan, periodic: bool) -> None:
         """List the directory: new, replaced and removed inputs, new refused names.
@@ -146,8 +130,7 @@ class InputScanner:
         shows a file system that does not keep them: from then on the directory is
         listed at every scan.
         """
-        identity, racy = self._dir_identity()
-        with os.scandir(self._root) as entries:
+        with self._times.listing(), os.scandir(self._root) as entries:
             listing = {entry.name: entry.inode() for entry in entries}
         previous, self._listing = self._listing, listing
         fresh: AbstractSet[tuple[str, int]]
@@ -182,16 +165,12 @@ class InputScanner:
             self._always_list = True
             log.warning("scan.dir_times_unreliable", watch_dir=self._root,
                         reason="names changed while the directory's mtime and ctime stayed; listing it at every scan")
-        self._dir_seen = None if racy else identity
         self._scans_unlisted = 0
         scan.listed = True
 
     def _must_list(self) -> tuple[bool, bool]:
         """(list now, only because it is time to): the directory's times moved, or it is due, or always."""
-        if self._always_list or self._dir_seen is None:
-            return True, False
-        identity, _ = self._dir_identity()
-        if identity != self._dir_seen:
+        if self._always_list or not self._times.unchanged():
             return True, False
         return self._scans_unlisted + 1 >= self._pace.relist_every, True
 
