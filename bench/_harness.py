@@ -14,6 +14,7 @@ needs, so the latency rows and the upstream-shaped rows are measured the same wa
 - ``p95``, ``percentile``, ``mib``, ``verdict``, ``markdown_table``, ``peak_rss_kib``,
   ``rss_kib``, ``descendants``, ``cpu_ticks``: the figures and how they are printed.
 - ``stop_on_sigterm``: a SIGTERM (from make) runs the script's ``finally`` blocks.
+- ``LogTail``: the daemon's log records as they are written (``request.done`` counts what is done).
 
 Imported by path: the scripts run as ``python bench/NAME.py``, which puts ``bench/`` first
 on ``sys.path``.
@@ -91,8 +92,10 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def wait_status_ok(status: Path, sha: str, t0: float, timeout: float = REQUEST_TIMEOUT) -> float | None:
-    """Milliseconds from ``t0`` until the status is ``ok`` for ``sha``; None on timeout."""
+def wait_status_ok(
+    status: Path, sha: str, t0: float, timeout: float = REQUEST_TIMEOUT, poll: float = STATUS_POLL
+) -> float | None:
+    """Milliseconds from ``t0`` until the status is ``ok`` for ``sha`` (read every ``poll`` s); None on timeout."""
     deadline = t0 + timeout
     while True:
         doc = read_json(status)
@@ -103,7 +106,7 @@ def wait_status_ok(status: Path, sha: str, t0: float, timeout: float = REQUEST_T
                 raise BenchError(f"the daemon failed the request: {doc.get('error')}")
         if time.perf_counter() > deadline:
             return None
-        time.sleep(STATUS_POLL)
+        time.sleep(poll)
 
 
 def percentile(values: Sequence[float], pct: int) -> float:
@@ -283,6 +286,35 @@ class DaemonUnderTest:
     def stop(self) -> int | None:
         assert self.proc is not None
         return Processes.stop(self.proc)
+
+
+class LogTail:
+    """A daemon's JSON log lines as they come: each call returns the records written since the last one."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self._partial = b""
+
+    def records(self) -> list[dict[str, Any]]:
+        try:
+            with open(self._path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        out = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
 
 
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]], right: set[int]) -> str:
