@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 WATCH_DIR ?= data
-# The upstream-shaped stand-in's own venv (pandas, scikit-learn, matplotlib): never the watcher's.
+# The benchmarks' own venv (the upstream-shaped stand-in's pandas, scikit-learn, matplotlib; watchmedo):
+# never the watcher's.
 BENCH_VENV ?= .venv-bench
 
 # Container targets (replace cyclesafe's setup.sh). COMPOSE is Docker's by default;
@@ -14,7 +15,7 @@ CS_PORT ?= 8009
 VERIFY_URL ?= http://127.0.0.1:$(CS_PORT)/rest/score
 TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' modelgen_watcher/__init__.py)
 
-.PHONY: help run test unit integration e2e bench bench-venv reliability static-checks containers-check ci docs \
+.PHONY: help run test unit integration e2e bench bench-quick bench-venv reliability static-checks containers-check ci docs \
         build up verify logs down clean clean-venv k3d-up k3d-deploy
 
 help:
@@ -24,9 +25,12 @@ help:
 	@echo "make static-checks     - ruff, mypy, hadolint, Compose schema, kubernetes-validate, checkov"
 	@echo "make containers-check  - build and run the stack with podman, end to end"
 	@echo "make docs              - write docs/configuration.md from the settings classes"
-	@echo "make bench             - drop-to-result latency against the bare model and the old loop;"
-	@echo "                         an upstream-shaped model with each runner (makes $(BENCH_VENV) on first use)"
-	@echo "make bench-venv        - the upstream-shaped stand-in's own venv, $(BENCH_VENV)"
+	@echo "make bench             - every benchmark side by side (about 25 min; makes $(BENCH_VENV) on first use):"
+	@echo "                         drop-to-result against the bare model and the peers (watchmedo, entr,"
+	@echo "                         inotifywait, the old loop), an upstream-shaped model with each runner,"
+	@echo "                         drain rate, a warm worker's memory over 10,000 requests, idle cost"
+	@echo "make bench-quick       - the same, small (a few minutes): to try a change, not for RESULTS.md"
+	@echo "make bench-venv        - the benchmarks' own venv, $(BENCH_VENV)"
 	@echo "make reliability       - the long runs behind docs/RELIABILITY.md (about 15 min)"
 	@echo "make build|up|verify|logs|down|clean  - the stack with Docker Compose"
 	@echo "make k3d-up|k3d-deploy - a local Kubernetes cluster (k3d) and the stack on it"
@@ -47,15 +51,27 @@ test: $(BIN)/modelgen-watcher
 unit integration e2e: $(BIN)/modelgen-watcher
 	$(BIN)/python -m pytest tests/$@
 
+# One run, every script in turn; bench/RESULTS.md records this one. entr and inotifywait come from
+# Debian (apt-get install entr inotify-tools); where missing, their rows say so.
 bench: $(BIN)/modelgen-watcher $(BENCH_VENV)/.installed
-	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/latency.py --watchmedo $(BENCH_VENV)/bin/watchmedo
 	$(BIN)/python bench/upstream_shaped.py --bench-python $(BENCH_VENV)/bin/python
+	$(BIN)/python bench/drain.py
+	$(BIN)/python bench/worker_memory.py
+	$(BIN)/python bench/idle.py
+
+bench-quick: $(BIN)/modelgen-watcher $(BENCH_VENV)/.installed
+	$(BIN)/python bench/latency.py --watchmedo $(BENCH_VENV)/bin/watchmedo --requests 20 --slow-requests 5
+	$(BIN)/python bench/upstream_shaped.py --bench-python $(BENCH_VENV)/bin/python --requests 5 --phase-runs 1
+	$(BIN)/python bench/drain.py --requests 200
+	$(BIN)/python bench/worker_memory.py --requests 1000
+	$(BIN)/python bench/idle.py --sizes 10,1000 --window 15
 
 # A stamp, not the venv's python: touching that symlink would touch the system's interpreter.
-$(BENCH_VENV)/.installed: bench/standin/requirements.txt
+$(BENCH_VENV)/.installed: bench/standin/requirements.txt bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet -r bench/standin/requirements.txt
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/standin/requirements.txt -r bench/requirements.txt
 	@touch $@
 
 bench-venv: $(BENCH_VENV)/.installed

@@ -11,8 +11,10 @@ needs, so the latency rows and the upstream-shaped rows are measured the same wa
 - ``DaemonUnderTest``: ``python -m modelgen_watcher run`` in a subprocess, started until
   its health file says ready, stopped with SIGTERM; ``Processes`` stops whatever is
   left in a ``finally``.
-- ``p95``, ``mib``, ``markdown_table``, ``peak_rss_kib``, ``rss_kib``, ``descendants``: the
-  figures and how they are printed.
+- ``p95``, ``percentile``, ``mib``, ``verdict``, ``markdown_table``, ``peak_rss_kib``,
+  ``rss_kib``, ``descendants``, ``cpu_ticks``: the figures and how they are printed.
+- ``stop_on_sigterm``: a SIGTERM (from make) runs the script's ``finally`` blocks.
+- ``LogTail``: the daemon's log records as they are written (``request.done`` counts what is done).
 
 Imported by path: the scripts run as ``python bench/NAME.py``, which puts ``bench/`` first
 on ``sys.path``.
@@ -29,10 +31,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelgen_watcher.volume.names import HEALTH_FILE, STATE_DIR, Names
+from modelgen_watcher.volume.names import HEALTH_FILE, METRICS_FILE, STATE_DIR, Names
 
 KEY = "bench"
 NAMES = Names()
@@ -43,6 +46,7 @@ STATUS_POLL = 0.005
 """Seconds between reads of the status file while waiting for a result."""
 REQUEST_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(RuntimeError):
@@ -72,12 +76,12 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def drop(directory: Path, data: bytes) -> float:
-    """Publish ``data`` as the keyed input (temp dot-file, then rename); returns perf_counter at the rename."""
+def drop(directory: Path, data: bytes, name: str = INPUT_NAME) -> float:
+    """Publish ``data`` as ``name`` (temp dot-file, then rename); returns perf_counter at the rename."""
     tmp = directory / f".bench-{os.getpid()}-{time.monotonic_ns()}.tmp"
     tmp.write_bytes(data)
     t0 = time.perf_counter()
-    os.replace(tmp, directory / INPUT_NAME)
+    os.replace(tmp, directory / name)
     return t0
 
 
@@ -88,8 +92,10 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def wait_status_ok(status: Path, sha: str, t0: float, timeout: float = REQUEST_TIMEOUT) -> float | None:
-    """Milliseconds from ``t0`` until the status is ``ok`` for ``sha``; None on timeout."""
+def wait_status_ok(
+    status: Path, sha: str, t0: float, timeout: float = REQUEST_TIMEOUT, poll: float = STATUS_POLL
+) -> float | None:
+    """Milliseconds from ``t0`` until the status is ``ok`` for ``sha`` (read every ``poll`` s); None on timeout."""
     deadline = t0 + timeout
     while True:
         doc = read_json(status)
@@ -100,17 +106,27 @@ def wait_status_ok(status: Path, sha: str, t0: float, timeout: float = REQUEST_T
                 raise BenchError(f"the daemon failed the request: {doc.get('error')}")
         if time.perf_counter() > deadline:
             return None
-        time.sleep(STATUS_POLL)
+        time.sleep(poll)
 
 
-def p95(values: list[float]) -> float:
+def percentile(values: Sequence[float], pct: int) -> float:
+    """The ``pct``-th percentile, interpolated between the two nearest samples (the sample itself when n=1)."""
     if len(values) == 1:
         return values[0]
-    return statistics.quantiles(values, n=20, method="inclusive")[18]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
-def mib(kib: int | None) -> str:
+def p95(values: Sequence[float]) -> float:
+    return percentile(values, 95)
+
+
+def mib(kib: float | None) -> str:
     return "n/a" if kib is None else f"{kib / 1024:.1f} MiB"
+
+
+def verdict(met: bool) -> str:
+    """How a table says whether a target is met."""
+    return "**met**" if met else "**not met**"
 
 
 def progress(msg: str) -> None:
@@ -128,8 +144,13 @@ class Processes:
 
     @staticmethod
     def stop(proc: subprocess.Popen[bytes], group: bool = False) -> int | None:
-        """SIGTERM (to the process group for shell loops, whose ``sleep`` would linger), then wait."""
+        """SIGTERM (to the process group for shell loops, whose children would linger), then wait."""
         if proc.poll() is not None:
+            if group:  # the leader is gone; what it started may not be
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except OSError:
+                    pass
             return proc.returncode
         try:
             if group:
@@ -142,7 +163,10 @@ class Processes:
             return proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             progress(f"pid {proc.pid} ignored SIGTERM for {STOP_TIMEOUT:g} s; killing it")
-            proc.kill()
+            if group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
             return proc.wait()
 
     def stop_all(self) -> None:
@@ -162,15 +186,32 @@ def peak_rss_kib(pid: int) -> int | None:
     return None
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (from make or CI) runs the script's ``finally`` blocks, as Ctrl-C does."""
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+
 class DaemonUnderTest:
-    def __init__(self, procs: Processes, watch_dir: Path, args: list[str]) -> None:
+    """``python -m modelgen_watcher run`` on one watch dir, its JSON log in a file beside the dir."""
+
+    def __init__(self, procs: Processes, watch_dir: Path, args: Sequence[str]) -> None:
         self.procs = procs
         self.watch_dir = watch_dir
-        self.args = args
+        self.args = list(args)
         self.log_path = watch_dir.parent / f"{watch_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def start(self, timeout: float = 30.0) -> None:
+        """Start it and wait until its health file says ready (``timeout`` covers the warm workers' start)."""
         self.watch_dir.mkdir(parents=True, exist_ok=True)  # a bench may seed its workspace first
         cmd = [sys.executable, "-m", "modelgen_watcher", "run", "--watch-dir", str(self.watch_dir), *self.args]
         env = {**os.environ, "MODELGEN_LOG_FORMAT": "json"}
@@ -180,8 +221,7 @@ class DaemonUnderTest:
         deadline = time.monotonic() + timeout
         health = self.watch_dir / STATE_DIR / HEALTH_FILE
         while True:
-            if self.proc.poll() is not None:
-                raise BenchError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
+            self.alive()
             doc = read_json(health)
             if isinstance(doc, dict) and doc.get("pid") == self.proc.pid and doc.get("ready"):
                 return
@@ -200,28 +240,88 @@ class DaemonUnderTest:
         except OSError:
             return ""
 
-    def runs_for(self, shas: set[str]) -> int:
-        """Successful model runs the daemon logged for any of ``shas``."""
-        count = 0
+    def log_records(self) -> Iterator[dict[str, Any]]:
+        """Every JSON line the daemon has logged so far."""
         for line in self.log_path.read_text(errors="replace").splitlines():
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if rec.get("event") == "request.done" and rec.get("outcome") == "ok" and rec.get("input_sha256") in shas:
-                count += 1
-        return count
+            if isinstance(rec, dict):
+                yield rec
+
+    def runs_for(self, shas: set[str]) -> int:
+        """Successful model runs the daemon logged for any of ``shas``."""
+        return sum(
+            1
+            for rec in self.log_records()
+            if rec.get("event") == "request.done" and rec.get("outcome") == "ok" and rec.get("input_sha256") in shas
+        )
+
+    def metric(self, name: str) -> float | None:
+        """A sample without labels from the metrics file the last heartbeat wrote; None if not there yet."""
+        try:
+            text = (self.watch_dir / STATE_DIR / METRICS_FILE).read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == name:
+                return float(parts[1])
+        return None
+
+    def wait_idle(self, timeout: float) -> None:
+        """Until a heartbeat written after now says nothing is queued or running (start-up catch-up done)."""
+        deadline = time.monotonic() + timeout
+        since = time.time()
+        while True:
+            self.alive()
+            beat = self.metric("modelgen_heartbeat_timestamp_seconds")
+            if beat is not None and beat > since and self.metric("modelgen_queue_depth") == 0:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"daemon still busy after {timeout:g} s:\n{self.log_tail()}")
+            time.sleep(0.1)
 
     def stop(self) -> int | None:
         assert self.proc is not None
         return Processes.stop(self.proc)
 
 
-def markdown_table(header: list[str], body: list[list[str]], right: set[int]) -> str:
+class LogTail:
+    """A daemon's JSON log lines as they come: each call returns the records written since the last one."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self._partial = b""
+
+    def records(self) -> list[dict[str, Any]]:
+        try:
+            with open(self._path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        out = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]], right: set[int]) -> str:
     """A markdown table with padded columns; the columns in ``right`` (numbers) are right-aligned."""
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
-    def fmt(line: list[str]) -> str:
+    def fmt(line: Sequence[str]) -> str:
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
         return "| " + " | ".join(cells) + " |"
 
@@ -239,6 +339,16 @@ def rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """User + system clock ticks (``CLK_TCK`` a second) ``pid`` has used, its threads included; None once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def descendants(pid: int) -> list[int]:

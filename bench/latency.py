@@ -1,62 +1,69 @@
-"""Drop-to-result latency of modelgen-watcher, next to the cost of the model itself and upstream's old loop.
+"""Drop-to-result latency of modelgen-watcher beside the watchers people use instead, all running the same model.
 
 What one run measures, on throw-away temp directories, and prints as one markdown table:
 
-1. **Bare model run**: the embedded reference model as a subprocess
-   (``python -m modelgen_watcher.modelside.reference --workspace W --routefile R --dumpresponse out.json``),
-   median / p95 / max over N runs. This is the floor: no watcher can answer faster than
-   one interpreter start plus the scoring.
-2. **Daemon drop-to-result**: a real ``python -m modelgen_watcher run`` daemon with the
-   native observer (inotify, debounce 50 ms, the defaults), the polling observer at its
-   default 1.0 s, and the polling observer at 0.1 s. Each request is a keyed input
-   (``gps_input_route.bench.json``) with distinct content, published the recommended way
-   (temp dot-file, then ``os.replace``), one at a time. Latency is the time from the
-   ``os.replace`` until ``gps_scored_route.bench.status.json`` says ``ok`` for that
-   input's sha256, polled every 5 ms, so each sample is high by up to 5 ms.
-   A random pause before each drop samples the polling phase uniformly, so the polling
-   rows show the average wait rather than one lucky or unlucky phase.
-3. **Upstream baseline**: what upstream used before, a ``run_if_changed.sh``-style bash
-   loop that stats the input's ctime with ``stat -c %Z`` (one-second resolution) once a
-   second and runs the same model when the value changes. To be measurable it copies the
-   input before scoring it and publishes the copy's sha256 when the model is done; that
-   adds a few ms of ``cp``/``sha256sum`` over the bare loop. Its latency is measured the
-   same way. Drops for this row are kept in different wall-clock seconds, or the loop
-   would never see them: that failure is measured separately as the *burst*.
-4. **Burst of 10 writes within one second** (for the baseline and every daemon setup):
-   a write is *missed* when neither its content nor any later write's content is ever
-   scored, i.e. the published result stays older than the file for good. A ctime with
-   one-second resolution cannot tell two writes in the same second apart, so the
-   baseline misses every write after its one check in that second; the daemon may
-   coalesce intermediate writes, but the content present last is always scored, so it
-   misses none.
-5. **Peak RSS** of each daemon process (``VmHWM`` in ``/proc/PID/status``, read just
-   before it is stopped; model subprocesses are not included), and its **idle CPU**
-   (user + system time over 5 s with nothing to do).
+1. **Bare model run**: the embedded reference model as a process, in upstream's
+   command-line shape (``REFERENCE_MODEL_CMD``: ``python -I -S reference.py --workspace W
+   --routefile R --dumpresponse out.json``): the floor of any watcher that starts a
+   process per event.
+2. **The daemon** (``python -m modelgen_watcher run``), with warm workers (``--runner
+   entry``, the default) and with a process per request (``--runner subprocess``, the
+   command above), each with the native observer (inotify, debounce 50 ms: the
+   defaults) and with the polling observer at its default 1 s. Each request is a keyed
+   input (``gps_input_route.bench.json``) with distinct content, published the
+   recommended way (temp dot-file, then ``os.replace``), one at a time. Latency is the
+   time from the ``os.replace`` until ``gps_scored_route.bench.status.json`` says ``ok``
+   for that input's sha256 (the status is written after the result).
+3. **The peers**, written here as their users would write them, each running the bare
+   model command above on the input as a process per event:
+   ``watchmedo shell-command`` (watchdog's own tool, inotify), ``entr -np`` (the file
+   given on stdin; it follows a file renamed over), an ``inotifywait -m`` loop on
+   ``close_write`` and ``moved_to``, and upstream's ``run_if_changed.sh`` shape: a bash
+   loop that stats the input's ctime (``stat -c %Z``, one-second resolution) once a
+   second. Latency is the time from the ``os.replace`` until the model's output file
+   holds exactly the bytes the model writes for that input (computed here beforehand;
+   every input's coordinates differ, so a stale or partial file never matches). A
+   peer whose tool is not installed gets a row saying so. Drops for the ctime loop
+   are kept in different wall-clock seconds, or it would never see them: that failure
+   is what the *burst* shows.
+4. **Burst of 10 writes within one second** (every setup): a write is *missed* when
+   neither its content nor any later write's content is ever scored; the daemon
+   coalesces intermediate writes but always scores the content present last. For a
+   peer, the output left 3 s after the burst tells which write was scored last.
+5. **Peak RSS**: the daemon's (``VmHWM``) and its warm workers'; the peer's own
+   process (the model processes of a process-per-event setup are not included; the
+   bare row gives one).
 
-Why: the daemon's promise is "about one model run plus a few ms after the file lands,
-and never a stale result"; this puts numbers on both halves against the bare model and
-against the loop it replaces.
+A random pause before each drop samples the polling and ctime phases uniformly. The
+first request of each setup is a warm-up and not counted. Statuses and outputs are
+polled every millisecond, so each sample is high by up to 1 ms.
 
-Run: ``.venv/bin/python bench/latency.py [--requests N] [--slow-requests M]``. The
-default (N=20, M=8 for the 1-second rows) takes about a minute on a 2-core machine.
-Every daemon and loop is stopped with SIGTERM and every temp directory removed, even
-on error or Ctrl-C.
+Targets (issue 9), checked below the table: with ``entry`` and the native observer,
+median at most 10 ms, p99 at most 30 ms, and at least 5x below every peer's median.
+
+Run: ``.venv/bin/python bench/latency.py [--requests N] [--slow-requests M]
+[--watchmedo PATH]``. N (default 200) requests per native setup and peer, M (default
+20) for the 1-second rows; about 5 minutes on a 2-core machine (``--requests 20
+--slow-requests 5``: about one). Every process is stopped with SIGTERM and every temp
+directory removed, even on error or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
 import resource
+import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,68 +71,56 @@ from _harness import (
     INPUT_NAME,
     REQUEST_TIMEOUT,
     STATUS_NAME,
-    STATUS_POLL,
     BenchError,
     DaemonUnderTest,
     Processes,
+    descendants,
     drop,
     make_route,
     markdown_table,
     mib,
-    p95,
     peak_rss_kib,
+    percentile,
     progress,
     read_json,
     sha256,
+    stop_on_sigterm,
+    verdict,
     wait_status_ok,
 )
 
+from modelgen_watcher.modelside.reference import score_route
+from modelgen_watcher.settings import REFERENCE_MODEL_CMD
+
+OUTPUT_NAME = "out.json"
 BURST_WRITES = 10
 BURST_SPACING = 0.085
 """Seconds between the burst's writes: 10 writes from ~0.02 s to ~0.8 s into one second."""
-
-# The baseline: upstream's run_if_changed.sh shape (ctime with 1 s resolution, checked once a
-# second), plus a snapshot and a published sha256 so the bench can tell which content was scored.
-BASELINE_LOOP = r"""
-set -u
-input=$1 work=$2 py=$3
-last=
-while :; do
-  cur=$(stat -c %Z -- "$input" 2>/dev/null) || cur=
-  if [ -n "$cur" ] && [ "$cur" != "$last" ]; then
-    last=$cur
-    if cp -- "$input" "$work/snapshot.json"; then
-      sum=$(sha256sum -- "$work/snapshot.json") && sum=${sum%% *}
-      if "$py" -m modelgen_watcher.modelside.reference --workspace "$work" \
-           --routefile "$work/snapshot.json" --dumpresponse out.json; then
-        printf '%s\n' "$sum" >> "$work/scored.log"
-        printf '%s' "$sum" > "$work/done.tmp" && mv -f -- "$work/done.tmp" "$work/done.sha"
-      fi
-    fi
-  fi
-  sleep 1
-done
-"""
+POLL = 0.001
+"""Seconds between reads of a status or an output: 5 ms (the harness's default) would add 2.5 ms on average to
+every sample, half of a warm worker's answer."""
+PEER_START_TIMEOUT = 20.0
+PEER_TIMEOUT = 5.0
+"""Seconds after which a peer's drop counts as never scored (the bare model takes tens of ms)."""
+LOSS_PROBES = 10
+"""Drops at the daemon rows' pace (0-0.1 s after the previous result) that check whether a peer loses some."""
+TARGET_MEDIAN_MS = 10.0
+TARGET_P99_MS = 30.0
+TARGET_PEER_RATIO = 5.0
 
 
-# -- inputs -------------------------------------------------------------------
+def model_argv(workspace: Path, routefile: Path) -> list[str]:
+    """The bare reference model's command for one input: the daemon's own default ``--model-cmd``, rendered."""
+    values = {"workspace": str(workspace), "input": str(routefile), "output_name": OUTPUT_NAME}
+    return [arg.format(**values) for arg in shlex.split(REFERENCE_MODEL_CMD)]
 
 
-def wait_marker(marker: Path, sha: str, t0: float, timeout: float = REQUEST_TIMEOUT) -> float | None:
-    """Milliseconds from ``t0`` until the baseline's done-marker names ``sha``; None on timeout."""
-    deadline = t0 + timeout
-    while True:
-        try:
-            if marker.read_text().strip() == sha:
-                return (time.perf_counter() - t0) * 1000.0
-        except FileNotFoundError:
-            pass
-        if time.perf_counter() > deadline:
-            return None
-        time.sleep(STATUS_POLL)
+def expected_output(data: bytes) -> bytes:
+    """What the reference model writes for ``data`` (its own scoring function, its own encoding)."""
+    return json.dumps(score_route(json.loads(data))).encode("utf-8")
 
 
-# -- statistics and table -----------------------------------------------------
+# -- rows ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -133,58 +128,83 @@ class Row:
     setup: str
     samples: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    peer: bool = False
+    skipped: str | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
 
     def cells(self) -> list[str]:
         if not self.samples:
-            return [self.setup, "-", "-", "-", "; ".join(self.notes)]
+            return [self.setup, "-", "-", "-", "-", "-", "; ".join([self.skipped or "no samples", *self.notes])]
         return [
             self.setup,
-            f"{statistics.median(self.samples):.0f}",
-            f"{p95(self.samples):.0f}",
-            f"{max(self.samples):.0f}",
+            str(len(self.samples)),
+            f"{self.median:.1f}",
+            f"{percentile(self.samples, 95):.1f}",
+            f"{percentile(self.samples, 99):.1f}",
+            f"{max(self.samples):.1f}",
             "; ".join(self.notes),
         ]
 
 
-def render(rows: list[Row]) -> str:
-    return markdown_table(["setup", "median ms", "p95 ms", "max ms", "notes"], [r.cells() for r in rows], {1, 2, 3})
-
-
-# -- processes ----------------------------------------------------------------
-
-
-IDLE_WINDOW_S = 5.0
-
-
-def idle_cpu_percent(pid: int, window: float) -> float | None:
-    """CPU the idle daemon uses (user + system, % of one core) over ``window`` seconds.
-
-    Polling watchers are known to burn CPU while nothing happens (watchfiles in Docker
-    at 75%); this is the number to compare.
-    """
-
-    def ticks() -> int | None:
+def wait_output(output: Path, expected: bytes, t0: float, timeout: float = REQUEST_TIMEOUT) -> float | None:
+    """Milliseconds from ``t0`` until ``output`` holds exactly ``expected``; None on timeout."""
+    deadline = t0 + timeout
+    while True:
         try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            return int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
+            if output.read_bytes() == expected:
+                return (time.perf_counter() - t0) * 1000.0
+        except FileNotFoundError:
+            pass
+        if time.perf_counter() > deadline:
             return None
-
-    before = ticks()
-    time.sleep(window)
-    after = ticks()
-    if before is None or after is None:
-        return None
-    return 100.0 * (after - before) / os.sysconf("SC_CLK_TCK") / window
+        time.sleep(POLL)
 
 
-# -- burst ----------------------------------------------------------------------
+def sample(
+    row: Row,
+    n: int,
+    rng: random.Random,
+    jitter: float,
+    one: Callable[[int], float | None],
+    *,
+    alive: Callable[[], None],
+    min_gap: float = 0.0,
+    distinct_seconds: Path | None = None,
+) -> None:
+    """``n`` counted requests (plus a warm-up) through ``one(seq) -> ms``, each after a pause of ``min_gap`` plus
+    a random share of ``jitter``.
+
+    ``distinct_seconds``: keep each drop in a later ctime second than the previous one
+    (the ctime loop cannot see two drops in one second, ever).
+    """
+    timeouts = 0
+    last_second = -1
+    for i in range(n + 1):
+        time.sleep(min_gap + rng.uniform(0, jitter))
+        if distinct_seconds is not None:
+            while time.time() < last_second + 1.02:
+                time.sleep(0.01)
+        ms = one(i)
+        if distinct_seconds is not None:
+            last_second = os.stat(distinct_seconds).st_ctime_ns // 1_000_000_000
+        if ms is None:
+            alive()
+            timeouts += 1
+        elif i:
+            row.samples.append(ms)
+    if timeouts:
+        row.notes.append(f"{timeouts} request(s) never scored (timed out)")
+
+
+# -- burst ----------------------------------------------------------------------------
 
 
 @dataclass
 class Burst:
-    shas: list[str]
+    datas: list[bytes]
     same_second: bool
 
 
@@ -192,198 +212,285 @@ def write_burst(directory: Path, rng: random.Random, seq0: int) -> Burst:
     """Ten writes of distinct content inside one wall-clock second (so one ctime second)."""
     now = time.time()
     time.sleep(math.floor(now) + 1.02 - now)  # 20 ms into the next second: never the previous drop's second
-    shas, ctimes = [], []
+    datas, ctimes = [], []
     for i in range(BURST_WRITES):
         data = make_route(seq0 + i, rng)
-        drop(directory, data)
+        drop(directory, data, INPUT_NAME)
         ctimes.append(os.stat(directory / INPUT_NAME).st_ctime_ns // 1_000_000_000)
-        shas.append(sha256(data))
+        datas.append(data)
         if i < BURST_WRITES - 1:
             time.sleep(BURST_SPACING)
-    return Burst(shas, len(set(ctimes)) == 1)
+    return Burst(datas, len(set(ctimes)) == 1)
 
 
-def missed(burst: Burst, scored: set[str]) -> int:
-    """Writes after the last one whose content was scored (all of them if none was)."""
-    last = max((i for i, s in enumerate(burst.shas) if s in scored), default=-1)
-    return len(burst.shas) - 1 - last
+def burst_note(missed: int, detail: str, burst: Burst) -> str:
+    spill = "" if burst.same_second else " [burst spilled over a second boundary]"
+    return f"burst: {missed}/{BURST_WRITES} missed ({detail}){spill}"
 
 
-# -- the measurements -----------------------------------------------------------
+# -- the bare model ----------------------------------------------------------------------
 
 
 def bench_bare_model(root: Path, n: int, rng: random.Random) -> Row:
     work = root / "bare"
     work.mkdir()
-    row = Row("bare model run: `python -m modelgen_watcher.modelside.reference` subprocess")
-    cmd_tail = ["--workspace", str(work), "--routefile", str(work / "route.json"), "--dumpresponse", "out.json"]
-    cmd = [sys.executable, "-m", "modelgen_watcher.modelside.reference", *cmd_tail]
+    row = Row("bare model run: `python -I -S reference.py` (upstream's flags), a process")
+    cmd = model_argv(work, work / "route.json")
     for i in range(n + 1):  # the first run warms the page cache and is not counted
         (work / "route.json").write_bytes(make_route(i, rng))
-        (work / "out.json").unlink(missing_ok=True)
+        (work / OUTPUT_NAME).unlink(missing_ok=True)
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True)
         ms = (time.perf_counter() - t0) * 1000.0
-        if done.returncode != 0 or not (work / "out.json").exists():
+        if done.returncode != 0 or not (work / OUTPUT_NAME).exists():
             raise BenchError(f"reference model failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
         if i:
             row.samples.append(ms)
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
-    row.notes.append(f"n={n}; spawn + interpreter start + scoring; peak RSS of a run {mib(child_peak)}")
+    row.notes.append(f"spawn + interpreter start + scoring; peak RSS of a run {mib(child_peak)}")
     return row
+
+
+# -- the daemon -----------------------------------------------------------------------------
 
 
 def bench_daemon(
     procs: Processes, root: Path, label: str, args: list[str], n: int, jitter: float, rng: random.Random
 ) -> Row:
-    watch = root / label.replace(" ", "-").replace(".", "_")
+    watch = root / label.replace(" ", "-").replace(",", "").replace(".", "_")
     daemon = DaemonUnderTest(procs, watch, args)
-    row = Row(f"daemon {label}: `run {' '.join(args)}`")
+    row = Row(f"daemon, {label}: `run {' '.join(args)}`")
     progress(f"daemon {label}: starting")
     daemon.start()
-    assert daemon.proc is not None
+    status = watch / STATUS_NAME
     try:
-        status = watch / STATUS_NAME
-        timeouts = 0
-        for i in range(n + 1):  # request 0 warms the daemon up and is not counted
-            time.sleep(rng.uniform(0, jitter))
-            data = make_route(1000 + i, rng)
-            sha = sha256(data)
-            t0 = drop(watch, data)
-            ms = wait_status_ok(status, sha, t0)
-            if ms is None:
-                daemon.alive()
-                timeouts += 1
-            elif i:
-                row.samples.append(ms)
+
+        def one(seq: int) -> float | None:
+            data = make_route(1000 + seq, rng)
+            return wait_status_ok(status, sha256(data), drop(watch, data, INPUT_NAME), poll=POLL)
+
+        sample(row, n, rng, jitter, one, alive=daemon.alive)
         progress(f"daemon {label}: {n} requests done, burst")
         burst = write_burst(watch, rng, 5000)
-        t_last = time.perf_counter()
-        got = wait_status_ok(status, burst.shas[-1], t_last)
+        shas = [sha256(d) for d in burst.datas]
+        got = wait_status_ok(status, shas[-1], time.perf_counter(), poll=POLL)
         doc = read_json(status)
-        final_sha = doc.get("input_sha256") if isinstance(doc, dict) and doc.get("state") == "ok" else None
-        scored = {burst.shas[-1]} if got is not None else ({final_sha} if final_sha else set())
+        final = doc.get("input_sha256") if isinstance(doc, dict) and doc.get("state") == "ok" else None
+        scored = {shas[-1]} if got is not None else ({final} if final else set())
         time.sleep(0.2)  # request.done is logged just after the status is written
-        runs = daemon.runs_for(set(burst.shas))
-        peak = peak_rss_kib(daemon.proc.pid)
-        idle = idle_cpu_percent(daemon.proc.pid, IDLE_WINDOW_S)
+        runs = daemon.runs_for(set(shas))
+        peak = peak_rss_kib(daemon.pid)
+        workers = [peak_rss_kib(pid) or 0 for pid in descendants(daemon.pid)]
     finally:
         rc = daemon.stop()
-    row.notes.append(f"n={n}")
-    if timeouts:
-        row.notes.append(f"{timeouts} request(s) timed out after {REQUEST_TIMEOUT:g} s")
-    row.notes.append(
-        f"burst: {missed(burst, scored)}/{BURST_WRITES} missed ({runs} model run{'s' if runs != 1 else ''})"
-        + ("" if burst.same_second else " [burst spilled over a second boundary]")
-    )
-    row.notes.append(f"peak RSS {mib(peak)}")
-    if idle is not None:
-        row.notes.append(f"idle CPU {idle:.1f}% over {IDLE_WINDOW_S:g} s")
+    last = max((i for i, s in enumerate(shas) if s in scored), default=-1)
+    row.notes.append(burst_note(BURST_WRITES - 1 - last, f"{runs} model run{'s' if runs != 1 else ''}", burst))
+    row.notes.append(f"peak RSS {mib(peak)}" + (f" + warm worker {mib(sum(workers))}" if workers else ""))
     if rc not in (0, None):
         row.notes.append(f"exit code {rc} on SIGTERM")
     return row
 
 
-def bench_baseline(procs: Processes, root: Path, n: int, rng: random.Random) -> Row:
-    inbox, work = root / "baseline-inbox", root / "baseline-work"
+# -- the peers --------------------------------------------------------------------------------
+
+INOTIFYWAIT_LOOP = r"""
+inbox=$1 name=$2; shift 2
+inotifywait -m -q -e close_write -e moved_to --format '%f' -- "$inbox" |
+while IFS= read -r f; do
+  if [ "$f" = "$name" ]; then "$@"; fi
+done
+"""
+
+# Upstream's run_if_changed.sh shape: ctime with 1 s resolution, checked once a second, the model
+# run in the foreground on the input itself.
+CTIME_LOOP = r"""
+input=$1; shift
+last=
+while :; do
+  cur=$(stat -c %Z -- "$input" 2>/dev/null) || cur=
+  if [ -n "$cur" ] && [ "$cur" != "$last" ]; then
+    last=$cur
+    "$@"
+  fi
+  sleep 1
+done
+"""
+
+
+@dataclass
+class Peer:
+    label: str
+    tool: str | None
+    """The executable it needs (None: bash and coreutils only)."""
+    argv: Callable[[Path, list[str]], list[str]]
+    """(inbox, model command) -> the peer's command line."""
+    stdin: Callable[[Path], bytes] | None = None
+    jitter: float = 0.1
+    min_gap: float = 0.0
+    """Pause before each counted drop on top of the jitter, for a peer that loses drops at the daemon's pace
+    (how many it loses is measured separately, with the daemon's pace)."""
+    once_a_second: bool = False
+
+
+def inbox_input(inbox: Path) -> Path:
+    return inbox / INPUT_NAME
+
+
+def peers(watchmedo: str | None) -> list[Peer]:
+    return [
+        Peer(
+            "watchmedo shell-command (watchdog, inotify)",
+            watchmedo,
+            lambda inbox, model: [
+                str(watchmedo), "shell-command", "--patterns", f"**/{INPUT_NAME}", "--ignore-directories",
+                "--command", shlex.join(model), str(inbox),
+            ],
+        ),
+        Peer("entr -np (the input on stdin)", "entr", lambda inbox, model: ["entr", "-n", "-p", *model],
+             stdin=lambda inbox: f"{inbox_input(inbox)}\n".encode(), min_gap=0.5),
+        Peer("inotifywait -m loop (close_write, moved_to)", "inotifywait",
+             lambda inbox, model: ["bash", "-c", INOTIFYWAIT_LOOP, "inotifywait-loop", str(inbox), INPUT_NAME, *model]),
+        Peer("upstream's loop: `stat -c %Z` (1 s resolution) once a second", None,
+             lambda inbox, model: ["bash", "-c", CTIME_LOOP, "ctime-loop", str(inbox_input(inbox)), *model],
+             jitter=1.0, once_a_second=True),
+    ]
+
+
+def bench_peer(procs: Processes, root: Path, peer: Peer, n: int, rng: random.Random) -> Row:
+    row = Row(f"peer: {peer.label}", peer=True)
+    if peer.tool is not None and shutil.which(peer.tool) is None:
+        row.skipped = f"not installed (`{peer.tool}` not found)"
+        return row
+    slug = peer.label.split()[0].strip("'`")
+    inbox, work = root / f"peer-{slug}-inbox", root / f"peer-{slug}-work"
     inbox.mkdir()
     work.mkdir()
-    row = Row("baseline: bash loop, `stat -c %Z` (1 s resolution) once a second")
-    progress("baseline loop: starting")
-    errors = root / "baseline.stderr"
+    output = work / OUTPUT_NAME
+    # The input exists before the peer starts (entr opens the files it is given).
+    first = make_route(3000, rng)
+    drop(inbox, first, INPUT_NAME)
+    argv = peer.argv(inbox, model_argv(work, inbox / INPUT_NAME))
+    progress(f"peer {slug}: starting")
+    errors = root / f"peer-{slug}.stderr"
     with open(errors, "wb") as err:
         proc = subprocess.Popen(
-            ["bash", "-c", BASELINE_LOOP, "baseline", str(inbox / INPUT_NAME), str(work), sys.executable],
+            argv,
+            stdin=subprocess.PIPE if peer.stdin else subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
-            start_new_session=True,  # own process group: SIGTERM reaches its sleep and model too
+            start_new_session=True,  # its own group: SIGTERM reaches the loop's children too
         )
     procs.add(proc, group=True)
+    if peer.stdin is not None and proc.stdin is not None:
+        proc.stdin.write(peer.stdin(inbox))
+        proc.stdin.close()
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise BenchError(f"{slug} exited with {proc.returncode}: {errors.read_text(errors='replace')[-2000:]}")
+
     try:
-        marker = work / "done.sha"
-        timeouts = 0
-        last_second = -1
-        for i in range(n + 1):  # request 0 is a warm-up, as for the daemons
-            time.sleep(rng.uniform(0, 1.0))
-            # A drop in the same ctime second as the previous one is invisible to this loop
-            # for good; the latency rows keep drops apart, the burst below measures that case.
-            while time.time() < last_second + 1.02:
-                time.sleep(0.01)
-            data = make_route(2000 + i, rng)
-            sha = sha256(data)
-            t0 = drop(inbox, data)
-            last_second = os.stat(inbox / INPUT_NAME).st_ctime_ns // 1_000_000_000
-            ms = wait_marker(marker, sha, t0)
-            if ms is None:
-                if proc.poll() is not None:
-                    raise BenchError(f"baseline loop exited: {errors.read_text(errors='replace')}")
-                timeouts += 1
-            elif i:
-                row.samples.append(ms)
-        progress(f"baseline loop: {n} requests done, burst")
-        burst = write_burst(inbox, rng, 6000)
-        time.sleep(3.0)  # three more ticks: anything the loop will ever score is scored by now
-        log = work / "scored.log"
-        scored = set(log.read_text().split()) if log.exists() else set()
-        runs = sum(1 for s in burst.shas if s in scored)
+        # Ready when a drop is answered: watchers print nothing when their watches are in place.
+        deadline = time.monotonic() + PEER_START_TIMEOUT
+        seq = 3001
+        while True:
+            alive()
+            data = make_route(seq, rng)
+            seq += 1
+            if wait_output(output, expected_output(data), drop(inbox, data, INPUT_NAME), timeout=1.5) is not None:
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"{slug} never ran the model within {PEER_START_TIMEOUT:g} s")
+
+        def one(i: int) -> float | None:
+            data = make_route(4000 + i, rng)
+            return wait_output(output, expected_output(data), drop(inbox, data, INPUT_NAME), timeout=PEER_TIMEOUT)
+
+        if not peer.once_a_second:  # the ctime loop's losses are the burst's to show
+            probe = Row("loss probe")
+            sample(probe, LOSS_PROBES, rng, 0.1, lambda i: one(10_000 + i), alive=alive)
+            lost = LOSS_PROBES - len(probe.samples)
+            row.notes.append(f"{lost}/{LOSS_PROBES} drops lost at the daemon rows' pace (0-0.1 s after a result)")
+        sample(row, n, rng, peer.jitter, one, alive=alive, min_gap=peer.min_gap,
+               distinct_seconds=inbox / INPUT_NAME if peer.once_a_second else None)
+        if peer.min_gap:
+            row.notes.append(f"counted drops {peer.min_gap:g}-{peer.min_gap + peer.jitter:g} s after a result")
+        progress(f"peer {slug}: {n} requests done, burst")
+        burst = write_burst(inbox, rng, 7000)
+        time.sleep(3.0)  # three more ticks of the ctime loop: anything a peer will ever score is scored by now
+        try:
+            final = output.read_bytes()
+        except FileNotFoundError:
+            final = b""
+        scored = [i for i, d in enumerate(burst.datas) if expected_output(d) == final]
         peak = peak_rss_kib(proc.pid)
     finally:
         Processes.stop(proc, group=True)
-    row.notes.append(f"n={n}")
-    if timeouts:
-        row.notes.append(f"{timeouts} request(s) never scored within {REQUEST_TIMEOUT:g} s")
-    final = "scored" if burst.shas[-1] in scored else "never scored"
-    plural = "s" if runs != 1 else ""
-    row.notes.append(
-        f"burst: {missed(burst, scored)}/{BURST_WRITES} missed ({runs} model run{plural}, last content {final})"
-        + ("" if burst.same_second else " [burst spilled over a second boundary]")
-    )
-    row.notes.append(f"peak RSS of the bash loop {mib(peak)}")
+    last = scored[-1] if scored else -1
+    detail = "last content scored" if last == BURST_WRITES - 1 else (
+        f"last output is write {last + 1}'s" if last >= 0 else "last output is none of the burst's")
+    row.notes.append(burst_note(BURST_WRITES - 1 - last, detail, burst))
+    row.notes.append(f"peak RSS of the watcher process {mib(peak)}")
     return row
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def targets(rows: list[Row], warm: Row) -> list[str]:
+    """One line per target of issue 9, with its figure and whether it is met."""
+    if not warm.samples:
+        return ["- the warm worker row has no samples: no target can be checked"]
+    median, p99 = warm.median, percentile(warm.samples, 99)
+    lines = [
+        f"- `entry`, native: median {median:.1f} ms (target <= {TARGET_MEDIAN_MS:g} ms): "
+        f"{verdict(median <= TARGET_MEDIAN_MS)}",
+        f"- `entry`, native: p99 {p99:.1f} ms over n={len(warm.samples)} (target <= {TARGET_P99_MS:g} ms): "
+        f"{verdict(p99 <= TARGET_P99_MS)}",
+    ]
+    measured = [r for r in rows if r.peer and r.samples]
+    missing = [r.setup for r in rows if r.peer and not r.samples]
+    if measured:
+        ratios = ", ".join(f"{r.setup.removeprefix('peer: ').split(' (')[0]} {r.median / median:.1f}x" for r in measured)
+        lowest = min(r.median / median for r in measured)
+        lines.append(f"- at least {TARGET_PEER_RATIO:g}x below every peer's median: {ratios}: "
+                     f"{verdict(lowest >= TARGET_PEER_RATIO and not missing)}")
+    if missing:
+        lines.append(f"- not measured (tool missing): {'; '.join(missing)}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20, help="requests per fast setup (default 20)")
-    parser.add_argument(
-        "--slow-requests", type=int, default=None, help="requests for the 1-second rows (default min(8, N))"
-    )
+    parser.add_argument("--requests", type=int, default=200, help="requests per native setup and peer (default 200)")
+    parser.add_argument("--slow-requests", type=int, default=20, help="requests for the 1-second rows (default 20)")
+    parser.add_argument("--watchmedo", default=shutil.which("watchmedo"),
+                        help="watchmedo to run (default: the one on PATH; `make bench` installs one in .venv-bench)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the contents and pauses (default 1)")
     args = parser.parse_args(argv)
-    if args.requests < 1:
-        parser.error("--requests must be at least 1")
-    n = args.requests
-    n_slow = args.slow_requests if args.slow_requests is not None else min(8, n)
-    if n_slow < 1:
-        parser.error("--slow-requests must be at least 1")
+    n, n_slow = args.requests, args.slow_requests
+    if n < 1 or n_slow < 1:
+        parser.error("--requests and --slow-requests must be at least 1")
     rng = random.Random(args.seed)
-
-    # SIGTERM (e.g. from make or CI) must run the finally below like Ctrl-C does.
-    def _terminate(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _terminate)
-
+    stop_on_sigterm()
     root = Path(tempfile.mkdtemp(prefix="modelgen-bench-"))
     procs = Processes()
     rows: list[Row] = []
-    t_start = time.monotonic()
+    t_start, load_before = time.monotonic(), os.getloadavg()[0]
+    native, polling = ["--observer", "native", "--debounce", "50"], ["--observer", "polling", "--poll-interval", "1.0"]
     try:
         progress(f"bare model: {n} runs")
         rows.append(bench_bare_model(root, n, rng))
-        native = ["--observer", "native", "--debounce", "50"]
-        rows.append(bench_daemon(procs, root, "native, warm worker", [*native, "--runner", "entry"], n, 0.1, rng))
-        rows.append(bench_daemon(procs, root, "native, a process per request", [*native, "--runner", "subprocess"],
-                                 n, 0.1, rng))
-        rows.append(
-            bench_daemon(procs, root, "polling 0.1 s", ["--observer", "polling", "--poll-interval", "0.1"], n, 0.1, rng)
-        )
-        rows.append(
-            bench_daemon(
-                procs, root, "polling 1.0 s", ["--observer", "polling", "--poll-interval", "1.0"], n_slow, 1.0, rng
-            )
-        )
-        rows.append(bench_baseline(procs, root, n_slow, rng))
+        warm = bench_daemon(procs, root, "native, warm worker", [*native, "--runner", "entry"], n, 0.1, rng)
+        rows.append(warm)
+        rows.append(bench_daemon(procs, root, "native, a process per request",
+                                 [*native, "--runner", "subprocess"], n, 0.1, rng))
+        rows.append(bench_daemon(procs, root, "polling 1 s, warm worker", [*polling, "--runner", "entry"],
+                                 n_slow, 1.0, rng))
+        rows.append(bench_daemon(procs, root, "polling 1 s, a process per request",
+                                 [*polling, "--runner", "subprocess"], n_slow, 1.0, rng))
+        for peer in peers(args.watchmedo):
+            rows.append(bench_peer(procs, root, peer, n_slow if peer.once_a_second else n, rng))
     except KeyboardInterrupt:
         progress("interrupted; stopping everything")
         return 130
@@ -394,19 +501,25 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
         shutil.rmtree(root, ignore_errors=True)
 
-    bare = statistics.median(rows[0].samples)
+    bare = rows[0].median
     for row in rows[1:]:
         if row.samples:
-            row.notes.insert(1, f"median {statistics.median(row.samples) - bare:+.0f} ms over the bare run")
-    print(render(rows))
+            row.notes.insert(0, f"{row.median - bare:+.0f} ms over the bare run")
+    header = ["setup", "n", "median ms", "p95 ms", "p99 ms", "max ms", "notes"]
+    print(markdown_table(header, [r.cells() for r in rows], right={1, 2, 3, 4, 5}))
     print()
     print(
-        f"Drop-to-result = os.replace of the input until the status (baseline: done marker) names its sha256, "
-        f"polled every {STATUS_POLL * 1000:.0f} ms; p95 interpolated; the first request of each setup is a "
-        f"warm-up and not counted. Burst: {BURST_WRITES} writes {BURST_SPACING * 1000:.0f} ms apart inside one "
-        "second; a write is missed when neither it nor a later write is ever scored. "
-        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {time.monotonic() - t_start:.0f} s."
+        "Drop-to-result = `os.replace` of the input until the daemon's status names its sha256 as `ok` (peers: until "
+        f"the model's output holds exactly the bytes scored from it), polled every {POLL * 1000:.0f} ms; "
+        "percentiles interpolated; the first request of each setup is a warm-up and not counted. "
+        f"Burst: {BURST_WRITES} writes {BURST_SPACING * 1000:.0f} ms apart inside one second; a write is missed when "
+        f"neither it nor a later write is ever scored. A peer's drop unscored after {PEER_TIMEOUT:g} s is lost. "
+        f"{os.cpu_count()} CPUs, load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after, "
+        f"Python {sys.version.split()[0]}, {time.monotonic() - t_start:.0f} s."
     )
+    print()
+    print("Targets (issue 9):")
+    print("\n".join(targets(rows, warm)))
     return 0
 
 

@@ -1,13 +1,19 @@
-"""File events from watchdog, native or polling, reduced to "this name in the watch dir may have changed".
+"""File events, native (watchdog) or polling, reduced to "this name in the watch dir may have changed".
 
-The one watchdog wrapper: the watcher schedules requests from it, and the client
-wakes its waiters with it.
+The one event source: the watcher schedules requests from it, and the client wakes
+its waiters with it (native only).
 
 Each notice also says whether the event means the file is complete (closed after a
 write, or renamed into place), so such inputs skip the debounce.
 
 ``auto`` starts the native observer and proves it with a probe file; where no event
 arrives (network and some bind mounts deliver none) it falls back to polling.
+
+Polling is not watchdog's ``PollingObserver``: that one ``lstat``s every file of the
+directory at every poll (26 % of a core with 10,000 finished requests, 30,000 files, at
+1 s), where only input names can ask for work. It polls through ``scan.InputScanner``
+(the daemon's rescans use one too), which lists the directory only when it changed and
+checks quiet inputs in turns: 0.2 % of a core for the same directory.
 """
 
 from __future__ import annotations
@@ -32,10 +38,10 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from ..logs import get_logger
-from .names import WATCHER_TEMP_PREFIX
+from .names import WATCHER_TEMP_PREFIX, Names
+from .scan import POLL, InputScanner
 
 log = get_logger(__name__)
 
@@ -80,8 +86,54 @@ class _Handler(FileSystemEventHandler):
         self._on_name(name, isinstance(event, _COMPLETE))
 
 
+class Poller:
+    """Polls one directory's inputs every ``interval`` seconds; a changed input is a notice (never "complete":
+    a poll cannot tell a finished write from one under way, so the debounce and the pipeline's checks apply).
+
+    Only input names are seen (and names shaped like inputs with an invalid key, so they
+    are refused): nothing else in the directory can ask the watcher for work.
+    """
+
+    def __init__(self, root: Path, names: Names, on_name: Callable[[str, bool], None], interval: float) -> None:
+        self._scanner = InputScanner(root, names, POLL)
+        self._on_name = on_name
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="poller", daemon=True)
+
+    def start(self) -> None:
+        self._scanner.scan(everything=True)  # what is there now is the baseline, as an observer's first snapshot
+        self._thread.start()
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.wait(self._interval):
+            try:
+                scan = self._scanner.scan()
+            except OSError as exc:  # the daemon's heartbeat decides whether the watch dir is still ours
+                if not failing:
+                    log.warning("poll.failed", watch_dir=str(self._scanner.root), error=str(exc))
+                failing = True
+                continue
+            failing = False
+            for rejected in scan.rejected:
+                self._on_name(rejected.name, False)
+            for change in scan.changed:
+                self._on_name(change.name, False)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
 class EventSource:
-    """Owns the watchdog observer for one directory (top level only)."""
+    """Owns the watchdog observer, or the poller, for one directory (top level only)."""
 
     def __init__(
         self,
@@ -90,16 +142,24 @@ class EventSource:
         *,
         mode: Literal["auto", "native", "polling"] = "auto",
         poll_interval: float = 1.0,
+        names: Names | None = None,
     ) -> None:
+        """``names``: the inputs a poller looks for (the default names when None)."""
         self.root = root
         self.mode = mode
         self.poll_interval = poll_interval
+        self.names = names or Names()
+        self._on_name = on_name
         self._handler = _Handler(root, on_name)
-        self._observer: BaseObserver | None = None
+        self._observer: BaseObserver | Poller | None = None
         self.kind: ObserverKind = "polling"
 
-    def _start(self, kind: ObserverKind) -> BaseObserver:
-        observer: BaseObserver = PollingObserver(timeout=self.poll_interval) if kind == "polling" else Observer()
+    def _start(self, kind: ObserverKind) -> BaseObserver | Poller:
+        if kind == "polling":
+            poller = Poller(self.root, self.names, self._on_name, self.poll_interval)
+            poller.start()
+            return poller
+        observer = Observer()
         observer.schedule(self._handler, os.fsdecode(self.root), recursive=False, event_filter=_EVENTS)
         observer.start()
         return observer

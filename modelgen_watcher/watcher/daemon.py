@@ -19,6 +19,7 @@ from ..volume import fsio
 from ..volume.events import EventSource, ObserverKind
 from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
 from ..volume.retry import ONCE_ATTEMPTS
+from ..volume.scan import RESCAN, InputScanner, Signature
 from ..volume.schemas import Health, utc_now_iso
 from . import inflight, retention
 from .lock import AlreadyRunning, WatchDirLock
@@ -44,13 +45,8 @@ INTERRUPTED_LAST = 0.5
 """Extra delay at start for requests that were in flight when the watcher last stopped: the
 others are served first, so a request that stops the watcher cannot hold them all back."""
 
-Signature = tuple[int, int, int, int]
 _IDLE = "idle"
 """The lifecycle reason ``--once`` ends with when everything pending is done."""
-
-
-def _signature(st: os.stat_result) -> Signature:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
 def _content_changed(old: Signature | None, new: Signature) -> bool:
@@ -94,13 +90,15 @@ class Daemon:
         self.events: EventSource | None = None
         self.lock = WatchDirLock(self.layout)
         self._stop = threading.Event()
-        self._seen: dict[str, Signature] = {}
+        self._scanner = InputScanner(self.layout.root, self.layout.names, RESCAN)
         self._refused: OrderedDict[str, None] = OrderedDict()
         self._refusals_logged = 0
         self._refusals_quiet = 0
         self._evented: set[str] = set()
         self._interrupted: set[str] = set()
         self._ticker_thread: threading.Thread | None = None
+        self._next_sweep = 0.0
+        """Monotonic time of the next retention sweep (the first comes with the first rescan)."""
         self._refused_lock = threading.Lock()
         """The observer thread and the main thread's first scan both refuse names."""
         self._life = Lifecycle()
@@ -195,37 +193,28 @@ class Daemon:
                         reason="more names shaped like inputs with invalid keys; not logged one by one")
 
     def rescan(self, *, everything: bool = False) -> int:
-        """List the watch dir and schedule inputs that changed since the last scan (or all of them).
+        """Schedule the inputs that changed since the last scan (or all of them); returns how many.
 
         This is what makes dropped events harmless: inotify queue overflows, missed
-        moves, or a mount that stops delivering events are all caught here.
+        moves, or a mount that stops delivering events are all caught here. What a scan
+        looks at, and why that is enough, is ``scan.InputScanner``'s to say; inputs that
+        had an event since the last scan are checked by this one, so their change is not
+        taken for a missed event.
         """
-        current: dict[str, Signature] = {}
         scheduled = missed = 0
         evented, self._evented = self._evented, set()
+        scan = self._scanner.scan(everything=everything, hint=evented)
+        for rejected in scan.rejected:
+            self._refuse(rejected)
         settled_before = time.time() - MISSED_EVENT_AGE
-        for entry in os.scandir(self.layout.root):
-            parsed = self.layout.names.parse(entry.name)
-            if parsed is None:
-                continue
-            if isinstance(parsed, Rejected):
-                self._refuse(parsed)
-                continue
-            try:
-                sig = _signature(entry.stat(follow_symlinks=False))
-            except FileNotFoundError:
-                continue
-            current[entry.name] = sig
-            old = self._seen.get(entry.name)
-            if everything or old != sig:
-                # New content no event told us about, old enough that its event cannot still be in flight.
-                unreported = entry.name not in evented and _content_changed(old, sig)
-                if not everything and unreported and sig[2] / 1e9 < settled_before:
-                    missed += 1
-                delay = INTERRUPTED_LAST if everything and entry.name in self._interrupted else None
-                self.scheduler.notify(parsed, delay=delay)
-                scheduled += 1
-        self._seen = current
+        for change in scan.changed:
+            # New content no event told us about, old enough that its event cannot still be in flight.
+            unreported = change.name not in evented and _content_changed(change.old, change.new)
+            if not everything and unreported and change.new[2] / 1e9 < settled_before:
+                missed += 1
+            delay = INTERRUPTED_LAST if everything and change.name in self._interrupted else None
+            self.scheduler.notify(change.request, delay=delay)
+            scheduled += 1
         if not everything:
             self.metrics.rescans.inc()
             self.metrics.missed_events.inc(missed)
@@ -243,8 +232,12 @@ class Daemon:
             log.warning("events.missed", inputs=missed, observer=self.events.kind if self.events else None)
 
     def _expire(self) -> None:
-        if not self.settings.retention:
+        """Retention's sweep, when it is due (see ``retention.sweep_interval``)."""
+        if not self.settings.retention or time.monotonic() < self._next_sweep:
             return
+        self._next_sweep = time.monotonic() + retention.sweep_interval(
+            self.settings.retention, self.settings.rescan_interval
+        )
         expired = retention.expire(self.layout, self.settings.retention, self.scheduler.busy)
         if expired:
             self.metrics.retention_removed.inc(len(expired))
@@ -253,7 +246,13 @@ class Daemon:
     # -- heartbeat --------------------------------------------------------
 
     def _write_health(self, observer: ObserverKind, ready: bool, stopped: str | None = None) -> None:
-        """The heartbeat; ``stopped`` says why the last one of a stopping daemon is not ready."""
+        """The heartbeat; ``stopped`` says why the last one of a stopping daemon is not ready.
+
+        Written atomically but not fsynced (nor is the metrics file): a heartbeat is
+        worth nothing after a power cut, stale by then whether or not it survived, and
+        four fsyncs every two seconds were most of the idle daemon's cost, and a disk
+        write every two seconds for ever. A reader sees the old file or the new one.
+        """
         reason = self.readiness.reason() or stopped
         health = Health(
             pid=os.getpid(),
@@ -265,7 +264,7 @@ class Daemon:
         )
         data = fsio.dump_json(health.model_dump())
         try:
-            fsio.atomic_write(self.layout.health_file, data, temp_prefix=WATCHER_TEMP_PREFIX)
+            fsio.atomic_write(self.layout.health_file, data, temp_prefix=WATCHER_TEMP_PREFIX, durable=False)
         except OSError as exc:
             # No room for a temp file: say "not ready" in place, or readers would trust the
             # last heartbeat until it ages out. A torn read of it is red as well.
@@ -284,7 +283,7 @@ class Daemon:
         m.native_observer.set(1 if observer == "native" else 0)
         m.ready.set(0 if self.readiness.reason() else 1)
         m.heartbeat.set(round(time.time(), 3))
-        fsio.atomic_write(self.layout.metrics_file, m.render(), temp_prefix=WATCHER_TEMP_PREFIX)
+        fsio.atomic_write(self.layout.metrics_file, m.render(), temp_prefix=WATCHER_TEMP_PREFIX, durable=False)
 
     def _still_ours(self) -> str | None:
         """Why this daemon must stop serving the watch dir (it was replaced, or is another's now), or None.
@@ -392,7 +391,8 @@ class Daemon:
         if self.settings.once:
             return self._run_once()
         self.events = EventSource(
-            self.layout.root, self.on_name, mode=self.settings.observer, poll_interval=self.settings.poll_interval
+            self.layout.root, self.on_name, mode=self.settings.observer, poll_interval=self.settings.poll_interval,
+            names=self.layout.names,
         )
         observer = self.events.start()
         pending = self.rescan(everything=True)

@@ -6,6 +6,8 @@ import os
 import threading
 import time
 
+from watchdog.observers.api import BaseObserver
+
 from modelgen_watcher.settings import WatcherSettings
 from modelgen_watcher.watcher.daemon import Daemon
 from tests.helpers import drop, input_name, read_json, route, sha, wait_final, wait_for
@@ -24,7 +26,7 @@ def test_auto_switches_to_polling_when_events_stop_arriving(watch_dir):
         assert events is not None and events.kind == "native"
         # The mount stops delivering events, as NFS does for writes made on another machine.
         native = events._observer
-        assert native is not None
+        assert isinstance(native, BaseObserver)
         native.unschedule_all()
         raw = drop(watch_dir, route([""]), key="remote")
         old = time.time() - 10  # written "a while ago" on the other machine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -124,3 +125,24 @@ def test_server_series_count_answers_by_endpoint_and_code():
     assert sample(text, "modelgen_server_http_requests_total", endpoint='we"ird\\path\n', code="400") == 1
     assert sample(text, "modelgen_server_http_request_duration_seconds_count", endpoint="upload") == 2
     assert sample(text, "modelgen_server_http_request_duration_seconds_bucket", endpoint="upload", le="0.0025") == 1
+
+
+def test_every_change_appears_in_the_next_render_and_the_heartbeat_in_each():
+    m = WatcherMetrics()
+    m.heartbeat.set(1.0)
+    assert sample(m.render().decode(), "modelgen_heartbeat_timestamp_seconds") == 1.0
+    changes: list[tuple[Callable[[], None], str, dict[str, str], float]] = [
+        (lambda: m.events.inc(), "modelgen_events_total", {}, 1),
+        (lambda: m.errors.labels(kind="model_failed").inc(), "modelgen_errors_total", {"kind": "model_failed"}, 1),
+        (lambda: m.queue_depth.set(4), "modelgen_queue_depth", {}, 4),
+        (lambda: m.queue_depth.set(0), "modelgen_queue_depth", {}, 0),
+        (lambda: m.model_run(0.02), "modelgen_model_seconds_count", {}, 1),
+    ]
+    for i, (change, name, labels, value) in enumerate(changes):
+        m.render()
+        change()
+        m.heartbeat.set(2.0 + i)
+        text = m.render().decode()
+        assert sample(text, name, **labels) == value, name
+        assert sample(text, "modelgen_heartbeat_timestamp_seconds") == 2.0 + i
+    assert m.render() == m.render()  # nothing changed: the same bytes

@@ -1,0 +1,241 @@
+"""Drain rate: 1,000 keyed requests dropped at once, each runner, one and two workers; and the memory it takes.
+
+Why: a burst of uploads (or a restart with a backlog) is when a process per request
+hurts most, and when memory peaks. This puts the runners side by side on the same
+backlog, in one run.
+
+What one run measures, on throw-away temp directories, for each runner (``subprocess``,
+``fork`` where this watcher has it, ``entry``) and each ``--workers`` (1 and 2), all with
+the embedded reference model (``subprocess`` and ``fork`` run it as a script, with
+upstream's flags, ``REFERENCE_MODEL_CMD``; ``entry`` calls it in a warm worker):
+
+1. A daemon (native observer) is started and left to say it is ready (workers loaded).
+2. N keyed requests (default 1,000) with distinct contents are dropped as fast as this
+   process can publish them (temp dot-file, then rename). The clock runs from the
+   first drop until the daemon has logged ``request.done`` ``ok`` for all of them (read
+   from its log as it is written, every 20 ms); then every status is checked to be ``ok``
+   for its own input's sha256.
+3. Memory: the daemon's peak resident set (``VmHWM``, exact), and the peak of the sum of
+   the resident sets of its descendants (warm workers, the fork server and its children,
+   or the model processes), sampled every 50 ms from ``/proc``: a process per request
+   lives about 30 ms, so that column is a sample, not a bound.
+
+Target (issue 9): ``entry`` drains at least 15x faster than ``subprocess`` in the same run.
+
+Run: ``.venv/bin/python bench/drain.py [--requests N]``; about 3 minutes with the
+default on a 2-core machine. Every daemon is stopped with SIGTERM and every temp
+directory removed, even on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from _harness import (
+    NAMES,
+    BenchError,
+    DaemonUnderTest,
+    LogTail,
+    Processes,
+    descendants,
+    drop,
+    make_route,
+    markdown_table,
+    mib,
+    peak_rss_kib,
+    progress,
+    read_json,
+    rss_kib,
+    sha256,
+    stop_on_sigterm,
+    verdict,
+)
+
+from modelgen_watcher.settings import REFERENCE_MODEL_CMD, ModelSettings
+
+SAMPLE_S = 0.05
+DRAIN_TIMEOUT = 900.0
+TARGET_RATIO = 15.0
+
+
+def runners() -> list[tuple[str, list[str]]]:
+    """Each runner this watcher has, with the flags that run the reference model through it."""
+    kinds = typing.get_args(typing.get_args(ModelSettings.model_fields["runner"].annotation)[0])
+    script = ["--model-cmd", REFERENCE_MODEL_CMD]
+    table = {
+        "subprocess": ["--runner", "subprocess"],
+        "fork": ["--runner", "fork", *script],
+        "entry": ["--runner", "entry"],
+    }
+    return [(kind, table[kind]) for kind in ("subprocess", "fork", "entry") if kind in kinds]
+
+
+class MemorySampler:
+    """The peak of the summed resident sets of a daemon's descendants, sampled in a thread of its own."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_kib = 0
+        self.most_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_S):
+            kids = descendants(self.pid)
+            total = sum(rss_kib(pid) or 0 for pid in kids)
+            self.peak_kib = max(self.peak_kib, total)
+            self.most_processes = max(self.most_processes, len(kids))
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Drain:
+    runner: str
+    workers: int
+    n: int
+    seconds: float
+    daemon_peak_kib: int | None
+    children_peak_kib: int
+    most_processes: int
+    notes: list[str]
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds
+
+    def cells(self) -> list[str]:
+        return [
+            f"`{self.runner}`",
+            str(self.workers),
+            str(self.n),
+            f"{self.seconds:.1f}",
+            f"{self.rate:.0f}",
+            mib(self.daemon_peak_kib),
+            f"{mib(self.children_peak_kib)} ({self.most_processes} processes at most)",
+            "; ".join(self.notes),
+        ]
+
+
+def bench_drain(
+    procs: Processes, root: Path, runner: str, args: list[str], workers: int, n: int, rng: random.Random
+) -> Drain:
+    watch = root / f"{runner}-{workers}"
+    daemon = DaemonUnderTest(procs, watch, ["--observer", "native", "--workers", str(workers), *args])
+    progress(f"{runner}, {workers} worker(s): starting")
+    daemon.start(timeout=120.0)
+    datas = {f"d{i:05d}": make_route(i, rng) for i in range(n)}
+    shas = {sha256(data) for data in datas.values()}
+    tail = LogTail(daemon.log_path)
+    tail.records()  # start-up lines
+    done: set[str] = set()
+    try:
+        with MemorySampler(daemon.pid) as memory:
+            t0 = time.perf_counter()
+            for key, data in datas.items():
+                drop(watch, data, NAMES.input(key))
+            progress(f"{runner}, {workers} worker(s): {n} dropped in {time.perf_counter() - t0:.1f} s")
+            deadline = time.monotonic() + DRAIN_TIMEOUT
+            while len(done) < n:
+                for rec in tail.records():
+                    sha = rec.get("input_sha256")
+                    if rec.get("event") == "request.done" and rec.get("outcome") == "ok" and sha in shas:
+                        done.add(str(sha))
+                if len(done) >= n:
+                    break
+                daemon.alive()
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{runner}: {len(done)}/{n} done after {DRAIN_TIMEOUT:g} s")
+                time.sleep(0.02)
+            seconds = time.perf_counter() - t0
+        daemon_peak = peak_rss_kib(daemon.pid)
+    finally:
+        rc = daemon.stop()
+    wrong = [key for key, data in datas.items() if not _ok_for(watch, key, data)]
+    notes = []
+    if wrong:
+        notes.append(f"{len(wrong)} statuses not ok for their input (e.g. {wrong[0]})")
+    if rc not in (0, None):
+        notes.append(f"exit code {rc} on SIGTERM")
+    return Drain(runner, workers, n, seconds, daemon_peak, memory.peak_kib, memory.most_processes, notes)
+
+
+def _ok_for(watch: Path, key: str, data: bytes) -> bool:
+    doc = read_json(watch / NAMES.status(key))
+    return isinstance(doc, dict) and doc.get("state") == "ok" and doc.get("input_sha256") == sha256(data)
+
+
+def targets(drains: list[Drain]) -> list[str]:
+    lines = []
+    for workers in sorted({d.workers for d in drains}):
+        by_runner = {d.runner: d for d in drains if d.workers == workers}
+        if "entry" in by_runner and "subprocess" in by_runner:
+            ratio = by_runner["entry"].rate / by_runner["subprocess"].rate
+            lines.append(f"- `--workers {workers}`: `entry` drains {ratio:.1f}x as fast as `subprocess` "
+                         f"(target >= {TARGET_RATIO:g}x): {verdict(ratio >= TARGET_RATIO)}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000, help="keyed requests dropped at once (default 1000)")
+    parser.add_argument("--workers", default="1,2", help="--workers values, comma-separated (default 1,2)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.requests < 1:
+        parser.error("--requests must be at least 1")
+    worker_counts = [int(w) for w in args.workers.split(",") if w]
+    stop_on_sigterm()
+    rng = random.Random(args.seed)
+    root = Path(tempfile.mkdtemp(prefix="modelgen-bench-drain-"))
+    procs = Processes()
+    drains: list[Drain] = []
+    t_start, load_before = time.monotonic(), os.getloadavg()[0]
+    try:
+        for workers in worker_counts:
+            for runner, flags in runners():
+                drains.append(bench_drain(procs, root, runner, flags, workers, args.requests, rng))
+    except KeyboardInterrupt:
+        progress("interrupted; stopping everything")
+        return 130
+    except BenchError as exc:
+        progress(f"failed: {exc}")
+        return 1
+    finally:
+        procs.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+    header = ["runner", "workers", "requests", "seconds", "requests/s", "daemon peak RSS",
+              "model processes' peak RSS, summed (sampled)", "notes"]
+    print(markdown_table(header, [d.cells() for d in drains], right={1, 2, 3, 4}))
+    print()
+    print(
+        f"From the first drop until the daemon logged `ok` for every request; the reference model, native "
+        f"observer; model processes sampled every {SAMPLE_S * 1000:.0f} ms. {os.cpu_count()} CPUs, load average "
+        f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after, Python {sys.version.split()[0]}, "
+        f"{time.monotonic() - t_start:.0f} s."
+    )
+    print()
+    print("Targets (issue 9):")
+    print("\n".join(targets(drains)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
