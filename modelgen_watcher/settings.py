@@ -308,7 +308,10 @@ class WatcherSettings(ModelSettings):
         default=2.0, ge=0, le=600, description="seconds an unparsable, just-modified input is given to be completed"
     )
     rescan_interval: float = Field(
-        default=10.0, gt=0, le=3600, description="seconds between rescans that catch dropped events (docs/protocol.md says what one looks at)"
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="seconds between rescans that catch dropped events (what one looks at: docs/protocol.md)",
     )
     heartbeat_interval: float = Field(
         default=2.0, gt=0, le=5, description="seconds between heartbeats: `.modelgen/health.json` and the metrics file"
