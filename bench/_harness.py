@@ -22,10 +22,12 @@ on ``sys.path``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -370,3 +372,20 @@ def descendants(pid: int) -> list[int]:
             found += children
             todo += children
     return found
+
+
+@contextlib.contextmanager
+def cleaned_up(procs: Processes, root: Path) -> Iterator[None]:
+    """Around a bench's setups: every process stopped and the scratch dir removed however it ends; an interrupt
+    exits 130 and a failed setup 1, each said on stderr (the one home of what every bench's main did)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        progress("interrupted; stopping everything")
+        raise SystemExit(130) from None
+    except BenchError as exc:
+        progress(f"failed: {exc}")
+        raise SystemExit(1) from None
+    finally:
+        procs.stop_all()
+        shutil.rmtree(root, ignore_errors=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import sys
 import tempfile
 import threading
@@ -47,6 +46,7 @@ from _harness import (
     DaemonUnderTest,
     LogTail,
     Processes,
+    cleaned_up,
     descendants,
     drop,
     make_route,
@@ -208,19 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes()
     drains: list[Drain] = []
     t_start, load_before = time.monotonic(), os.getloadavg()[0]
-    try:
+    with cleaned_up(procs, root):
         for workers in worker_counts:
             for runner, flags in runners():
                 drains.append(bench_drain(procs, root, runner, flags, workers, args.requests, rng))
-    except KeyboardInterrupt:
-        progress("interrupted; stopping everything")
-        return 130
-    except BenchError as exc:
-        progress(f"failed: {exc}")
-        return 1
-    finally:
-        procs.stop_all()
-        shutil.rmtree(root, ignore_errors=True)
     header = ["runner", "workers", "requests", "seconds", "requests/s", "daemon peak RSS",
               "model processes' peak RSS, summed (sampled)", "notes"]
     print(markdown_table(header, [d.cells() for d in drains], right={1, 2, 3, 4}))

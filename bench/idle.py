@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from _harness import (
     BenchError,
     DaemonUnderTest,
     Processes,
+    cleaned_up,
     cpu_ticks,
     make_route,
     markdown_table,
@@ -197,21 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[str]] = []
     sweeps: list[str] = []
     t_start = time.monotonic()
-    try:
+    with cleaned_up(procs, root):
         for size in sizes:
             watch = finished_dir(root, size, rng)
             for observer in observers:
                 rows.append(bench_idle(procs, watch, size, observer, args.window))
             sweeps.append(f"{size:,} finished requests: {sweep_cost(watch)}")
-    except KeyboardInterrupt:
-        progress("interrupted; stopping everything")
-        return 130
-    except BenchError as exc:
-        progress(f"failed: {exc}")
-        return 1
-    finally:
-        procs.stop_all()
-        shutil.rmtree(root, ignore_errors=True)
     header = ["observer", "finished requests", "idle CPU % of a core", "ms CPU per s", "target", "notes"]
     print(markdown_table(header, rows, right={1, 2, 3}))
     print()

@@ -74,6 +74,7 @@ from _harness import (
     BenchError,
     DaemonUnderTest,
     Processes,
+    cleaned_up,
     descendants,
     drop,
     make_route,
@@ -478,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     t_start, load_before = time.monotonic(), os.getloadavg()[0]
     native, polling = ["--observer", "native", "--debounce", "50"], ["--observer", "polling", "--poll-interval", "1.0"]
-    try:
+    with cleaned_up(procs, root):
         progress(f"bare model: {n} runs")
         rows.append(bench_bare_model(root, n, rng))
         warm = bench_daemon(procs, root, "native, warm worker", [*native, "--runner", "entry"], n, 0.1, rng)
@@ -491,15 +492,6 @@ def main(argv: list[str] | None = None) -> int:
                                  [*polling, "--runner", "subprocess"], n_slow, 1.0, rng))
         for peer in peers(args.watchmedo):
             rows.append(bench_peer(procs, root, peer, n_slow if peer.once_a_second else n, rng))
-    except KeyboardInterrupt:
-        progress("interrupted; stopping everything")
-        return 130
-    except BenchError as exc:
-        progress(f"failed: {exc}")
-        return 1
-    finally:
-        procs.stop_all()
-        shutil.rmtree(root, ignore_errors=True)
 
     bare = rows[0].median
     for row in rows[1:]:

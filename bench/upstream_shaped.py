@@ -62,6 +62,7 @@ from _harness import (
     BenchError,
     DaemonUnderTest,
     Processes,
+    cleaned_up,
     descendants,
     drop,
     make_route,
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     t_start = time.monotonic()
     load_start = os.getloadavg()[0]
-    try:
+    with cleaned_up(procs, root):
         versions = check_bench_python(python)
         datafile = make_datafile(root)
         progress(f"bench venv: {versions}; training the tree once (a cold run)")
@@ -331,15 +332,6 @@ def main(argv: list[str] | None = None) -> int:
             rc = s.daemon.stop()
             if rc not in (0, None):
                 s.model_side += f"; exit code {rc} on SIGTERM"
-    except KeyboardInterrupt:
-        progress("interrupted; stopping everything")
-        return 130
-    except BenchError as exc:
-        progress(f"failed: {exc}")
-        return 1
-    finally:
-        procs.stop_all()
-        shutil.rmtree(root, ignore_errors=True)
 
     print(render(setups, setups[0]))
     print()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from _harness import (
     DaemonUnderTest,
     LogTail,
     Processes,
+    cleaned_up,
     descendants,
     drop,
     make_route,
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes()
     t_start, load_before = time.monotonic(), os.getloadavg()[0]
     daemon = DaemonUnderTest(procs, root / "watch", ["--observer", "native", "--runner", "entry", "--workers", "1"])
-    try:
+    with cleaned_up(procs, root):
         progress("starting")
         daemon.start(timeout=60.0)
         tail = LogTail(daemon.log_path)
@@ -122,15 +122,6 @@ def main(argv: list[str] | None = None) -> int:
         if worker_of(daemon) != worker:
             raise BenchError("the warm worker was replaced during the run: its growth cannot be read")
         end, daemon_end = rss_kib(worker), rss_kib(daemon.pid)
-    except KeyboardInterrupt:
-        progress("interrupted; stopping everything")
-        return 130
-    except BenchError as exc:
-        progress(f"failed: {exc}")
-        return 1
-    finally:
-        procs.stop_all()
-        shutil.rmtree(root, ignore_errors=True)
     if None in (loaded, first, end, daemon_loaded, daemon_first, daemon_end):
         progress("a process vanished before its memory was read")
         return 1
