@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings
 from . import __version__
 from .settings import (
     COMMAND_SETTINGS,
+    ModelSettings,
     case_insensitive,
     choices,
     default_text,
@@ -126,10 +127,15 @@ def load(cls: type[S], args: argparse.Namespace) -> S:
         print(f"modelgen-watcher: warning: {name} is not a setting of any command (misspelt?); ignored",
               file=sys.stderr)
     try:
-        return cls(**given)
+        settings = cls(**given)
     except ValidationError as exc:
         print(f"modelgen-watcher: {describe_error(exc)}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+    if isinstance(settings, ModelSettings):
+        for name in settings.unused_settings:
+            print(f"modelgen-watcher: note: {flag(name)} ({env_var(name)}) is not used by the "
+                  f"{settings.runner_kind} runner; ignored", file=sys.stderr)
+    return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:

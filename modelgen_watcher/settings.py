@@ -192,12 +192,15 @@ class ModelSettings(_NamedFiles):
 
     @model_validator(mode="after")
     def _check_runner(self) -> ModelSettings:
-        """An entry runner needs something to load, a fork runner a Python script; others cannot load an entry."""
+        """An entry runner needs something to load, a fork runner a Python script; --preload alone picks no runner.
+
+        An explicit ``--runner`` decides, and what only another runner uses is left unused
+        (``unused_settings``): an image sets what each runner needs, and one variable
+        (``MODELGEN_RUNNER``) switches between them.
+        """
         if self.runner == "entry" and self.model_entry is None and self.model_cmd is not None:
             raise ValueError("--runner: `entry` needs --model-entry, the factory its workers load")
-        if self.runner in ("subprocess", "fork") and self.model_entry is not None:
-            raise ValueError(f"--model-entry: only the `entry` runner loads a factory (drop --runner {self.runner})")
-        if self.preload is not None and self.runner_kind != "fork":
+        if self.preload is not None and self.runner is None:  # without --runner, only --model-entry picks one
             raise ValueError("--preload: only the `fork` runner preloads modules (add --runner fork)")
         if self.runner == "fork":
             try:
@@ -224,6 +227,17 @@ class ModelSettings(_NamedFiles):
             raise ValueError("--model-cmd: `--model-entry cyclesafe` needs `PYTHON [OPTIONS] SCRIPT [ARGS]`, "
                              "upstream's model.py and its flags")
         return self
+
+    @property
+    def unused_settings(self) -> list[str]:
+        """Settings given that the runner in effect does not use: ``--model-entry`` but for ``entry``,
+        ``--preload`` but for ``fork`` (possible only with an explicit ``--runner``)."""
+        unused = []
+        if self.model_entry is not None and self.runner_kind != "entry":
+            unused.append("model_entry")
+        if self.preload is not None and self.runner_kind != "fork":
+            unused.append("preload")
+        return unused
 
     @property
     def preload_modules(self) -> list[str]:
@@ -311,7 +325,7 @@ class WatcherSettings(ModelSettings):
         default=10.0,
         gt=0,
         le=3600,
-        description="seconds between rescans that catch dropped events (what one looks at: docs/protocol.md)",
+        description="seconds between rescans that catch dropped events (docs/protocol.md says what one looks at)",
     )
     heartbeat_interval: float = Field(
         default=2.0, gt=0, le=5, description="seconds between heartbeats: `.modelgen/health.json` and the metrics file"

@@ -27,11 +27,14 @@ check() {
 check "ruff" "$T/ruff" check .
 check "mypy --strict (package, tests, benches)" "$T/mypy" --python-executable "$ROOT/.venv/bin/python"
 # The code that runs on the model's interpreter must run on Python 3.7 (upstream's).
-check "vermin: modelside/ runs on Python 3.7+" "$T/vermin" -t=3.7- --no-tips --violations modelgen_watcher/modelside
+check "vermin: modelside/ and the container test's stand-in run on Python 3.7+" "$T/vermin" -t=3.7- --no-tips --violations \
+  modelgen_watcher/modelside tests/containers/cyclesafe-standin
 check "hadolint" "$T/hadolint" Dockerfile.modelgen Dockerfile.server
 check "compose spec" "$T/check-jsonschema" --builtin-schema vendor.compose-spec \
   compose.yaml compose.cyclesafe.yaml tests/containers/compose.slow.yaml
 check "kustomize build" sh -c "'$T/kubectl' kustomize deploy/k8s > '$rendered/cyclesafe.yaml'"
+# The variant for podman kube play (run by the container test) must render from the same kustomization.
+check "kustomize build (podman variant)" sh -c "'$T/kubectl' kustomize deploy/k8s-podman > /dev/null"
 # 1.29 is the first release with native sidecars (init containers with restartPolicy: Always).
 for version in 1.29.0 1.37.0; do
   check "kubernetes-validate --strict ($version)" "$T/kubernetes-validate" --strict --quiet -k "$version" "$rendered/cyclesafe.yaml"

@@ -1,39 +1,85 @@
 #!/usr/bin/env bash
-# Container test: build both images on a local base, bring the stack up with compose,
-# score a route through the server's published port, check the volume and the logs,
-# kill -9 the sidecar in the middle of a slow run and see the request complete, stop
-# the stack (each container exits 0 in under 10 s), and remove it with its volume.
+# Container test, with podman and locally made base images (no registry):
+#  1. both images build and carry their HEALTHCHECK (podman's default OCI format drops it);
+#  2. the stack with compose.yaml: a route POSTed and its result GET by key through the
+#     server's published port (make verify too), the files on the volume, clean logs, a
+#     kill -9 of the sidecar in the middle of a slow run after which the request completes,
+#     each container stopping with exit 0 in under 10 s, down -v;
+#  3. the same pod under `podman kube play`, from the podman variant of the kustomization:
+#     make verify through it, both containers exit 0 on stop;
+#  4. the cyclesafe target with compose.cyclesafe.yaml, built from a stand-in checkout
+#     (tests/containers/cyclesafe-standin: upstream's layout and command line, pandas and
+#     scikit-learn) with the model on an older Python than the watcher's (Debian bullseye's
+#     3.9 against bookworm's 3.11): scores through the stack by the default runner (warm
+#     workers through the cyclesafe adapter), then with MODELGEN_RUNNER=fork and
+#     MODELGEN_RUNNER=subprocess, the one setting changed.
+# It removes what it made (containers, volumes, pods, the tags it added, the images its
+# builds replaced under its own tags) and nothing else: no prune.
 #
 #   make containers-check        (or: bash tests/containers/run.sh)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-eval "$(scripts/podman-setup.sh)"
+eval "$(scripts/podman-setup.sh --model-base)"
 
 PROJECT="${PROJECT:-cstest}"
 export CS_PORT="${CS_PORT:-18009}"
+KUBE_PORT="${KUBE_PORT:-$((CS_PORT + 1))}"
 BASE="http://127.0.0.1:${CS_PORT}/rest/score"
 MODELGEN="${PROJECT}_modelgen_1"
 SERVER="${PROJECT}_server_1"
 VOLUME="${PROJECT}_cs_pseudo_ipc"
+VERSION="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' modelgen_watcher/__init__.py)"
+POD="cyclesafe-pod-0"  # podman kube play names it after the Deployment
+IMAGES=(yoinkbird/cs_modelgen:latest yoinkbird/cs_server:latest yoinkbird/cs_modelgen:cyclesafe)
+KUBE_TAGS=("yoinkbird/cs_modelgen:$VERSION" "yoinkbird/cs_server:$VERSION")
+STANDIN_SCORES='[0.939394, 0.911523]'  # the stand-in's tree, fitted on the crash rows, predicts the table's shares
 WORK="$(mktemp -d)"
 compose() { podman-compose -p "$PROJECT" "$@" >"$WORK/compose.log" 2>&1 || { cat "$WORK/compose.log"; return 1; }; }
-step() { echo "== $*"; }
-fail() { echo "FAIL: $*"; podman logs "$MODELGEN" 2>&1 | tail -20 || true; podman logs "$SERVER" 2>&1 | tail -20 || true; exit 1; }
+step() { echo "== [${SECONDS}s] $*"; }
+fail() {
+  echo "FAIL: $*"
+  for c in "$MODELGEN" "$SERVER" "$POD-modelgen" "$POD-server"; do podman logs "$c" 2>&1 | tail -20 || true; done
+  exit 1
+}
+image_id() { podman image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+replaced=()
+for image in "${IMAGES[@]}"; do id="$(image_id "$image")"; [ -z "$id" ] || replaced+=("$id"); done
+kube_tagged=()  # "TAG ID-it-named-before" (or "TAG -"), so the kube tags go back as they were
 cleanup() {
   podman-compose -p "$PROJECT" down -v >/dev/null 2>&1 || true
-  podman image prune -f >/dev/null 2>&1 || true  # older builds' untagged images
+  [ ! -f "$WORK/kube.yaml" ] || podman kube down "$WORK/kube.yaml" >/dev/null 2>&1 || true
+  for entry in "${kube_tagged[@]}"; do
+    set -- $entry
+    if [ "$2" = - ]; then podman untag "$1" "$1"; else podman tag "$2" "$1"; fi >/dev/null 2>&1 || true
+  done
+  # The images this run's builds replaced under its own tags, once nothing else names them.
+  for id in "${replaced[@]}"; do
+    [ "$(podman image inspect --format '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ] && podman rmi "$id" >/dev/null 2>&1 || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-cleanup_first() { podman-compose -p "$PROJECT" down -v >/dev/null 2>&1 || true; }
-cleanup_first
+podman-compose -p "$PROJECT" down -v >/dev/null 2>&1 || true
 
 wait_healthy() {  # podman runs no health checks by itself here: run them until one passes
-  local name="$1" deadline=$((SECONDS + 60))
+  local name="$1" deadline=$((SECONDS + 90))
   until podman healthcheck run "$name" >/dev/null 2>&1; do
     [ "$SECONDS" -lt "$deadline" ] || fail "$name never became healthy"
     sleep 0.5
+  done
+}
+
+stop_each() {  # each container stops with exit 0 in under 10 s
+  local c start took code
+  for c in "$@"; do
+    start=$(date +%s.%N)
+    podman stop -t 10 "$c" >/dev/null 2>&1  # stderr: podman's complaint that there is no systemd for health timers
+    took=$(python3 -c "print(round($(date +%s.%N) - $start, 2))")
+    code="$(podman inspect "$c" --format '{{.State.ExitCode}}')"
+    echo "$c stopped in ${took}s with exit code $code"
+    [ "$code" = 0 ] || fail "$c exited with $code"
+    python3 -c "import sys; sys.exit(0 if $took < 10 else 1)" || fail "$c took ${took}s to stop"
   done
 }
 
@@ -43,34 +89,20 @@ route() {  # a route whose first point's latitude is $1
 
 json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-step "build images on $BASE_IMAGE"
-for svc in modelgen server; do
-  podman build -q --format docker -f "Dockerfile.$svc" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    -t "yoinkbird/cs_$svc:latest" . >/dev/null
-done
-podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep cs_
+verify() {  # make verify, as the README runs it, against a server's port
+  make --no-print-directory verify VERIFY_URL="http://127.0.0.1:$1/rest/score" || fail "make verify against port $1"
+}
 
-step "the cyclesafe target: upstream's command line, a stand-in checkout as the modelgen build context"
-mkdir -p "$WORK/modelgen/modelmanager" "$WORK/modelgen/data" "$WORK/vol"
-cp tests/models/upstream_model.py "$WORK/modelgen/modelmanager/model.py"
-python3 - "$WORK/modelgen/data/txdot_cris_20170427.csv" <<'PY'
-import sys
-rows = [(0,0,0,0.955556),(0,0,1,0.789474),(0,1,0,0.939394),(0,1,1,0.889197),
-        (1,0,0,0.907514),(1,0,1,0.880682),(1,1,0,0.911523),(1,1,1,0.896686)]
-with open(sys.argv[1], "w") as fh:
-    fh.write("intersection,daylight,manner,not_severe\n")
-    fh.writelines(",".join(map(str, r)) + "\n" for r in rows)
-PY
-# MODEL_PIP_PACKAGES is empty: the stand-in needs no scientific stack (upstream's does).
-podman build -q --format docker -f Dockerfile.modelgen --target cyclesafe --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-  --build-arg MODEL_PIP_PACKAGES= --build-context "modelgen=$WORK/modelgen" -t localhost/cs_modelgen:cyclesafe-test . >/dev/null
-route 30.25 > "$WORK/vol/gps_input_route.up1.json"
-chown -R 10001:10001 "$WORK/vol"
-podman run --rm -v "$WORK/vol:/data" localhost/cs_modelgen:cyclesafe-test run --once > "$WORK/once.log" 2>&1 \
-  || { cat "$WORK/once.log"; fail "the cyclesafe image did not score the route"; }
-json_get 'd["meta"]["model"]' < "$WORK/vol/gps_scored_route.up1.json" | grep -qx model.py || fail "not scored by model.py"
-json_get 'd["totalScores"]' < "$WORK/vol/gps_scored_route.up1.json"
-podman rmi -f localhost/cs_modelgen:cyclesafe-test >/dev/null
+has_healthcheck() {
+  [ "$(podman image inspect --format '{{json .HealthCheck}}' "$1")" != null ] || fail "$1 has no HEALTHCHECK (built in OCI format?)"
+}
+
+step "build both images on $BASE_IMAGE (BUILDAH_FORMAT=$BUILDAH_FORMAT); each carries its health check"
+for svc in modelgen server; do
+  podman build -q -f "Dockerfile.$svc" --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "yoinkbird/cs_$svc:latest" . >/dev/null
+  has_healthcheck "yoinkbird/cs_$svc:latest"
+done
+podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep 'cs_.*:latest'
 
 step "compose up (modelgen first, then the server once modelgen is healthy)"
 compose -f compose.yaml up -d --no-build modelgen
@@ -92,6 +124,7 @@ echo "$result" | json_get '[p["score"] for p in d["routes"][0]]' | grep -qx '\[0
 legacy="$(curl -sS --fail-with-body "$BASE/retrieve")" || fail "legacy retrieve: $legacy"
 echo "$legacy" | json_get 'json.loads(d)["totalScores"]' >/dev/null || fail "legacy answer is not double-encoded: $legacy"
 echo "scored $key: $(echo "$result" | json_get 'd["totalScores"]')"
+verify "$CS_PORT"
 
 step "files on the volume"
 vol="$(podman volume inspect "$VOLUME" --format '{{.Mountpoint}}')"
@@ -130,18 +163,95 @@ result="$(curl -sS --fail-with-body "$BASE/retrieve?key=$key2&wait=60")" || fail
 echo "$result" | json_get 'd["meta"]["input_sha256"]' | grep -qx "$sha2" || fail "wrong result after the kill"
 echo "request $key2 completed after the restart"
 
-step "stop: each container exits 0 in under 10 s"
-for c in "$SERVER" "$MODELGEN"; do
-  start=$(date +%s.%N)
-  podman stop -t 10 "$c" >/dev/null
-  took=$(python3 -c "print(round($(date +%s.%N) - $start, 2))")
-  code="$(podman inspect "$c" --format '{{.State.ExitCode}}')"
-  echo "$c stopped in ${took}s with exit code $code"
-  [ "$code" = 0 ] || fail "$c exited with $code"
-  python3 -c "import sys; sys.exit(0 if $took < 10 else 1)" || fail "$c took ${took}s to stop"
-done
-
-step "down -v"
+step "stop: each container exits 0 in under 10 s; down -v"
+stop_each "$SERVER" "$MODELGEN"
 podman-compose -p "$PROJECT" down -v >/dev/null 2>&1
 podman volume exists "$VOLUME" && fail "volume $VOLUME still exists"
+
+step "podman kube play: the pod from deploy/k8s-podman (the images tagged $VERSION, as the kustomization names them)"
+for tag in "${KUBE_TAGS[@]}"; do
+  before="$(image_id "$tag")"
+  kube_tagged+=("$tag ${before:--}")
+  podman tag "${tag%:*}:latest" "$tag"
+done
+mkdir "$WORK/kube"
+cat > "$WORK/kube/kustomization.yaml" <<YAML
+# This run's host port, so that it cannot collide with a stack on 8009.
+resources:
+  - $(realpath --relative-to="$WORK/kube" deploy/k8s-podman)
+patches:
+  - target:
+      kind: Deployment
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/ports/0/hostPort
+        value: $KUBE_PORT
+YAML
+kubectl kustomize "$WORK/kube" > "$WORK/kube.yaml"
+podman kube play "$WORK/kube.yaml" > "$WORK/kube.log" 2>&1 || { cat "$WORK/kube.log"; fail "podman kube play"; }
+wait_healthy "$POD-modelgen"
+deadline=$((SECONDS + 60))  # the server has no health check under podman (deploy/k8s-podman says why): its readiness
+until curl -sf "http://127.0.0.1:$KUBE_PORT/readyz" >/dev/null; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "the pod's server never became ready"
+  sleep 0.5
+done
+verify "$KUBE_PORT"
+podman pod stop -t 10 "$POD" >/dev/null 2>&1
+for c in "$POD-server" "$POD-modelgen"; do
+  code="$(podman inspect "$c" --format '{{.State.ExitCode}}')"
+  echo "$c exited with code $code"
+  [ "$code" = 0 ] || fail "$c exited with $code"
+done
+podman kube down "$WORK/kube.yaml" >/dev/null 2>&1
+
+step "the cyclesafe target: a stand-in checkout, the model on $MODEL_PYTHON_IMAGE's Python, the watcher on $BASE_IMAGE's"
+cp -r tests/containers/cyclesafe-standin "$WORK/modelgen"
+mkdir "$WORK/modelgen/data"
+python3 tests/containers/crash_rows.py "$WORK/modelgen/data/txdot_cris_20170427.csv"
+# compose.cyclesafe.yaml as the README runs it.
+export MODELGEN_CHECKOUT="$WORK/modelgen"
+compose -f compose.yaml -f compose.cyclesafe.yaml up -d --build
+has_healthcheck yoinkbird/cs_modelgen:cyclesafe
+wait_healthy "$MODELGEN"
+wait_healthy "$SERVER"
+versions="$(podman exec "$MODELGEN" sh -c 'for py in /opt/model-venv/bin/python3 /opt/venv/bin/python3; do
+  "$py" -c "import sys; print(\"%d.%d\" % sys.version_info[:2], [p for p in sys.path if p.endswith(\"-packages\")])"; done')"
+echo "$versions" | sed -e '1s/^/model:   /' -e '2s/^/watcher: /'
+python3 - "$versions" <<'PY' || fail "the model's Python is not older than the watcher's, or they share packages"
+import ast, sys
+(model, model_sp), (watcher, watcher_sp) = [(tuple(map(int, v.split("."))), ast.literal_eval(rest))
+                                            for v, rest in (line.split(" ", 1) for line in sys.argv[1].splitlines())]
+assert model < watcher, (model, watcher)
+assert model_sp == ["/opt/model-venv/lib/python%d.%d/site-packages" % model], model_sp
+assert watcher_sp == ["/opt/venv/lib/python%d.%d/site-packages" % watcher], watcher_sp
+PY
+out="$(make --no-print-directory verify VERIFY_URL="$BASE")" || fail "make verify against the cyclesafe stack: $out"
+echo "$out"
+echo "$out" | grep -qF "model model.py, scores $STANDIN_SCORES" || fail "not the stand-in's scores"
+podman logs "$MODELGEN" > "$WORK/cyclesafe.log" 2>&1
+grep '"event": "runner.workers_ready"' "$WORK/cyclesafe.log" | grep -q 'modelside/cyclesafe.py' \
+  || fail "the default runner is not warm workers through the cyclesafe adapter"
+if grep -nE 'Traceback|"level": ?"(error|critical)"' "$WORK/cyclesafe.log"; then fail "the cyclesafe sidecar logged an error"; fi
+stop_each "$SERVER" "$MODELGEN"
+
+step "the cyclesafe image with MODELGEN_RUNNER=fork, then =subprocess: the one setting changed"
+lat=30.31
+for runner in fork subprocess; do
+  dir="$WORK/vol-$runner"
+  mkdir "$dir"
+  route "$lat" > "$dir/gps_input_route.$runner.json"
+  chown -R 10001:10001 "$dir"
+  podman run --rm --no-healthcheck -e "MODELGEN_RUNNER=$runner" -v "$dir:/data" yoinkbird/cs_modelgen:cyclesafe run --once \
+    > "$WORK/$runner.log" 2>&1 || { tail -20 "$WORK/$runner.log"; fail "the $runner runner did not score the route"; }
+  scored="$(json_get '[round(p["score"], 6) for p in d["routes"][0]], d["meta"]["model"], d["meta"]["duration_ms"]' < "$dir/gps_scored_route.$runner.json")"
+  echo "$runner: $scored ms"
+  [[ "$scored" == "$STANDIN_SCORES model.py "* ]] || fail "$runner scored $scored"
+  grep -q "note: --model-entry (MODELGEN_MODEL_ENTRY) is not used by the $runner runner" "$WORK/$runner.log" \
+    || fail "the $runner runner's start did not say that the image's entry is unused"
+  lat=30.32
+done
+grep -q 'modelside/forkserver.py' "$WORK/fork.log" || fail "MODELGEN_RUNNER=fork did not start a fork server"
+if grep -q '"event": "runner.workers_ready"' "$WORK/subprocess.log"; then fail "MODELGEN_RUNNER=subprocess started workers"; fi
+
+podman-compose -p "$PROJECT" down -v >/dev/null 2>&1
 echo "containers: 1 passed, 0 failed"

@@ -149,6 +149,23 @@ def test_bad_choice_from_the_environment_names_the_setting(
     assert "--log-format (MODELGEN_LOG_FORMAT)" in capsys.readouterr().err
 
 
+def test_one_variable_switches_the_runner_of_an_image(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cyclesafe image sets the entry runner's settings; MODELGEN_RUNNER alone picks another, and the start says
+    what it leaves unused."""
+    monkeypatch.setenv("MODELGEN_MODEL_CMD", "python3 model.py {input}")
+    monkeypatch.setenv("MODELGEN_MODEL_ENTRY", "cyclesafe.py:create")
+    monkeypatch.setenv("MODELGEN_RUNNER", "entry")
+    assert cli.load(WatcherSettings, command_parser("run").parse_args([])).runner_kind == "entry"
+    assert capsys.readouterr().err == ""
+    for runner in ("fork", "subprocess"):
+        monkeypatch.setenv("MODELGEN_RUNNER", runner)
+        assert cli.load(WatcherSettings, command_parser("run").parse_args([])).runner_kind == runner
+        note = f"note: --model-entry (MODELGEN_MODEL_ENTRY) is not used by the {runner} runner; ignored"
+        assert note in capsys.readouterr().err
+
+
 def test_health_offers_only_its_options() -> None:
     assert set(HealthSettings.model_fields) == {"watch_dir", "max_age"}
     text = command_parser("health").format_help()

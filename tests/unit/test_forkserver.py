@@ -45,8 +45,11 @@ def test_settings_refuse_what_the_fork_runner_cannot_run(tmp_path: Path) -> None
         WatcherSettings(watch_dir=tmp_path, preload="pandas")
     with pytest.raises(ValueError, match="--preload: 'pandas sklearn' is not a module name"):
         WatcherSettings(watch_dir=tmp_path, runner="fork", preload="pandas sklearn")
-    with pytest.raises(ValueError, match="--model-entry: only the `entry` runner loads a factory"):
-        WatcherSettings(watch_dir=tmp_path, runner="fork", model_entry="m.py:create")
+    # An explicit runner decides; what only another runner uses is left unused (an image sets each runner's).
+    assert WatcherSettings(watch_dir=tmp_path, runner="fork", model_entry="m.py:create").unused_settings == ["model_entry"]
+    assert WatcherSettings(watch_dir=tmp_path, runner="entry", model_entry="m.py:create",
+                           preload="pandas").unused_settings == ["preload"]
+    assert WatcherSettings(watch_dir=tmp_path, runner="fork", preload="pandas").unused_settings == []
     ok = WatcherSettings(watch_dir=tmp_path, runner="fork", preload=" pandas, sklearn.tree ,")
     assert ok.preload_modules == ["pandas", "sklearn.tree"]
     assert WatcherSettings(watch_dir=tmp_path, runner="fork").preload_modules == ["auto"]
