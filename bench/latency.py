@@ -26,10 +26,11 @@ What one run measures, on throw-away temp directories, and prints as one markdow
    peer whose tool is not installed gets a row saying so. Drops for the ctime loop
    are kept in different wall-clock seconds, or it would never see them: that failure
    is what the *burst* shows.
-4. **Burst of 10 writes within one second** (every setup): a write is *missed* when
-   neither its content nor any later write's content is ever scored; the daemon
+4. **Bursts of 10 writes within one second** (five per setup: what a loop that looks
+   once a second sees depends on where in the second it looks): a write is *missed*
+   when neither its content nor any later write's content is ever scored; the daemon
    coalesces intermediate writes but always scores the content present last. For a
-   peer, the output left 3 s after the burst tells which write was scored last.
+   peer, the output left 3 s after a burst tells which write was scored last.
 5. **Peak RSS**: the daemon's (``VmHWM``) and its warm workers'; the peer's own
    process (the model processes of a process-per-event setup are not included; the
    bare row gives one).
@@ -95,6 +96,8 @@ from modelgen_watcher.settings import REFERENCE_MODEL_CMD
 
 OUTPUT_NAME = "out.json"
 BURST_WRITES = 10
+BURSTS = 5
+"""Bursts per setup: where a write is seen depends on where in the second a loop looks, so one burst is luck."""
 BURST_SPACING = 0.085
 """Seconds between the burst's writes: 10 writes from ~0.02 s to ~0.8 s into one second."""
 POLL = 0.001
@@ -224,9 +227,11 @@ def write_burst(directory: Path, rng: random.Random, seq0: int) -> Burst:
     return Burst(datas, len(set(ctimes)) == 1)
 
 
-def burst_note(missed: int, detail: str, burst: Burst) -> str:
-    spill = "" if burst.same_second else " [burst spilled over a second boundary]"
-    return f"burst: {missed}/{BURST_WRITES} missed ({detail}){spill}"
+def burst_note(missed: list[int], details: list[str], spilled: int) -> str:
+    """The bursts' missed writes, one figure a burst (and what was scored or run, per burst)."""
+    spill = f" [{spilled} spilled over a second boundary]" if spilled else ""
+    return (f"{len(missed)} bursts: {', '.join(map(str, missed))} of {BURST_WRITES} writes missed "
+            f"({'; '.join(details)}){spill}")
 
 
 # -- the bare model ----------------------------------------------------------------------
@@ -271,21 +276,24 @@ def bench_daemon(
             return wait_status_ok(status, sha256(data), drop(watch, data, INPUT_NAME), poll=POLL)
 
         sample(row, n, rng, jitter, one, alive=daemon.alive)
-        progress(f"daemon {label}: {n} requests done, burst")
-        burst = write_burst(watch, rng, 5000)
-        shas = [sha256(d) for d in burst.datas]
-        got = wait_status_ok(status, shas[-1], time.perf_counter(), poll=POLL)
-        doc = read_json(status)
-        final = doc.get("input_sha256") if isinstance(doc, dict) and doc.get("state") == "ok" else None
-        scored = {shas[-1]} if got is not None else ({final} if final else set())
-        time.sleep(0.2)  # request.done is logged just after the status is written
-        runs = daemon.runs_for(set(shas))
+        progress(f"daemon {label}: {n} requests done, {BURSTS} bursts")
+        missed, runs, spilled = [], [], 0
+        for b in range(BURSTS):
+            burst = write_burst(watch, rng, 5000 + 100 * b)
+            shas = [sha256(d) for d in burst.datas]
+            got = wait_status_ok(status, shas[-1], time.perf_counter(), poll=POLL)
+            doc = read_json(status)
+            final = doc.get("input_sha256") if isinstance(doc, dict) and doc.get("state") == "ok" else None
+            scored = {shas[-1]} if got is not None else ({final} if final else set())
+            time.sleep(0.2)  # request.done is logged just after the status is written
+            runs.append(f"{daemon.runs_for(set(shas))}")
+            missed.append(BURST_WRITES - 1 - max((i for i, s in enumerate(shas) if s in scored), default=-1))
+            spilled += not burst.same_second
         peak = peak_rss_kib(daemon.pid)
         workers = [peak_rss_kib(pid) or 0 for pid in descendants(daemon.pid)]
     finally:
         rc = daemon.stop()
-    last = max((i for i, s in enumerate(shas) if s in scored), default=-1)
-    row.notes.append(burst_note(BURST_WRITES - 1 - last, f"{runs} model run{'s' if runs != 1 else ''}", burst))
+    row.notes.append(burst_note(missed, [f"{', '.join(runs)} model runs"], spilled))
     row.notes.append(f"peak RSS {mib(peak)}" + (f" + warm worker {mib(sum(workers))}" if workers else ""))
     if rc not in (0, None):
         row.notes.append(f"exit code {rc} on SIGTERM")
@@ -373,18 +381,23 @@ def bench_peer(procs: Processes, root: Path, peer: Peer, n: int, rng: random.Ran
     argv = peer.argv(inbox, model_argv(work, inbox / INPUT_NAME))
     progress(f"peer {slug}: starting")
     errors = root / f"peer-{slug}.stderr"
-    with open(errors, "wb") as err:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE if peer.stdin else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,  # its own group: SIGTERM reaches the loop's children too
-        )
-    procs.add(proc, group=True)
-    if peer.stdin is not None and proc.stdin is not None:
-        proc.stdin.write(peer.stdin(inbox))
-        proc.stdin.close()
+
+    def launch() -> subprocess.Popen[bytes]:
+        with open(errors, "ab") as err:
+            started = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if peer.stdin else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,  # its own group: SIGTERM reaches the loop's children too
+            )
+        procs.add(started, group=True)
+        if peer.stdin is not None and started.stdin is not None:
+            started.stdin.write(peer.stdin(inbox))
+            started.stdin.close()
+        return started
+
+    proc = launch()
 
     def alive() -> None:
         if proc.poll() is not None:
@@ -416,21 +429,35 @@ def bench_peer(procs: Processes, root: Path, peer: Peer, n: int, rng: random.Ran
                distinct_seconds=inbox / INPUT_NAME if peer.once_a_second else None)
         if peer.min_gap:
             row.notes.append(f"counted drops {peer.min_gap:g}-{peer.min_gap + peer.jitter:g} s after a result")
-        progress(f"peer {slug}: {n} requests done, burst")
-        burst = write_burst(inbox, rng, 7000)
-        time.sleep(3.0)  # three more ticks of the ctime loop: anything a peer will ever score is scored by now
-        try:
-            final = output.read_bytes()
-        except FileNotFoundError:
-            final = b""
-        scored = [i for i, d in enumerate(burst.datas) if expected_output(d) == final]
+        progress(f"peer {slug}: {n} requests done, {BURSTS} bursts")
+        missed, spilled, last_scored = [], 0, 0
+        current = (inbox / INPUT_NAME).read_bytes()
+        for b in range(BURSTS):
+            if peer.once_a_second:
+                # A loop that looks once a second sees a burst as where in the second it looks: start it
+                # afresh at a random point of the second, so each burst meets another phase.
+                Processes.stop(proc, group=True)
+                time.sleep(rng.uniform(0.0, 1.0))
+                proc = launch()
+                if wait_output(output, expected_output(current), time.perf_counter(), timeout=PEER_TIMEOUT) is None:
+                    raise BenchError(f"{slug} did not score the input present when it started")
+            burst = write_burst(inbox, rng, 7000 + 100 * b)
+            current = burst.datas[-1]
+            time.sleep(3.0)  # three more ticks of the ctime loop: anything a peer will ever score is scored by now
+            try:
+                final = output.read_bytes()
+            except FileNotFoundError:
+                final = b""
+            scored = [i for i, d in enumerate(burst.datas) if expected_output(d) == final]
+            last = scored[-1] if scored else -1
+            missed.append(BURST_WRITES - 1 - last)
+            last_scored += last == BURST_WRITES - 1
+            spilled += not burst.same_second
         peak = peak_rss_kib(proc.pid)
     finally:
         Processes.stop(proc, group=True)
-    last = scored[-1] if scored else -1
-    detail = "last content scored" if last == BURST_WRITES - 1 else (
-        f"last output is write {last + 1}'s" if last >= 0 else "last output is none of the burst's")
-    row.notes.append(burst_note(BURST_WRITES - 1 - last, detail, burst))
+    restarts = "; the loop started afresh at a random point of the second before each" if peer.once_a_second else ""
+    row.notes.append(burst_note(missed, [f"the last write scored in {last_scored} of {BURSTS}{restarts}"], spilled))
     row.notes.append(f"peak RSS of the watcher process {mib(peak)}")
     return row
 
@@ -504,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         "Drop-to-result = `os.replace` of the input until the daemon's status names its sha256 as `ok` (peers: until "
         f"the model's output holds exactly the bytes scored from it), polled every {POLL * 1000:.0f} ms; "
         "percentiles interpolated; the first request of each setup is a warm-up and not counted. "
-        f"Burst: {BURST_WRITES} writes {BURST_SPACING * 1000:.0f} ms apart inside one second; a write is missed when "
+        f"Bursts: {BURST_WRITES} writes {BURST_SPACING * 1000:.0f} ms apart inside one second; a write is missed when "
         f"neither it nor a later write is ever scored. A peer's drop unscored after {PEER_TIMEOUT:g} s is lost. "
         f"{os.cpu_count()} CPUs, load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after, "
         f"Python {sys.version.split()[0]}, {time.monotonic() - t_start:.0f} s."
