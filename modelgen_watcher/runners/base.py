@@ -33,6 +33,9 @@ class RunReport:
     launch_error: str | None = None
     stdout_tail: str = ""
     stderr_tail: str = ""
+    reached_model: bool = True
+    """False for a run cancelled while it waited for a warm worker: the model never saw the request,
+    so a stop then is no interruption of it (see ``inflight``)."""
 
     @property
     def succeeded(self) -> bool:
@@ -58,6 +61,12 @@ class ModelRunner(Protocol):
     ``start`` once at start-up, ``run`` per request from its workers, ``reap_orphans``
     with every heartbeat, and ``stop`` at shutdown; it calls nothing else.
     """
+
+    overlap: int
+    """Requests the daemon may serve beyond ``--workers`` at once: a runner with its own bounded pool
+    (the warm workers) queues a ``run`` until a worker is free, so one more request can be read, checked
+    and published while the model scores another (with one worker, 17 % more requests a second). A
+    runner that starts a process per call has 0: ``--workers`` is how many models run at once."""
 
     def start(self, record_dir: Path) -> int:
         """Take charge of model processes for one watch dir before the first run; returns how many leftovers it stopped.

@@ -175,6 +175,9 @@ def _group_alive(pgid: int) -> bool:
 class SubprocessRunner:
     """Runs ``template`` without a shell, one contained process group per request (see the module docstring)."""
 
+    overlap = 0
+    """``--workers`` models at once: no pool of its own to queue further requests on."""
+
     def __init__(self, template: list[str], cwd: Path | None = None, kill_grace: float = 3.0) -> None:
         self.template = template
         self.cwd = cwd

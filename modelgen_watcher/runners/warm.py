@@ -233,14 +233,19 @@ class WarmRunner:
         log.info("runner.workers_ready", workers=len(self._slots), entry=self.spec.entry)
         return stopped
 
+    overlap = 1
+    """One request beyond ``--workers`` waits here for a worker (see ``ModelRunner.overlap``)."""
+
     def run(self, job: ModelJob) -> RunReport:
-        """Serve ``job`` on an idle worker; the report says how it ended, as the subprocess runner's does."""
+        """Serve ``job`` on a worker once one is idle; the report says how it ended, as the subprocess runner's does.
+
+        The wait for a worker is not the model's time: ``job.timeout`` starts when a worker takes the job. The
+        wait is bounded all the same, since every worker is given back within its own timeout and kill grace.
+        """
+        n = self._checkout()
         start = time.monotonic()
-        n = self._checkout(start + job.timeout)
         if n is None:
-            timed_out = not self._stopped
-            return RunReport(exit_code=None, duration_s=time.monotonic() - start, cancelled=not timed_out,
-                             timed_out=timed_out, stderr_tail="no warm worker became free within the timeout")
+            return RunReport(exit_code=None, duration_s=0.0, cancelled=True, reached_model=False)
         handed_off = False
         try:
             report, handed_off = self._run_in(n, job, start)
@@ -285,18 +290,16 @@ class WarmRunner:
 
     # -- one request ----------------------------------------------------------
 
-    def _checkout(self, deadline: float) -> int | None:
-        """An idle slot; None once stopped or past ``deadline`` (the scheduler never runs more requests than slots)."""
+    def _checkout(self) -> int | None:
+        """An idle slot, waiting for one; None once stopped (``stop`` wakes every waiter)."""
         while not self._stopped:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            n = self._idle.get()
+            if n < 0:
+                self._idle.put(n)  # the stop's wake-up: passed on to the next waiter
                 return None
-            try:
-                n = self._idle.get(timeout=remaining)
-            except queue.Empty:
-                return None
-            if n >= 0 and not self._stopped:
+            if not self._stopped:
                 return n
+            self._idle.put(n)
         return None
 
     def _run_in(self, n: int, job: ModelJob, start: float) -> tuple[RunReport, bool]:
@@ -326,7 +329,7 @@ class WarmRunner:
         worker.sent += 1
         request_id = f"{worker.run_id}{REQUEST_ID_SEP}{worker.sent}"
         msg = {
-            "type": "run", "id": secrets.token_hex(4), "input": str(local.input_path),
+            "type": "run", "id": request_id, "input": str(local.input_path),
             "output": str(local.output_path), "output_name": local.output_name, "workspace": str(worker.workspace),
             "key": job.key, "argv": render(self.spec.template, local) if self.spec.template else [],
             "env": {RUN_ID_ENV: request_id},

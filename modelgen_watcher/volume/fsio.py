@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -24,6 +25,31 @@ def _current_umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_current_umask()
+_EUID = os.geteuid()
+
+
+_TEMP_SERIALS = itertools.count()
+_process_token = secrets.token_hex(6)
+
+
+def _new_process_token() -> None:
+    global _process_token
+    _process_token = secrets.token_hex(6)
+
+
+os.register_at_fork(after_in_child=_new_process_token)
+
+
+def unique_token() -> str:
+    """A token unique across processes (a random part made once per process, and again after a fork)
+    and within one (a serial), so a publish costs no ``getrandom`` call. Every file named with it is
+    created with ``O_EXCL``, so a clash could fail a write, never mix two."""
+    return f"{_process_token}{next(_TEMP_SERIALS):x}"
+
+
+def temp_name(prefix: str, name: str) -> str:
+    """The temp file that becomes ``name``."""
+    return f"{prefix}{name}.{unique_token()}.tmp"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -44,16 +70,45 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, temp_prefix: str = ".tmp-", durable: bool = True) -> None:
+def atomic_write(
+    path: Path,
+    data: bytes,
+    *,
+    temp_prefix: str = ".tmp-",
+    durable: bool = True,
+    sync_dir: bool = True,
+    temp_dir: Path | None = None,
+) -> None:
     """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never a part.
 
-    The temp file is a dot-file in the same directory (a rename across file systems
-    would not be atomic), flushed and fsynced before the rename, and the directory is
-    fsynced after it so the new name survives a crash. ``durable=False`` skips both
-    fsyncs, for private bookkeeping that only has to survive the process.
+    The temp file is flushed and fsynced before the rename, and the directory is fsynced
+    after it so the new name survives a crash. ``durable=False`` skips both fsyncs, for
+    private bookkeeping that only has to survive the process. ``sync_dir=False`` keeps the
+    file's fsync and leaves the directory's to the next durable write in the same
+    directory, which covers every rename before it: the watcher's result, whose status
+    follows at once (see ``Pipeline``).
+
+    By default the temp file is a dot-file beside ``path``. ``temp_dir`` puts it in another
+    directory of the same file system instead: the watcher writes its temps in its private
+    ``.modelgen/tmp/`` so that the watched directory sees one event per publish (the
+    rename in) instead of five (create, modify, close, rename out and in, which the
+    native observer pairs by a linear search). Where ``temp_dir`` turns out to be on
+    another file system (a mount over it), the rename fails with EXDEV and the write is
+    redone beside ``path``: a rename across file systems would not be atomic. So it is
+    where ``temp_dir`` is missing (removed by hand while the watcher runs).
     """
-    directory = path.parent
-    tmp = directory / f"{temp_prefix}{path.name}.{secrets.token_hex(6)}.tmp"
+    if temp_dir is not None:
+        try:
+            tmp = temp_dir / temp_name(temp_prefix, path.name)
+            _write_and_rename(path, data, tmp, durable, sync_dir)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOENT):
+                raise
+    _write_and_rename(path, data, path.parent / temp_name(temp_prefix, path.name), durable, sync_dir)
+
+
+def _write_and_rename(path: Path, data: bytes, tmp: Path, durable: bool, sync_dir: bool) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
     try:
         try:  # os.write, not a buffered file object: the heartbeat writes two files every 2 s for ever
@@ -66,13 +121,35 @@ def atomic_write(path: Path, data: bytes, *, temp_prefix: str = ".tmp-", durable
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink_missing_ok(tmp)
         raise
-    if durable:
-        fsync_dir(directory)
+    if durable and sync_dir:
+        fsync_dir(path.parent)
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (never an existing file or a symlink) with ``data``, not fsynced, no rename.
+
+    For a private file that nobody reads until this returns (the model's snapshot of
+    an input): the atomic rename buys nothing there.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        _unlink_missing_ok(path)
+        raise
+    os.close(fd)
+
+
+def _unlink_missing_ok(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def overwrite_in_place(path: Path, data: bytes) -> None:
@@ -91,8 +168,18 @@ def dump_json(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def atomic_write_json(path: Path, obj: Any, *, temp_prefix: str = ".tmp-") -> None:
-    atomic_write(path, dump_json(obj), temp_prefix=temp_prefix)
+def atomic_write_json(
+    path: Path,
+    obj: Any,
+    *,
+    temp_prefix: str = ".tmp-",
+    durable: bool = True,
+    sync_dir: bool = True,
+    temp_dir: Path | None = None,
+) -> None:
+    atomic_write(
+        path, dump_json(obj), temp_prefix=temp_prefix, durable=durable, sync_dir=sync_dir, temp_dir=temp_dir
+    )
 
 
 class UnsafeFile(Exception):
@@ -242,15 +329,18 @@ def ensure_private_dir(path: Path, mode: int = 0o777) -> None:
     would delete files outside the volume.
     """
     try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        pass
-    st = os.lstat(path)
+        st = os.lstat(path)  # asked before every request: one system call when all is well
+    except FileNotFoundError:
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeFile(f"{path} is {describe_mode(st.st_mode)}, not a directory; refusing to follow or replace it")
-    if st.st_uid != os.geteuid():
+    if st.st_uid != _EUID:
         raise UnsafeFile(
-            f"{path} is owned by uid {st.st_uid}, not by this watcher (uid {os.geteuid()}); "
+            f"{path} is owned by uid {st.st_uid}, not by this watcher (uid {_EUID}); "
             "remove it or chown it to the watcher's user"
         )
 

@@ -83,7 +83,7 @@ class Daemon:
         self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics, self.readiness)
         self.scheduler = Scheduler(
             self.pipeline.process,
-            workers=settings.workers,
+            workers=settings.workers + self.runner.overlap,
             debounce=settings.debounce / 1000.0,
             max_attempts=ONCE_ATTEMPTS if settings.once else None,
         )

@@ -4,7 +4,7 @@ Every final outcome of ``Pipeline.process`` leaves the volume consistent: either
 result whose ``meta.input_sha256`` names the scored bytes followed by an ``ok`` status,
 or an ``error`` status and no result claiming that input (the status is written
 before the old result is removed, so an ``ok`` status never stands without its
-result). The other outcomes write no final status: a cancelled run keeps ``running``
+result). The other outcomes write no final status: a cancelled run is left ``running``
 (redone at the next start), and a deferred, skipped or vanished input is left as it
 is. Whether a request runs at all is ``retry.judge``'s decision.
 """
@@ -12,7 +12,6 @@ is. Whether a request runs at all is ``retry.judge``'s decision.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import threading
@@ -31,6 +30,7 @@ from . import inflight
 from .metrics import WatcherMetrics
 from .outcomes import Outcome, Processed
 from .readiness import VOLUME, Readiness
+from .running import RunningStatuses
 
 DETAIL_LINES = 20
 
@@ -156,6 +156,7 @@ class Pipeline:
         mtime; the default (this clock, now) serves the one-shot ``score``."""
         self._first_seen: dict[tuple[Request, str], float] = {}
         self._first_seen_lock = threading.Lock()
+        self._running = RunningStatuses(self._write_status)
 
     def prepare(self) -> None:
         """Create the private directories this pipeline writes to; refuse any that is not a real one of ours."""
@@ -165,8 +166,14 @@ class Pipeline:
     # -- publishing -------------------------------------------------------
 
     def _write_status(self, req: Request, status: Status) -> None:
+        """Publish a status; only a final one is fsynced: ``running`` is news for a reader, not a record
+        (see ``running``), and a request is served again at start without it."""
         fsio.atomic_write_json(
-            self.layout.status(req.key), status.model_dump(mode="json"), temp_prefix=WATCHER_TEMP_PREFIX
+            self.layout.status(req.key),
+            status.model_dump(mode="json"),
+            temp_prefix=WATCHER_TEMP_PREFIX,
+            durable=status.state is not State.running,
+            temp_dir=self.layout.tmp_dir,
         )
 
     def _write_final(
@@ -233,10 +240,17 @@ class Pipeline:
                     "not retried until it is published again",
                 )
             route = self._parse_input(req, snap)
-            self._write_status(req, Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at))
-            report, scored = self._run_model(req, snap.data)
+            running = Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at)
+            self._running.started(req, running)
+            try:
+                report, scored = self._run_model(req, snap.data)
+            finally:
+                self._running.finished(req)
             if report.cancelled:
-                keep_marker = True  # a stop with this request in flight counts, whoever sent the signal
+                # A stop with this request at its model counts, whoever sent the signal; one that found it
+                # still waiting for a warm worker does not.
+                keep_marker = report.reached_model
+                self._write_status(req, running)  # whether or not its grace had passed: redone at the next start
                 bound.info("request.interrupted", outcome="cancelled", reason="shutdown; redone at next start")
                 return Processed(Outcome.cancelled)
             assert scored is not None
@@ -247,8 +261,17 @@ class Pipeline:
                 duration_ms=int(report.duration_s * 1000),
                 scored_at=utc_now_iso(),
             )
+            # The result's rename is made durable by the status's directory fsync just after
+            # it (same directory, one fsync for both): journalled file systems (ext4, XFS)
+            # replay renames in order and NFS renames synchronously at the server, so a power
+            # cut cannot keep the status and lose the result; where one could, the start-up
+            # catch-up reruns an ``ok`` status found without its result (``retry.judge``).
             fsio.atomic_write_json(
-                self.layout.result(req.key), scored.model_dump(mode="json"), temp_prefix=WATCHER_TEMP_PREFIX
+                self.layout.result(req.key),
+                scored.model_dump(mode="json"),
+                temp_prefix=WATCHER_TEMP_PREFIX,
+                sync_dir=False,
+                temp_dir=self.layout.tmp_dir,
             )
             duration_ms = self._write_final(req, sha, started_at, t0)
             self.readiness.clear(VOLUME, "a request was published")
@@ -383,11 +406,11 @@ class Pipeline:
         The run's files are discarded before a failure is judged: a model that filled the
         volume with its own output is the model's fault, not the volume's.
         """
-        token = f"{req.label}-{secrets.token_hex(4)}"
+        token = f"{req.label}-{fsio.unique_token()}"
         snapshot = self.layout.tmp_dir / f"input-{token}.json"
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
         try:
-            fsio.atomic_write(snapshot, data, temp_prefix=WATCHER_TEMP_PREFIX, durable=False)
+            fsio.write_new(snapshot, data)
             report = self.runner.run(ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout))
             self.metrics.model_run(report.duration_s)
             collected = _read_output(output, report) if report.succeeded else None

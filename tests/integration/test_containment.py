@@ -17,10 +17,10 @@ from tests.helpers import (
     drop,
     fake_model_args,
     fake_model_cmd,
-    must_status,
     pid_alive,
     route,
     sha,
+    status_of,
     wait_final,
     wait_for,
 )
@@ -106,7 +106,7 @@ def test_models_left_by_a_killed_daemon_are_stopped_at_the_next_start(daemon_fac
         return pids if len(pids) >= 2 else None
 
     model, escaped = wait_for(both_started, 20, what="the model and its escaped descendant")
-    assert must_status(watch_dir, "k9")["state"] == "running"
+    wait_for(lambda: (status_of(watch_dir, "k9") or {}).get("state") == "running", 10, what="the running status")
     first.stop(signal.SIGKILL)
     assert pid_alive(model) and pid_alive(escaped)  # in their own sessions, they outlive the daemon
 

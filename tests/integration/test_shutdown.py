@@ -6,7 +6,18 @@ import signal
 
 import pytest
 
-from tests.helpers import drop, fake_model_args, must_status, pid_alive, read_json, route, sha, wait_final, wait_for
+from tests.helpers import (
+    drop,
+    fake_model_args,
+    must_status,
+    pid_alive,
+    read_json,
+    route,
+    sha,
+    status_of,
+    wait_final,
+    wait_for,
+)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -15,7 +26,7 @@ def test_signal_while_a_model_runs(daemon_factory, watch_dir, tmp_path, sig, run
     d = daemon_factory(*fake_model_args("hang", "--pidfile", str(pidfile), runner=runner), "--kill-grace", "2")
     raw = drop(watch_dir, route([""]), key="long")
     wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 20, what="model and child started")
-    assert must_status(watch_dir, "long")["state"] == "running"
+    wait_for(lambda: (status_of(watch_dir, "long") or {}).get("state") == "running", 10, what="the running status")
 
     rc, seconds = d.stop(sig)
     assert rc == 0

@@ -151,3 +151,17 @@ def test_a_worker_that_exits_during_a_request_fails_it_plainly(daemon_factory, w
     assert "ended during the request (exit code 0)" in st["error"]["message"]
     nxt = drop(watch_dir, route([""]), key="next")
     assert wait_final(watch_dir, "next", sha(nxt))["state"] == "ok"
+
+
+def test_a_request_waiting_for_the_busy_worker_is_not_timed_out_by_the_wait(daemon_factory, watch_dir, tmp_path):
+    """One request more than ``--workers`` is read and checked while the model scores another (the overlap): the
+    model's timeout starts when the worker takes the request, so a queue behind a slow run is no timeout."""
+    pidfile = tmp_path / "pids"
+    d = daemon_factory(*fake_model_args("ok", "--sleep", "1.2", "--pidfile", str(pidfile), runner="entry"),
+                       "--model-timeout", "2")
+    raws = {f"q{i}": drop(watch_dir, route([""], lat0=30 + i / 100), key=f"q{i}") for i in range(3)}
+    for key, raw in raws.items():
+        st = wait_final(watch_dir, key, sha(raw), timeout=30)
+        assert st["state"] == "ok", st
+    assert len(set(_pids(pidfile))) == 1  # one worker served them in turn
+    assert not d.events("worker.replaced")

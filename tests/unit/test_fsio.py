@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
@@ -41,6 +43,38 @@ def test_atomic_write_failure_leaves_no_temp_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         atomic_write(tmp_path / "taken", b"data")  # cannot replace a directory
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_atomic_write_with_temp_dir_leaves_only_the_target_beside_it(tmp_path: Path) -> None:
+    temps = tmp_path / "tmp"
+    temps.mkdir()
+    target = tmp_path / "out.json"
+    atomic_write(target, b"data", temp_dir=temps)
+    assert target.read_bytes() == b"data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "tmp"]
+    assert list(temps.iterdir()) == []
+
+
+def test_atomic_write_missing_temp_dir_writes_beside_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    atomic_write(target, b"data", temp_dir=tmp_path / "removed")
+    assert target.read_bytes() == b"data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_write_temp_dir_on_another_file_system_writes_beside_the_target(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system other than the temp dir's")
+    temps = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        target = tmp_path / "out.json"
+        atomic_write(target, b"data", temp_dir=temps)  # the rename fails with EXDEV, then redone here
+        assert target.read_bytes() == b"data"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+        assert list(temps.iterdir()) == []
+    finally:
+        shutil.rmtree(temps)
 
 
 def test_safe_read_returns_bytes_and_sha256(tmp_path: Path) -> None:
