@@ -111,10 +111,8 @@ def atomic_write(
 def _write_and_rename(path: Path, data: bytes, tmp: Path, durable: bool, sync_dir: bool) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
     try:
-        try:  # os.write, not a buffered file object: the heartbeat writes two files every 2 s for ever
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+        try:
+            _write_all(fd, data)
             if durable:
                 os.fsync(fd)
         finally:
@@ -135,14 +133,20 @@ def write_new(path: Path, data: bytes) -> None:
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
     except BaseException:
         os.close(fd)
         _unlink_missing_ok(path)
         raise
     os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all is written: no buffered file object, whose set-up costs more than the write of a
+    status (the heartbeat writes two files every 2 s for ever, a drain three a request)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _unlink_missing_ok(path: Path) -> None:
