@@ -221,6 +221,6 @@ def test_every_modelgen_variable_of_the_deploy_files_is_known() -> None:
 
     root = Path(__file__).resolve().parents[2]
     files = ["Dockerfile.modelgen", "Dockerfile.server", "compose.yaml", "compose.cyclesafe.yaml",
-             "tests/containers/compose.slow.yaml", "deploy/k8s/deployment.yaml"]
+             "tests/containers/compose.slow.yaml", "deploy/k8s/base/deployment.yaml"]
     names = {n for f in files for n in re.findall(r"MODELGEN_[A-Z_]+", (root / f).read_text())}
     assert unknown_variables(dict.fromkeys(names, "")) == []

@@ -16,8 +16,11 @@ def test_the_installed_distribution_reports_the_packages_version() -> None:
 
 
 def test_the_kubernetes_image_tags_are_the_packages_version() -> None:
-    tags = re.findall(r'newTag:\s*"([^"]+)"', (ROOT / "deploy" / "k8s" / "kustomization.yaml").read_text())
-    assert tags and set(tags) == {modelgen_watcher.__version__}
+    """Every kustomization that names an image tag (the base, the shared overlay) names the version."""
+    files = sorted((ROOT / "deploy").rglob("kustomization.yaml"))
+    tags = {f.relative_to(ROOT).as_posix(): set(re.findall(r'newTag:\s*"([^"]+)"', f.read_text())) for f in files}
+    assert tags["deploy/k8s/base/kustomization.yaml"]
+    assert {f: t for f, t in tags.items() if t and t != {modelgen_watcher.__version__}} == {}
 
 
 def test_the_package_says_it_is_typed() -> None:
