@@ -111,11 +111,13 @@ verify:
 logs:
 	$(COMPOSE) $(COMPOSE_FILES) logs --tail=100
 
+# --remove-orphans: podman-compose otherwise stops only the replicas the compose files name, not those
+# of a --scale beyond them (Docker's compose removes them either way).
 down:
-	$(COMPOSE) $(COMPOSE_FILES) down
+	$(COMPOSE) $(COMPOSE_FILES) down --remove-orphans
 
 clean:
-	$(COMPOSE) $(COMPOSE_FILES) down -v --rmi all
+	$(COMPOSE) $(COMPOSE_FILES) down -v --remove-orphans --rmi all
 
 clean-venv:
 	rm -rf $(VENV) $(BENCH_VENV) .tools .podman build *.egg-info .pytest_cache

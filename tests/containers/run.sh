@@ -5,9 +5,15 @@
 #     server's published port (make verify too), the files on the volume, clean logs, a
 #     kill -9 of the sidecar in the middle of a slow run after which the request completes,
 #     each container stopping with exit 0 in under 10 s, down -v;
-#  3. the same pod under `podman kube play`, from the podman variant of the kustomization:
-#     make verify through it, both containers exit 0 on stop;
-#  4. the cyclesafe target with compose.cyclesafe.yaml, built from a stand-in checkout
+#  3. shared mode with compose.shared.yaml and --scale modelgen=3: 50 requests POSTed through
+#     the server, one watcher killed (podman kill) while its model runs and left down, every
+#     request answered with its own hash and scored once but for what the killed one had in
+#     flight (request.done lines per key across the watchers' logs), /readyz and /metrics
+#     meanwhile, the killed watcher back and healthy, down;
+#  4. the same pod under `podman kube play`, from the podman variant of the kustomization:
+#     make verify through it, both containers exit 0 on stop; then the shared variant: the
+#     server's pod and two watchers' pods on one volume, make verify through it;
+#  5. the cyclesafe target with compose.cyclesafe.yaml, built from a stand-in checkout
 #     (tests/containers/cyclesafe-standin: upstream's layout and command line, pandas and
 #     scikit-learn) with the model on an older Python than the watcher's (Debian bullseye's
 #     3.9 against bookworm's 3.11): scores through the stack by the default runner (warm
@@ -31,6 +37,10 @@ SERVER="${PROJECT}_server_1"
 VOLUME="${PROJECT}_cs_pseudo_ipc"
 VERSION="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' modelgen_watcher/__init__.py)"
 POD="cyclesafe-pod-0"  # podman kube play names it after the Deployment
+SHARED_POD="$PROJECT-cyclesafe-pod-0"  # the shared variant's, played with the project as a name prefix
+SHARED_CLAIM="$PROJECT-cyclesafe-data"  # its claim, a named volume that kube down leaves
+WATCHERS=("${PROJECT}_modelgen_1" "${PROJECT}_modelgen_2" "${PROJECT}_modelgen_3")
+SHARED_FILES=(-f compose.yaml -f compose.shared.yaml -f tests/containers/compose.slow.yaml -f tests/containers/compose.shared-test.yaml)
 IMAGES=(yoinkbird/cs_modelgen:latest yoinkbird/cs_server:latest yoinkbird/cs_modelgen:cyclesafe)
 KUBE_TAGS=("yoinkbird/cs_modelgen:$VERSION" "yoinkbird/cs_server:$VERSION")
 STANDIN_SCORES='[0.939394, 0.911523]'  # the stand-in's tree, fitted on the crash rows, predicts the table's shares
@@ -39,7 +49,9 @@ compose() { podman-compose -p "$PROJECT" "$@" >"$WORK/compose.log" 2>&1 || { cat
 step() { echo "== [${SECONDS}s] $*"; }
 fail() {
   echo "FAIL: $*"
-  for c in "$MODELGEN" "$SERVER" "$POD-modelgen" "$POD-server"; do podman logs "$c" 2>&1 | tail -20 || true; done
+  for c in "$MODELGEN" "$SERVER" "${WATCHERS[@]:1}" "$POD-modelgen" "$POD-server"; do
+    podman container exists "$c" && { echo "--- $c"; podman logs "$c" 2>&1 | tail -20; }
+  done
   exit 1
 }
 image_id() { podman image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
@@ -47,8 +59,11 @@ replaced=()
 for image in "${IMAGES[@]}"; do id="$(image_id "$image")"; [ -z "$id" ] || replaced+=("$id"); done
 kube_tagged=()  # "TAG ID-it-named-before" (or "TAG -"), so the kube tags go back as they were
 cleanup() {
-  podman-compose -p "$PROJECT" down -v >/dev/null 2>&1 || true
-  [ ! -f "$WORK/kube.yaml" ] || podman kube down "$WORK/kube.yaml" >/dev/null 2>&1 || true
+  podman-compose -p "$PROJECT" down -v --remove-orphans >/dev/null 2>&1 || true
+  for play in "$WORK/kube.yaml" "$WORK/kube-shared.yaml" "$WORK/kube-shared-b.yaml"; do
+    [ ! -f "$play" ] || podman kube down "$play" >/dev/null 2>&1 || true
+  done
+  podman volume rm -f "$SHARED_CLAIM" >/dev/null 2>&1 || true
   for entry in "${kube_tagged[@]}"; do
     set -- $entry
     if [ "$2" = - ]; then podman untag "$1" "$1"; else podman tag "$2" "$1"; fi >/dev/null 2>&1 || true
@@ -60,7 +75,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-podman-compose -p "$PROJECT" down -v >/dev/null 2>&1 || true
+podman-compose -p "$PROJECT" down -v --remove-orphans >/dev/null 2>&1 || true
 
 wait_healthy() {  # podman runs no health checks by itself here: run them until one passes
   local name="$1" deadline=$((SECONDS + 90))
@@ -168,6 +183,61 @@ stop_each "$SERVER" "$MODELGEN"
 podman-compose -p "$PROJECT" down -v >/dev/null 2>&1
 podman volume exists "$VOLUME" && fail "volume $VOLUME still exists"
 
+step "shared mode: compose.shared.yaml, --scale modelgen=3, 50 requests through the server, a watcher killed mid-run"
+# The README's command (compose.yaml + compose.shared.yaml, --scale), with the test's slow model and no restarts.
+compose "${SHARED_FILES[@]}" up -d --no-build --scale modelgen=3 modelgen
+for c in "${WATCHERS[@]}"; do wait_healthy "$c"; done
+compose "${SHARED_FILES[@]}" up -d --no-build --scale modelgen=3 server
+wait_healthy "$SERVER"
+ids=()
+for c in "${WATCHERS[@]}"; do ids+=("$(podman exec "$c" hostname)"); done
+echo "watcher ids (their host names): ${ids[*]}"
+[ "$(printf '%s\n' "${ids[@]}" | sort -u | wc -l)" = 3 ] || fail "the replicas' watcher ids are not distinct: ${ids[*]}"
+vol="$(podman volume inspect "$VOLUME" --format '{{.Mountpoint}}')"
+python3 tests/containers/shared_load.py post "$BASE" 50 "$WORK/shared.json" || fail "posting 50 requests"
+deadline=$((SECONDS + 90))
+until [ "$(python3 tests/containers/shared_load.py done "$vol" "$WORK/shared.json")" -ge 10 ]; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "fewer than 10 requests scored in 90 s"
+  sleep 0.2
+done
+victim=""  # a watcher whose model is running right now (the slow model's sleep)
+deadline=$((SECONDS + 30))
+until [ -n "$victim" ]; do
+  for c in "${WATCHERS[@]}"; do
+    if podman top "$c" args 2>/dev/null | grep -q '^sleep '; then victim="$c"; break; fi
+  done
+  [ -n "$victim" ] || [ "$SECONDS" -lt "$deadline" ] || fail "no watcher was running a model"
+done
+podman kill -s KILL "$victim" >/dev/null
+echo "killed $victim in the middle of a run, $(python3 tests/containers/shared_load.py done "$vol" "$WORK/shared.json") of 50 done"
+curl -sf "http://127.0.0.1:$CS_PORT/readyz" >/dev/null || fail "/readyz is not 200 with two watchers live"
+python3 tests/containers/shared_load.py answers "$BASE" "$WORK/shared.json" 180 || fail "the 50 requests"
+[ "$(podman inspect "$victim" --format '{{.State.Status}}')" = exited ] || fail "$victim came back: the takeover was not tested"
+survivors=()
+for c in "${WATCHERS[@]}"; do
+  podman logs "$c" > "$WORK/$c.log" 2>&1
+  [ "$c" = "$victim" ] || survivors+=("$WORK/$c.log")
+done
+python3 tests/containers/shared_load.py runs "$WORK/shared.json" "$WORK/$victim.log" "${survivors[@]}" || fail "runs per request"
+curl -sS --fail-with-body "http://127.0.0.1:$CS_PORT/metrics" > "$WORK/metrics.txt" || fail "/metrics"
+grep -E '^modelgen_pending_requests(\{[^}]*\})? 0(\.0)?$' "$WORK/metrics.txt" || fail "modelgen_pending_requests is not 0 once all are answered"
+for c in "${WATCHERS[@]}"; do
+  [ "$c" = "$victim" ] && continue
+  id="$(podman exec "$c" hostname)"
+  grep -q "watcher=\"$id\"" "$WORK/metrics.txt" || fail "/metrics has no series of watcher $id ($c)"
+done
+podman logs "$SERVER" > "$WORK/shared-server.log" 2>&1
+for log in "${survivors[@]}" "$WORK/shared-server.log"; do
+  if grep -nE 'Traceback|"level": ?"(error|critical)"' "$log"; then fail "$(basename "$log") logged an error"; fi
+done
+podman start "$victim" >/dev/null
+wait_healthy "$victim"
+echo "$victim is back and healthy"
+stop_each "$SERVER" "${WATCHERS[@]}"
+podman-compose -p "$PROJECT" "${SHARED_FILES[@]}" down -v >/dev/null 2>&1
+[ -z "$(podman ps -aq --filter "label=io.podman.compose.project=$PROJECT")" ] || fail "down left containers of $PROJECT"
+podman volume exists "$VOLUME" && fail "volume $VOLUME still exists"
+
 step "podman kube play: the pod from deploy/k8s-podman (the images tagged $VERSION, as the kustomization names them)"
 for tag in "${KUBE_TAGS[@]}"; do
   before="$(image_id "$tag")"
@@ -203,6 +273,45 @@ for c in "$POD-server" "$POD-modelgen"; do
   [ "$code" = 0 ] || fail "$c exited with $code"
 done
 podman kube down "$WORK/kube.yaml" >/dev/null 2>&1
+
+step "podman kube play: deploy/k8s-podman/shared, the server's pod and two watchers' pods on one volume"
+mkdir "$WORK/kube-shared"
+cat > "$WORK/kube-shared/kustomization.yaml" <<YAML
+# The project as a name prefix (pods, and the claim's volume), this run's host port.
+resources:
+  - $(realpath --relative-to="$WORK/kube-shared" deploy/k8s-podman/shared)
+namePrefix: $PROJECT-
+patches:
+  - target:
+      kind: Deployment
+      labelSelector: app.kubernetes.io/component=web
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/ports/0/hostPort
+        value: $KUBE_PORT
+YAML
+kubectl kustomize "$WORK/kube-shared" > "$WORK/kube-shared.yaml"
+# A second watcher: the watcher's Deployment alone, renamed (podman plays one pod a Deployment).
+# python3 is podman-compose's venv here (PyYAML).
+python3 - "$WORK/kube-shared.yaml" "$PROJECT-cyclesafe-modelgen" > "$WORK/kube-shared-b.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Deployment" and d["metadata"]["name"] == sys.argv[2]]
+assert len(docs) == 1, docs
+docs[0]["metadata"]["name"] += "-b"
+yaml.safe_dump(docs[0], sys.stdout)
+PY
+podman kube play "$WORK/kube-shared.yaml" > "$WORK/kube.log" 2>&1 || { cat "$WORK/kube.log"; fail "podman kube play (shared)"; }
+podman kube play "$WORK/kube-shared-b.yaml" > "$WORK/kube.log" 2>&1 || { cat "$WORK/kube.log"; fail "podman kube play (second watcher)"; }
+shared_watchers=("$PROJECT-cyclesafe-modelgen-pod-0-modelgen" "$PROJECT-cyclesafe-modelgen-b-pod-0-modelgen")
+for c in "${shared_watchers[@]}"; do wait_healthy "$c"; done
+verify "$KUBE_PORT"
+for c in "${shared_watchers[@]}"; do
+  id="$(podman exec "$c" hostname)"
+  [ -f "$(podman volume inspect "$SHARED_CLAIM" --format '{{.Mountpoint}}')/.modelgen/watchers/$id.json" ] \
+    || fail "no heartbeat of watcher $id on the shared volume"
+done
+for play in "$WORK/kube-shared-b.yaml" "$WORK/kube-shared.yaml"; do podman kube down "$play" >/dev/null 2>&1; done
+podman volume rm "$SHARED_CLAIM" >/dev/null
 
 step "the cyclesafe target: a stand-in checkout, the model on $MODEL_PYTHON_IMAGE's Python, the watcher on $BASE_IMAGE's"
 cp -r tests/containers/cyclesafe-standin "$WORK/modelgen"
