@@ -220,7 +220,8 @@ def test_every_modelgen_variable_of_the_deploy_files_is_known() -> None:
     from modelgen_watcher.settings import unknown_variables
 
     root = Path(__file__).resolve().parents[2]
-    files = ["Dockerfile.modelgen", "Dockerfile.server", "compose.yaml", "compose.cyclesafe.yaml",
-             "tests/containers/compose.slow.yaml", "deploy/k8s/base/deployment.yaml"]
+    files = ["Dockerfile.modelgen", "Dockerfile.server", "compose.yaml", "compose.cyclesafe.yaml", "compose.shared.yaml",
+             "tests/containers/compose.slow.yaml", "tests/containers/compose.shared-test.yaml",
+             "deploy/k8s/base/deployment.yaml", "deploy/k8s/overlays/shared/modelgen.yaml"]
     names = {n for f in files for n in re.findall(r"MODELGEN_[A-Z_]+", (root / f).read_text())}
     assert unknown_variables(dict.fromkeys(names, "")) == []
