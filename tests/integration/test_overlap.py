@@ -118,3 +118,26 @@ def test_two_requests_that_stop_the_watcher_in_turn_are_both_given_up(watch_dir,
             assert "stopped 3 times" in st["error"]["message"], st
     finally:
         _kill_pids(pidfile)
+
+
+def test_a_stop_with_one_request_at_a_stubborn_model_and_one_waiting_exits_in_time(daemon_factory, watch_dir, tmp_path):
+    """SIGTERM: the model ignores TERM (KILL after the grace), the waiting request is woken by the stop; exit 0
+    well within 10 s, both left ``running`` for their bytes (redone at the next start), neither published."""
+    pidfile = tmp_path / "pids"
+    d = daemon_factory(*fake_model_args("trapterm", "--pidfile", str(pidfile), runner="entry"), "--kill-grace", "2")
+    first = drop(watch_dir, route([""]), key="first")
+    wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 20, what="the model at work")
+    second = drop(watch_dir, route(["turn-left"]), key="second")
+    marker = watch_dir / ".modelgen" / "inflight" / input_name("second")
+    wait_for(marker.exists, 10, what="the second request waiting for the worker")
+    rc, seconds = d.stop(signal.SIGTERM)
+    assert rc == 0 and seconds < 8, (rc, seconds)
+    for key, raw in (("first", first), ("second", second)):
+        st = status_of(watch_dir, key)
+        assert st is not None and st["state"] == "running" and st["input_sha256"] == sha(raw), st
+    _kill_pids(pidfile)
+    again = daemon_factory(*fake_model_args("ok", runner="entry"))
+    for key, raw in (("first", first), ("second", second)):
+        assert wait_final(watch_dir, key, sha(raw))["state"] == "ok"
+    counted = {e.get("file"): e.get("interruptions") for e in again.events("request.interrupted_before")}
+    assert counted == {input_name("first"): 1}, counted
