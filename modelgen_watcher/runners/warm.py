@@ -33,6 +33,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -242,7 +243,7 @@ class WarmRunner:
         The wait for a worker is not the model's time: ``job.timeout`` starts when a worker takes the job. The
         wait is bounded all the same, since every worker is given back within its own timeout and kill grace.
         """
-        n = self._checkout()
+        n = self._checkout(job.on_wait)
         start = time.monotonic()
         if n is None:
             return RunReport(exit_code=None, duration_s=0.0, cancelled=True, reached_model=False)
@@ -290,14 +291,26 @@ class WarmRunner:
 
     # -- one request ----------------------------------------------------------
 
-    def _checkout(self) -> int | None:
-        """An idle slot, waiting for one; None once stopped (``stop`` wakes every waiter)."""
+    def _checkout(self, on_wait: Callable[[bool], None] | None = None) -> int | None:
+        """An idle slot, waiting for one; None once stopped (``stop`` wakes every waiter).
+
+        ``on_wait`` is told True before a wait and False when a slot is taken after one (``ModelJob.on_wait``).
+        """
+        waited = False
         while not self._stopped:
-            n = self._idle.get()
+            try:
+                n = self._idle.get_nowait()
+            except queue.Empty:
+                if not waited:
+                    waited = True
+                    _tell(on_wait, True)
+                n = self._idle.get()
             if n < 0:
                 self._idle.put(n)  # the stop's wake-up: passed on to the next waiter
                 return None
             if not self._stopped:
+                if waited:
+                    _tell(on_wait, False)
                 return n
             self._idle.put(n)
         return None
@@ -494,6 +507,16 @@ class WarmRunner:
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.proc.wait(self.kill_grace)
         self._containment.unrecord(worker.pgid, worker.run_id)
+
+
+def _tell(on_wait: Callable[[bool], None] | None, waiting: bool) -> None:
+    """Call ``on_wait`` if there is one; what it raises is logged, never allowed to lose a slot."""
+    if on_wait is None:
+        return
+    try:
+        on_wait(waiting)
+    except Exception as exc:  # noqa: BLE001 - a slot held here must reach run()'s give-back
+        log.warning("runner.on_wait_failed", error=str(exc))
 
 
 def _exited_by(pid: int, deadline: float) -> bool:

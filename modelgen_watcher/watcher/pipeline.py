@@ -16,6 +16,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..logs import Logger, get_logger
@@ -243,13 +244,14 @@ class Pipeline:
             running = Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at)
             self._running.started(req, running)
             try:
-                report, scored = self._run_model(req, snap.data)
+                on_wait = self._waiting(req, sha, snap.mtime_ns, interruptions)
+                report, scored = self._run_model(req, snap.data, on_wait)
             finally:
                 self._running.finished(req)
             if report.cancelled:
                 # A stop with this request at its model counts, whoever sent the signal; one that found it
-                # still waiting for a warm worker does not.
-                keep_marker = report.reached_model
+                # still waiting for a warm worker does not, and keeps its count (its marker says it waits).
+                keep_marker = True
                 self._write_status(req, running)  # whether or not its grace had passed: redone at the next start
                 bound.info("request.interrupted", outcome="cancelled", reason="shutdown; redone at next start")
                 return Processed(Outcome.cancelled)
@@ -400,7 +402,20 @@ class Pipeline:
                 del self._first_seen[stale]
         return max(0.0, seen + self.settle - now)
 
-    def _run_model(self, req: Request, data: bytes) -> tuple[RunReport, ScoredRoute | None]:
+    def _waiting(self, req: Request, sha: str, mtime_ns: int, interruptions: int) -> Callable[[bool], None]:
+        """What a warm runner tells when ``req`` waits for a busy worker, and when a worker takes it."""
+
+        def on_wait(waits: bool) -> None:
+            try:
+                inflight.waiting(self.layout, req, sha, mtime_ns, interruptions, waits)
+            except OSError as exc:  # then a stop while it waits counts, as it did before it could wait
+                log.warning("request.inflight_unwritten", key=req.key, error=str(exc))
+
+        return on_wait
+
+    def _run_model(
+        self, req: Request, data: bytes, on_wait: Callable[[bool], None] | None = None
+    ) -> tuple[RunReport, ScoredRoute | None]:
         """Run the model on a private copy of ``data``; the scored route, or RequestFailed.
 
         The run's files are discarded before a failure is judged: a model that filled the
@@ -411,8 +426,10 @@ class Pipeline:
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
         try:
             fsio.write_new(snapshot, data)
-            report = self.runner.run(ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout))
-            self.metrics.model_run(report.duration_s)
+            job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout, on_wait)
+            report = self.runner.run(job)
+            if report.reached_model:
+                self.metrics.model_run(report.duration_s)
             collected = _read_output(output, report) if report.succeeded else None
         finally:
             _discard(snapshot)

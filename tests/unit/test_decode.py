@@ -116,6 +116,8 @@ def test_deeply_nested_output_is_invalid_output() -> None:
 class _WritesOutput:
     """A runner double that 'runs a model' by writing fixed bytes to the job's output file."""
 
+    overlap = 0
+
     def __init__(self, data: bytes) -> None:
         self.data = data
 
