@@ -284,7 +284,7 @@ namePrefix: $PROJECT-
 patches:
   - target:
       kind: Deployment
-      labelSelector: app.kubernetes.io/component=web
+      name: cyclesafe
     patch: |-
       - op: add
         path: /spec/template/spec/containers/0/ports/0/hostPort
