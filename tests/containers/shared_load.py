@@ -126,8 +126,9 @@ def runs(requests: list[dict[str, str]], killed_log: Path, logs: list[Path], in_
         sys.exit(f"requests not scored once, beyond the killed watcher's {in_flight} in flight "
                  f"(lines in the killed watcher's log, then the others'): {odd}")
     spread = [sum(s[r["key"]] for r in requests) for s in survivors]
-    print(f"each request scored once but {len(odd)} (the killed watcher's in flight: {odd or 'none'}); "
-          f"requests per watcher: the killed one {sum(killed[r['key']] for r in requests)}, the others {spread}")
+    which = f"all but {len(odd)}, in flight on the killed watcher: {odd}" if odd else "one request.done line each"
+    print(f"each request scored once ({which}); request.done lines per watcher: "
+          f"the killed one {sum(killed[r['key']] for r in requests)}, the others {spread}")
 
 
 def main(argv: list[str]) -> None:
