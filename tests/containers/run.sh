@@ -8,8 +8,8 @@
 #  3. shared mode with compose.shared.yaml and --scale modelgen=3: 50 requests POSTed through
 #     the server, one watcher killed (podman kill) while its model runs and left down, every
 #     request answered with its own hash and scored once but for what the killed one had in
-#     flight (request.done lines per key across the watchers' logs), /readyz and /metrics
-#     meanwhile, the killed watcher back and healthy, down;
+#     flight (request.done lines per key across the watchers' logs), its request taken over
+#     by another, /readyz and /metrics meanwhile, the killed watcher back and healthy, down;
 #  4. the same pod under `podman kube play`, from the podman variant of the kustomization:
 #     make verify through it, both containers exit 0 on stop; then the shared variant: the
 #     server's pod and two watchers' pods on one volume, make verify through it;
@@ -219,6 +219,8 @@ for c in "${WATCHERS[@]}"; do
   [ "$c" = "$victim" ] || survivors+=("$WORK/$c.log")
 done
 python3 tests/containers/shared_load.py runs "$WORK/shared.json" "$WORK/$victim.log" "${survivors[@]}" || fail "runs per request"
+# The killed watcher held a claim on the request its model was running: another took it over.
+grep -h '"event": "claim.takeover"' "${survivors[@]}" | cut -c1-200 | grep . || fail "no watcher took over the killed one's request"
 curl -sS --fail-with-body "http://127.0.0.1:$CS_PORT/metrics" > "$WORK/metrics.txt" || fail "/metrics"
 grep -E '^modelgen_pending_requests(\{[^}]*\})? 0(\.0)?$' "$WORK/metrics.txt" || fail "modelgen_pending_requests is not 0 once all are answered"
 for c in "${WATCHERS[@]}"; do
