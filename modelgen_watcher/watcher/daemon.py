@@ -317,6 +317,7 @@ class Daemon:
         """The watch dir is no longer ours to serve: stop, non-zero, without touching it further."""
         log.error("daemon.lost_watch_dir", reason=reason, action="exiting to be restarted")
         self._disowned = True
+        self.pipeline.disown()
         self._exit(1, "the watch dir is not ours any more")
 
     def _exit(self, code: int, reason: str) -> None:
