@@ -40,6 +40,7 @@ from typing import IO, Any
 
 from ..logs import get_logger
 from ..volume import fsio
+from ..volume.names import WORKER_WORKSPACE_PREFIX
 from .argv import render, render_for_worker
 from .base import ModelJob, ModelLoadError, RunReport
 from .containment import Containment
@@ -455,7 +456,7 @@ class WarmRunner:
 
     def _worker_workspace(self, n: int) -> Path:
         """``<workspace>/w<n>``; when first made, seeded with the shared workspace's files (the model's caches)."""
-        path = self.workspace / f"w{n}"
+        path = self.workspace / f"{WORKER_WORKSPACE_PREFIX}{n}"
         if not path.is_dir():
             path.mkdir(parents=True, exist_ok=True)
             for entry in os.scandir(self.workspace):

@@ -43,6 +43,14 @@ TMP_DIR = "tmp"
 INFLIGHT_DIR = "inflight"
 RUN_DIR = "run"
 MODEL_OUTPUT_PREFIX = "modelgen-out-"
+WORKER_WORKSPACE_PREFIX = "w"
+"""A warm worker's own workspace is ``<workspace>/w<n>`` (``runners.warm``)."""
+
+
+def worker_workspace_slot(name: str) -> int | None:
+    """The worker slot whose workspace a directory of this name under the workspace is, else None."""
+    digits = name[len(WORKER_WORKSPACE_PREFIX):] if name.startswith(WORKER_WORKSPACE_PREFIX) else ""
+    return int(digits) if digits.isdigit() and digits.isascii() else None
 
 
 def is_valid_key(key: str) -> bool:

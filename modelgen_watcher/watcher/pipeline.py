@@ -158,6 +158,7 @@ class Pipeline:
         self._first_seen: dict[tuple[Request, str], float] = {}
         self._first_seen_lock = threading.Lock()
         self._running = RunningStatuses(self._write_status)
+        self._disowned = False
 
     def prepare(self) -> None:
         """Create the private directories this pipeline writes to; refuse any that is not a real one of ours."""
@@ -195,6 +196,23 @@ class Pipeline:
             ),
         )
         return duration_ms
+
+    def disown(self) -> None:
+        """The watch dir is another watcher's now: publish nothing more, not even a cancelled run's status."""
+        self._disowned = True
+
+    def _leave_running(self, req: Request, running: Status, bound: Logger) -> None:
+        """A cancelled run stays ``running`` (redone at the next start), whether or not its grace had passed.
+
+        Best effort: the old status, left as it is, gets the request redone all the same; a stop must not
+        turn into an error for it. Never written by a disowned pipeline, whose run may be another's now.
+        """
+        if self._disowned:
+            return
+        try:
+            self._write_status(req, running)
+        except (OSError, fsio.UnsafeFile) as exc:
+            bound.warning("request.running_status_unwritten", error=str(exc))
 
     # -- the request ------------------------------------------------------
 
@@ -252,7 +270,7 @@ class Pipeline:
                 # A stop with this request at its model counts, whoever sent the signal; one that found it
                 # still waiting for a warm worker does not, and keeps its count (its marker says it waits).
                 keep_marker = True
-                self._write_status(req, running)  # whether or not its grace had passed: redone at the next start
+                self._leave_running(req, running, bound)
                 bound.info("request.interrupted", outcome="cancelled", reason="shutdown; redone at next start")
                 return Processed(Outcome.cancelled)
             assert scored is not None
