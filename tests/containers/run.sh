@@ -220,7 +220,11 @@ for c in "${WATCHERS[@]}"; do
 done
 python3 tests/containers/shared_load.py runs "$WORK/shared.json" "$WORK/$victim.log" "${survivors[@]}" || fail "runs per request"
 # The killed watcher held a claim on the request its model was running: another took it over.
-grep -h '"event": "claim.takeover"' "${survivors[@]}" | cut -c1-200 | grep . || fail "no watcher took over the killed one's request"
+grep -h '"event": "claim.takeover"' "${survivors[@]}" | python3 -c '
+import json, sys
+for d in map(json.loads, sys.stdin):
+    print("took over %s from watcher %s" % (d["key"], d.get("previous_watcher")))' | grep . \
+  || fail "no watcher took over the killed one's request"
 curl -sS --fail-with-body "http://127.0.0.1:$CS_PORT/metrics" > "$WORK/metrics.txt" || fail "/metrics"
 grep -E '^modelgen_pending_requests(\{[^}]*\})? 0(\.0)?$' "$WORK/metrics.txt" || fail "modelgen_pending_requests is not 0 once all are answered"
 for c in "${WATCHERS[@]}"; do
