@@ -7,20 +7,31 @@ before the old result is removed, so an ``ok`` status never stands without its
 result). The other outcomes write no final status: a cancelled run is left ``running``
 (redone at the next start), and a deferred, skipped or vanished input is left as it
 is. Whether a request runs at all is ``retry.judge``'s decision.
+
+In shared mode (``claims`` set) a request is claimed after it is judged to need a run
+and judged again once claimed (another watcher may have published it just before);
+every rename that publishes (result, status, a ``running`` status too) is fenced by the
+claim (``claims.Claims.fence``), and the claim is released when the request ends. A
+request another live watcher holds ends ``claimed``, one whose claim was taken over
+while it ran ends ``lost``: both are looked at again once the other watcher's lease
+could have run out. The claim's ``interruptions`` replace the in-flight markers.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..logs import Logger, get_logger
 from ..runners.base import ModelJob, ModelRunner, RunReport
 from ..volume import fsio
+from ..volume.claims import RETRY_SLACK, ClaimLost, Claims, Held, Taken
 from ..volume.decoding import DecodeError, Stage, decode_route, decode_scored
 from ..volume.documents import read_status
 from ..volume.names import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
@@ -157,10 +168,30 @@ class Pipeline:
         self._first_seen: dict[tuple[Request, str], float] = {}
         self._first_seen_lock = threading.Lock()
         self._running = RunningStatuses(self._write_status)
+        self.claims: Claims | None = None
+        """Shared mode: who serves which request (the daemon sets it); None for the lone watcher."""
+        self.now: Callable[[], float] = time.time
+        """"Now" to compare file times with: the volume's clock in shared mode (the daemon sets it)."""
+        self._held: dict[Request, Held] = {}
+        """Shared mode: the claim of each request being served, whose fence is checked before each rename."""
 
     def prepare(self) -> None:
-        """Create the private directories this pipeline writes to; refuse any that is not a real one of ours."""
-        for directory in (self.layout.state_dir, self.layout.tmp_dir, self.layout.workspace, self.layout.inflight_dir):
+        """Create the private directories this pipeline writes to; refuse any that is not a real one of ours.
+
+        A shared watcher's workspace is seeded from ``.modelgen/workspace`` when first made.
+        """
+        layout = self.layout
+        directories: tuple[Path, ...]
+        if self.claims is None:
+            directories = (layout.state_dir, layout.tmp_dir, layout.workspace, layout.inflight_dir)
+        else:
+            fsio.ensure_private_dir(layout.state_dir)
+            fsio.ensure_private_dir(layout.watchers_dir)
+            fsio.ensure_private_dir(layout.private_dir)
+            if not os.path.lexists(layout.workspace):
+                fsio.seed_dir(layout.workspace, layout.shared_workspace)
+            directories = (layout.tmp_dir, layout.workspace, layout.claims_dir)
+        for directory in directories:
             fsio.ensure_private_dir(directory)
 
     # -- publishing -------------------------------------------------------
@@ -174,6 +205,7 @@ class Pipeline:
             temp_prefix=WATCHER_TEMP_PREFIX,
             durable=status.state is not State.running,
             temp_dir=self.layout.tmp_dir,
+            before_replace=self._fence(req),
         )
 
     def _write_final(
@@ -217,6 +249,7 @@ class Pipeline:
         sha: str | None = None
         bound = log.bind(key=req.key, input_sha256=None)
         in_flight = keep_marker = False
+        held: Held | None = None
         try:
             snap = self._snapshot(req)
             if snap is None:
@@ -226,26 +259,37 @@ class Pipeline:
             verdict = self._judge(req, snap)
             if verdict is not Verdict.run:
                 bound.debug("request.skipped", verdict=verdict.value)
-                return Processed(Outcome.skipped if verdict is Verdict.done else Outcome.skipped_error)
+                return _skipped(verdict)
             self.prepare()
-            interruptions = inflight.begin(self.layout, req, sha, snap.mtime_ns)
-            in_flight = True
-            if interruptions >= MAX_INTERRUPTIONS:
-                keep_marker = True  # the marker is the memory that these bytes are poisonous
-                inflight.give_up(self.layout, req)
+            if self.claims is not None:
+                claimed = self._claim(self.claims, req, snap, bound)
+                if isinstance(claimed, Processed):
+                    return claimed
+                held = claimed
+                interruptions, given_up = held.doc.interruptions, held.doc.given_up
+            else:
+                interruptions = inflight.begin(self.layout, req, sha, snap.mtime_ns)
+                in_flight = True
+                given_up = interruptions >= MAX_INTERRUPTIONS
+            if given_up:
+                keep_marker = True  # the marker (or the claim) is the memory that these bytes are poisonous
+                if held is None:
+                    inflight.give_up(self.layout, req)
                 raise RequestFailed(
                     ErrorKind.model_failed,
-                    f"the watcher stopped {interruptions} times while serving these bytes (killed, out of "
-                    "memory, or stopped by a signal, perhaps sent by the model); "
+                    f"the watcher{'s' if held else ''} stopped {interruptions} times while serving these bytes "
+                    "(killed, out of memory, or stopped by a signal, perhaps sent by the model); "
                     "not retried until it is published again",
                 )
             route = self._parse_input(req, snap)
             running = Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at)
             self._running.started(req, running)
             try:
-                report, scored = self._run_model(req, snap.data)
+                report, scored = self._run_model(req, snap.data, held)
             finally:
                 self._running.finished(req)
+            if held is not None and held.lost:
+                raise ClaimLost(f"another watcher took over {held.name}")
             if report.cancelled:
                 # A stop with this request at its model counts, whoever sent the signal; one that found it
                 # still waiting for a warm worker does not.
@@ -272,11 +316,14 @@ class Pipeline:
                 temp_prefix=WATCHER_TEMP_PREFIX,
                 sync_dir=False,
                 temp_dir=self.layout.tmp_dir,
+                before_replace=self._fence(req),
             )
             duration_ms = self._write_final(req, sha, started_at, t0)
             self.readiness.clear(VOLUME, "a request was published")
             bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)
             return Processed(Outcome.ok)
+        except ClaimLost:
+            return self._lost(held, bound)
         except _NotYet as busy:
             return Processed(Outcome.deferred, retry_after=busy.retry_after)
         except _VolumeFault as fault:
@@ -295,6 +342,58 @@ class Pipeline:
                     inflight.end(self.layout, req)
                 except OSError:
                     pass  # counted as one interruption at the next start; harmless
+            if held is not None:
+                self._unclaim(held, req, keep=keep_marker, bound=bound)
+
+    def _claim(self, claims: Claims, req: Request, snap: fsio.Snapshot, bound: Logger) -> Held | Processed:
+        """Shared mode: claim the request, and judge it again once claimed; the claim, or how the request ends."""
+        got = claims.acquire(self.layout.names.input(req.key), sha=snap.sha256, mtime_ns=snap.mtime_ns,
+                             give_up_at=MAX_INTERRUPTIONS)
+        if isinstance(got, Taken):
+            self.metrics.claims.labels(result="taken").inc()
+            bound.debug("claim.taken", owner=got.owner, retry_after_s=round(got.retry_after, 3))
+            return Processed(Outcome.claimed, retry_after=got.retry_after)
+        self.metrics.claims.labels(result="takeover" if got.takeover else "won").inc()
+        if got.takeover:
+            before = got.previous
+            bound.warning("claim.takeover", generation=got.generation, interruptions=got.doc.interruptions,
+                          previous_watcher=before.watcher if before else None,
+                          reason="its watcher stopped renewing it: stopped, paused or cut off for longer than "
+                          "the lease")
+        verdict = self._judge(req, snap)  # another watcher may have published it and let go just before
+        if verdict is not Verdict.run:
+            claims.release(got)
+            bound.debug("request.skipped", verdict=verdict.value, after="claim")
+            return _skipped(verdict)
+        self._held[req] = got
+        return got
+
+    def _fence(self, req: Request) -> Callable[[], None] | None:
+        """What checks, just before a rename publishes for ``req``, that its claim is still ours (shared mode)."""
+        held = self._held.get(req)
+        return None if held is None or self.claims is None else functools.partial(self.claims.fence, held)
+
+    def _unclaim(self, held: Held, req: Request, *, keep: bool, bound: Logger) -> None:
+        """The request ended: its claim goes, or stays to expire by itself (``keep``: given up, or stopped at the
+        model by a shutdown, which a takeover then counts as an interruption)."""
+        self._held.pop(req, None)
+        assert self.claims is not None
+        try:
+            if keep:
+                self.claims.keep(held)
+            else:
+                self.claims.release(held)
+        except OSError as exc:  # it expires after its lease; another watcher's takeover removes it
+            bound.warning("claim.release_failed", claim=held.path.name, error=str(exc))
+
+    def _lost(self, held: Held | None, bound: Logger) -> Processed:
+        """Another watcher took the request over: publish nothing; look again once that one could be gone too."""
+        self.metrics.claims.labels(result="lost").inc()
+        bound.warning("claim.lost", generation=held.generation if held else None,
+                      reason="another watcher took the request over (this one was paused, cut off or too slow "
+                      "to renew its claim); nothing published")
+        lease = self.claims.lease if self.claims is not None else 0.0
+        return Processed(Outcome.lost, retry_after=lease + RETRY_SLACK)
 
     def _fail(
         self,
@@ -313,16 +412,21 @@ class Pipeline:
         that cannot be written makes any error transient, since nothing was published.
         """
         transient = is_transient(info.kind)
-        self.metrics.errors.labels(kind=info.kind.value).inc()
         try:
             self._write_final(req, sha, started_at, t0, error=info)
+            fence = self._fence(req)
+            if fence is not None:
+                fence()  # the removal of a result is a publication too
             fsio.remove_quietly(self.layout.result(req.key))  # no result may claim a failed input
             if not volume_fault:
                 self.readiness.clear(VOLUME, "a request was published")
+        except ClaimLost:
+            return self._lost(self._held.get(req), bound)
         except OSError as exc:
             transient = True
             self._blame_volume()
             bound.error("request.status_unwritable", error=str(exc))
+        self.metrics.errors.labels(kind=info.kind.value).inc()
         bound.warning(
             "request.done",
             outcome="error",
@@ -391,7 +495,7 @@ class Pipeline:
         bytes were first seen, measured on our own monotonic clock, so no timestamp can
         make the wait longer than ``settle``.
         """
-        if self.settle <= 0 or time.time() - snap.mtime_ns / 1e9 >= self.settle:
+        if self.settle <= 0 or self.now() - snap.mtime_ns / 1e9 >= self.settle:
             return 0.0
         now = time.monotonic()
         with self._first_seen_lock:  # workers share it
@@ -400,21 +504,27 @@ class Pipeline:
                 del self._first_seen[stale]
         return max(0.0, seen + self.settle - now)
 
-    def _run_model(self, req: Request, data: bytes) -> tuple[RunReport, ScoredRoute | None]:
+    def _run_model(self, req: Request, data: bytes, held: Held | None) -> tuple[RunReport, ScoredRoute | None]:
         """Run the model on a private copy of ``data``; the scored route, or RequestFailed.
 
         The run's files are discarded before a failure is judged: a model that filled the
-        volume with its own output is the model's fault, not the volume's.
+        volume with its own output is the model's fault, not the volume's. In shared mode
+        the run is cancelled as soon as its claim is lost (its result would be thrown away).
         """
         token = f"{req.label}-{fsio.unique_token()}"
         snapshot = self.layout.tmp_dir / f"input-{token}.json"
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
+        job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout)
         try:
             fsio.write_new(snapshot, data)
-            report = self.runner.run(ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout))
+            if held is not None:
+                held.on_lost(functools.partial(self.runner.cancel, job))
+            report = self.runner.run(job)
             self.metrics.model_run(report.duration_s)
             collected = _read_output(output, report) if report.succeeded else None
         finally:
+            if held is not None:
+                held.on_lost(None)
             _discard(snapshot)
             _discard(output)
         if report.cancelled:
@@ -429,6 +539,10 @@ class Pipeline:
             raise failed
         assert isinstance(collected, bytes)
         return report, decode_model_output(collected)
+
+
+def _skipped(verdict: Verdict) -> Processed:
+    return Processed(Outcome.skipped if verdict is Verdict.done else Outcome.skipped_error)
 
 
 def _read_output(output: Path, report: RunReport) -> bytes | RequestFailed:
