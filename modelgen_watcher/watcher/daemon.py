@@ -441,6 +441,11 @@ class Daemon:
         self._heartbeat()
         return next_rescan
 
+    def _renewals(self) -> None:
+        """``--once`` in shared mode: the claims renewed at the heartbeat's pace until the run ends."""
+        while not self._stop.wait(self.settings.heartbeat_interval):
+            self._renew()
+
     def _renew(self) -> None:
         """Shared mode, first at every heartbeat: read the volume's clock and renew every claim held.
 
@@ -513,6 +518,9 @@ class Daemon:
         pending = self.rescan(everything=True)
         log.info("once.start", watch_dir=str(self.layout.root), pending=pending)
         threading.Thread(target=self._stop_when_idle, name="once", daemon=True).start()
+        if self.claims is not None:  # no heartbeat with --once, but the claims still need renewing
+            self._ticker_thread = threading.Thread(target=self._renewals, name="renewals", daemon=True)
+            self._ticker_thread.start()
         reason = self._life.wait()
         interrupted = reason != _IDLE
         self._shutdown(reason)

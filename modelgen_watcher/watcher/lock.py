@@ -21,12 +21,19 @@ caught at start by the other's fresh heartbeat instead (``daemon``).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
 from typing import IO
 
+from ..logs import get_logger
 from ..volume.names import Layout
+
+log = get_logger(__name__)
+
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+"""What ``flock`` answers on a file system that has no locks (an NFS mount without a lock manager)."""
 
 
 class AlreadyRunning(Exception):
@@ -66,6 +73,14 @@ class WatchDirLock:
             fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB if self._shared else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise AlreadyRunning(self._held_by(fh)) from exc
+        except OSError as exc:
+            if not (self._shared and exc.errno in _NO_LOCKS):
+                fh.close()
+                raise
+            # An NFS mount without a lock manager: shared mode does not need the lock (claims decide), it only
+            # keeps a lone watcher of this kernel away, and the heartbeats do that across machines anyway.
+            log.warning("lock.unavailable", lock=str(path), error=str(exc),
+                        consequence="a lone watcher on this machine is kept away by the heartbeats only")
         if self._shared:
             return fh
         try:

@@ -2,9 +2,10 @@
 
 - A shared-mode watcher refuses to start under the id of another live one (two
   watchers with one id would take each other's claims for leftovers of their own): its
-  id's heartbeat is fresh, says ready, and names another pid or host. The same id on
-  the same host with the same pid is this watcher's own earlier life (a container
-  restarted under its name): its claims are taken over at once.
+  id's heartbeat is fresh, says ready, and names another host, or another pid of this
+  host that is still running. The same id on this host with the same pid (a container
+  restarted under its name, its watcher PID 1 again), or with a pid that is gone, is
+  this watcher's own earlier life: its claims are taken over at once.
 - A lone watcher and a shared one never serve one volume together. On one kernel the
   lock says so (``lock``); across machines an ``flock`` proves nothing, so each refuses
   to start while the other kind's heartbeat is fresh and ready.
@@ -35,12 +36,23 @@ def _age(path: Path, now_ns: int) -> float | None:
         return None
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` names a process of this machine (a zombie counts: it is about to go, not to serve)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def check_shared(layout: Layout, *, watcher: str, hostname: str, pid: int, now_ns: int, lease: float) -> None:
     """Raise AlreadyRunning when a live watcher has this id, or a lone watcher serves the volume."""
     mine = layout.watcher_health(watcher)
     age = _age(mine, now_ns)
     doc = read_watcher_health(mine) if age is not None and age < lease else None
-    if doc is not None and doc.ready and (doc.hostname, doc.pid) != (hostname, pid):
+    if doc is not None and doc.ready and (doc.hostname != hostname or (doc.pid != pid and _running(doc.pid))):
         raise AlreadyRunning(
             f"watcher id {watcher!r} is in use: pid {doc.pid} on {doc.hostname} wrote its heartbeat {age:.1f} s "
             f"ago; give each watcher its own --watcher-id (MODELGEN_WATCHER_ID)"

@@ -410,7 +410,34 @@ class Pipeline:
 
         An ``io_error`` is transient: the scheduler retries it with backoff. A status
         that cannot be written makes any error transient, since nothing was published.
+
+        In shared mode an error found before the request was claimed (an unreadable or
+        refused input) is published under a claim too, taken for it here, or not at all
+        while another live watcher holds the request: no status is ever written over
+        another watcher's work.
         """
+        if self.claims is None or req in self._held:
+            return self._publish_error(req, sha, started_at, t0, info, bound, volume_fault)
+        try:
+            got = self.claims.acquire(self.layout.names.input(req.key), sha=sha or "")
+        except OSError as exc:
+            self._blame_volume()
+            bound.error("request.status_unwritable", error=f"cannot claim the request: {exc}")
+            return Processed(Outcome.transient, error=info)
+        if isinstance(got, Taken):
+            bound.info("request.error_left", error_kind=info.kind.value, owner=got.owner,
+                       reason="another live watcher holds the request: its outcome stands")
+            return Processed(Outcome.claimed, retry_after=got.retry_after)
+        self._held[req] = got
+        try:
+            return self._publish_error(req, sha, started_at, t0, info, bound, volume_fault)
+        finally:
+            self._unclaim(got, req, keep=False, bound=bound)
+
+    def _publish_error(
+        self, req: Request, sha: str | None, started_at: str, t0: float, info: ErrorInfo, bound: Logger,
+        volume_fault: bool,
+    ) -> Processed:
         transient = is_transient(info.kind)
         try:
             self._write_final(req, sha, started_at, t0, error=info)
