@@ -243,12 +243,7 @@ def test_of_many_threads_racing_for_one_request_exactly_one_wins(volume: Volume,
         racers = [volume.watcher(f"t{i}") for i in range(8)]
         start = threading.Barrier(len(racers))
         results: list[Held | Taken] = [Taken(0, None)] * len(racers)
-
-        def race(i: int, name: str = name) -> None:
-            start.wait()
-            results[i] = racers[i].acquire(name)
-
-        threads = [threading.Thread(target=race, args=(i,)) for i in range(len(racers))]
+        threads = [threading.Thread(target=_race, args=(racers, results, i, name, start)) for i in range(len(racers))]
         for t in threads:
             t.start()
         for t in threads:
@@ -257,6 +252,11 @@ def test_of_many_threads_racing_for_one_request_exactly_one_wins(volume: Volume,
         assert len(winners) == 1, f"round {round_}: {results}"
         assert volume.files().count(f"{name}.{2 if dead else 1}") == 1
         assert [f for f in volume.files() if f.startswith(name + ".")] == [f"{name}.{winners[0].generation}"]
+
+
+def _race(racers: list[Claims], results: list[Held | Taken], i: int, name: str, start: threading.Barrier) -> None:
+    start.wait()
+    results[i] = racers[i].acquire(name)
 
 
 def _race_in_process(root: str, wid: str, name: str, start: multiprocessing.synchronize.Barrier,

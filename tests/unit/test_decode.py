@@ -126,8 +126,13 @@ class _WritesOutput:
         job.output_path.write_bytes(self.data)
         return RunReport(exit_code=0, duration_s=0.01)
 
+    overlap = 0
+
     def reap_orphans(self) -> int:
         return 0
+
+    def cancel(self, job: ModelJob) -> None:
+        pass
 
     def stop(self) -> None:
         pass
