@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelgen_watcher.volume.names import HEALTH_FILE, METRICS_FILE, STATE_DIR, Names
+from modelgen_watcher.volume.names import HEALTH_FILE, METRICS_FILE, STATE_DIR, WATCHERS_DIR, Names
 
 KEY = "bench"
 NAMES = Names()
@@ -200,12 +200,20 @@ def stop_on_sigterm() -> None:
 class DaemonUnderTest:
     """``python -m modelgen_watcher run`` on one watch dir, its JSON log in a file beside the dir."""
 
-    def __init__(self, procs: Processes, watch_dir: Path, args: Sequence[str]) -> None:
+    def __init__(self, procs: Processes, watch_dir: Path, args: Sequence[str], name: str = "") -> None:
+        """``name`` tells the logs of several daemons on one watch dir apart (shared mode)."""
         self.procs = procs
         self.watch_dir = watch_dir
         self.args = list(args)
-        self.log_path = watch_dir.parent / f"{watch_dir.name}.log"
+        self.log_path = watch_dir.parent / f"{watch_dir.name}{'-' + name if name else ''}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def state_file(self) -> Path:
+        """Its heartbeat: ``.modelgen/health.json``, or in shared mode ``.modelgen/watchers/<id>.json``."""
+        if "--shared" in self.args:
+            return self.watch_dir / STATE_DIR / WATCHERS_DIR / f"{self.args[self.args.index('--watcher-id') + 1]}.json"
+        return self.watch_dir / STATE_DIR / HEALTH_FILE
 
     @property
     def pid(self) -> int:
@@ -221,7 +229,7 @@ class DaemonUnderTest:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.add(self.proc)
         deadline = time.monotonic() + timeout
-        health = self.watch_dir / STATE_DIR / HEALTH_FILE
+        health = self.state_file
         while True:
             self.alive()
             doc = read_json(health)
