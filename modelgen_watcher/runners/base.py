@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +17,10 @@ class ModelJob:
     workspace: Path
     key: str | None
     timeout: float
+    on_wait: Callable[[bool], None] | None = field(default=None, compare=False, repr=False)
+    """Told True when the run must wait for a busy warm worker, and False when a worker takes it after
+    such a wait (never called when no wait was needed): a request that only waited is no interruption
+    of a model at a stop (see ``inflight``). It must not raise."""
 
     @property
     def output_name(self) -> str:
@@ -34,8 +39,7 @@ class RunReport:
     stdout_tail: str = ""
     stderr_tail: str = ""
     reached_model: bool = True
-    """False for a run cancelled while it waited for a warm worker: the model never saw the request,
-    so a stop then is no interruption of it (see ``inflight``)."""
+    """False for a run cancelled while it waited for a warm worker: the model never saw the request."""
 
     @property
     def succeeded(self) -> bool:

@@ -32,12 +32,14 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from ..logs import get_logger
 from ..volume import fsio
+from ..volume.names import WORKER_WORKSPACE_PREFIX
 from .argv import render, render_for_worker
 from .base import ModelJob, ModelLoadError, RunReport
 from .containment import Containment
@@ -243,7 +245,7 @@ class WarmRunner:
         The wait for a worker is not the model's time: ``job.timeout`` starts when a worker takes the job. The
         wait is bounded all the same, since every worker is given back within its own timeout and kill grace.
         """
-        n = self._checkout()
+        n = self._checkout(job.on_wait)
         start = time.monotonic()
         if n is None:
             return RunReport(exit_code=None, duration_s=0.0, cancelled=True, reached_model=False)
@@ -301,14 +303,26 @@ class WarmRunner:
 
     # -- one request ----------------------------------------------------------
 
-    def _checkout(self) -> int | None:
-        """An idle slot, waiting for one; None once stopped (``stop`` wakes every waiter)."""
+    def _checkout(self, on_wait: Callable[[bool], None] | None = None) -> int | None:
+        """An idle slot, waiting for one; None once stopped (``stop`` wakes every waiter).
+
+        ``on_wait`` is told True before a wait and False when a slot is taken after one (``ModelJob.on_wait``).
+        """
+        waited = False
         while not self._stopped:
-            n = self._idle.get()
+            try:
+                n = self._idle.get_nowait()
+            except queue.Empty:
+                if not waited:
+                    waited = True
+                    _tell(on_wait, True)
+                n = self._idle.get()
             if n < 0:
                 self._idle.put(n)  # the stop's wake-up: passed on to the next waiter
                 return None
             if not self._stopped:
+                if waited:
+                    _tell(on_wait, False)
                 return n
             self._idle.put(n)
         return None
@@ -459,7 +473,7 @@ class WarmRunner:
 
     def _worker_workspace(self, n: int) -> Path:
         """``<workspace>/w<n>``; when first made, seeded with the shared workspace's files (the model's caches)."""
-        return fsio.seed_dir(self.workspace / f"w{n}", self.workspace)
+        return fsio.seed_dir(self.workspace / f"{WORKER_WORKSPACE_PREFIX}{n}", self.workspace)
 
     def _replace(self, n: int, worker: _Worker, reason: str, graceful: bool = False) -> None:
         """Take ``worker`` out of slot ``n``; in the background, retire it and start its successor.
@@ -505,6 +519,16 @@ class WarmRunner:
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.proc.wait(self.kill_grace)
         self._containment.unrecord(worker.pgid, worker.run_id)
+
+
+def _tell(on_wait: Callable[[bool], None] | None, waiting: bool) -> None:
+    """Call ``on_wait`` if there is one; what it raises is logged, never allowed to lose a slot."""
+    if on_wait is None:
+        return
+    try:
+        on_wait(waiting)
+    except Exception as exc:  # noqa: BLE001 - a slot held here must reach run()'s give-back
+        log.warning("runner.on_wait_failed", error=str(exc))
 
 
 def _exited_by(pid: int, deadline: float) -> bool:

@@ -27,7 +27,10 @@ not reliable.
   publishes nothing. The window that remains: a watcher paused longer than the lease
   exactly between the fence and its rename publishes after a takeover. It can only
   publish what it scored, named by its hash (docs/protocol.md says what that costs).
-- **Release**: after publishing, the owner removes its claim.
+- **Release**: after publishing, the owner removes its claim. A run a shutdown
+  stopped leaves its claim to expire (``keep``); a takeover then counts one more
+  interruption, unless the claim says the request was only waiting for a busy warm
+  worker (``mark_waiting``).
 
 **Leases are measured on the volume's clock only** (``VolumeClock``): a claim's mtime is
 set by the file server (or the local kernel) when it is created or renewed, and a
@@ -39,6 +42,7 @@ compared with ``time.time()``, so the machines' clocks, however wrong, do not en
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import secrets
 import threading
@@ -75,6 +79,8 @@ class ClaimDoc(BaseModel):
     """Times the watchers stopped while serving this publication (each takeover of a dead claim is one)."""
     given_up: bool = False
     """This publication was given up after too many interruptions: the claim is left as the memory of it."""
+    waiting: bool = False
+    """The request waits for a busy warm worker: its model does not have it, so a takeover counts no interruption."""
 
 
 class ClaimLost(Exception):
@@ -242,7 +248,7 @@ class Claims:
         interruptions = 0
         given_up = False
         if before is not None and (before.input_sha256, before.input_mtime_ns) == (sha, mtime_ns):
-            interruptions = before.interruptions + (0 if before.given_up else 1)
+            interruptions = before.interruptions + (0 if before.given_up or before.waiting else 1)
             given_up = before.given_up or 0 < give_up_at <= interruptions
         doc = ClaimDoc(watcher=self.watcher, token=secrets.token_hex(8), input_sha256=sha, input_mtime_ns=mtime_ns,
                        interruptions=interruptions, given_up=given_up)
@@ -317,6 +323,15 @@ class Claims:
         found = self._read(held.name, held.generation)
         if found is not None and found.doc is not None and found.doc.token == held.doc.token:
             _remove(held.path)
+
+    def mark_waiting(self, held: Held, waits: bool) -> None:
+        """Note in ``held``'s claim that its request waits for a busy warm worker (``waits``), or no longer: a
+        takeover while it waits counts no interruption (its model never had it). The owner rewrites its own
+        claim, same token, fenced like a publication; ClaimLost if it is not its own any more."""
+        doc = held.doc.model_copy(update={"waiting": waits})
+        fsio.atomic_write(held.path, doc.model_dump_json().encode(), temp_prefix=".", temp_dir=self.temp_dir,
+                          durable=False, before_replace=functools.partial(self.fence, held))
+        held.doc = doc
 
     def keep(self, held: Held) -> None:
         """Stop renewing ``held`` and leave its file in place: it expires by itself.

@@ -120,10 +120,8 @@ def _write_and_rename(
 ) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
     try:
-        try:  # os.write, not a buffered file object: the heartbeat writes two files every 2 s for ever
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+        try:
+            _write_all(fd, data)
             if durable:
                 os.fsync(fd)
         finally:
@@ -146,9 +144,7 @@ def write_new(path: Path, data: bytes) -> None:
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
     except BaseException:
         os.close(fd)
         _unlink_missing_ok(path)
@@ -220,6 +216,14 @@ def seed_dir(path: Path, source: Path) -> Path:
         if entry.is_file(follow_symlinks=False) and not entry.name.startswith(("modelgen-", ".")):
             shutil.copy2(entry.path, path / entry.name)
     return path
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all is written: no buffered file object, whose set-up costs more than the write of a
+    status (the heartbeat writes two files every 2 s for ever, a drain three a request)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _unlink_missing_ok(path: Path) -> None:

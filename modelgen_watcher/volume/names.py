@@ -50,6 +50,14 @@ CLAIMS_DIR = "claims"
 CLOCK_FILE = "clock"
 """Shared mode: the file a watcher touches to read the volume's clock (``claims.VolumeClock``)."""
 MODEL_OUTPUT_PREFIX = "modelgen-out-"
+WORKER_WORKSPACE_PREFIX = "w"
+"""A warm worker's own workspace is ``<workspace>/w<n>`` (``runners.warm``)."""
+
+
+def worker_workspace_slot(name: str) -> int | None:
+    """The worker slot whose workspace a directory of this name under the workspace is, else None."""
+    digits = name[len(WORKER_WORKSPACE_PREFIX):] if name.startswith(WORKER_WORKSPACE_PREFIX) else ""
+    return int(digits) if digits.isdigit() and digits.isascii() else None
 
 WATCHER_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _WATCHER_ID_RE = re.compile(WATCHER_ID_PATTERN)

@@ -20,7 +20,7 @@ from ..settings import WatcherSettings
 from ..volume import fsio
 from ..volume.claims import Claims, Taken, VolumeClock
 from ..volume.events import EventSource, ObserverKind
-from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request
+from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request, worker_workspace_slot
 from ..volume.retry import ONCE_ATTEMPTS
 from ..volume.scan import RESCAN, InputScanner, Signature
 from ..volume.schemas import Health, WatcherHealth, utc_now_iso
@@ -174,6 +174,12 @@ class Daemon:
         ]
         if not self.shared:
             stale_prefixes.append((layout.inflight_dir, WATCHER_TEMP_PREFIX, None))
+        with os.scandir(layout.workspace) as entries:  # warm workers' own workspaces: their outputs too
+            stale_prefixes += [
+                (Path(e.path), MODEL_OUTPUT_PREFIX, None)
+                for e in entries
+                if worker_workspace_slot(e.name) is not None and e.is_dir(follow_symlinks=False)
+            ]
         now = self._now()
         removed = 0
         for directory, prefix, min_age in stale_prefixes:
@@ -392,6 +398,7 @@ class Daemon:
         """The watch dir is no longer ours to serve: stop, non-zero, without touching it further."""
         log.error("daemon.lost_watch_dir", reason=reason, action="exiting to be restarted")
         self._disowned = True
+        self.pipeline.disown()
         self._exit(1, "the watch dir is not ours any more")
 
     def _exit(self, code: int, reason: str) -> None:

@@ -4,7 +4,9 @@ A marker (``.modelgen/inflight/<input name>``) is written before a request's inp
 decoded and removed when the request ends in any way except the watcher stopping. A
 marker found at start-up therefore means the watcher stopped with that request in
 flight: killed, out of memory, or stopped by a signal (possibly sent by the model
-itself). Each start counts one more interruption for those bytes; at
+itself). Each start counts one more interruption for those bytes, unless the request
+was only waiting for a busy warm worker then (``waiting``: the model never had it, so
+the stop was another's doing; its count is kept, neither raised nor forgotten); at
 ``retry.MAX_INTERRUPTIONS`` the pipeline ends the request with an error instead of
 running it again, so one poisonous request cannot keep the watcher in a crash loop
 while the others wait.
@@ -31,6 +33,8 @@ class _Marker(BaseModel):
     interruptions: int = 0
     given_up: bool = False
     """These bytes were given up: kept as the memory of it, no longer counted or delayed at start."""
+    waiting: bool = False
+    """The request waits for a busy warm worker: a stop now is not counted against it."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,17 @@ def begin(layout: Layout, req: Request, sha: str, mtime_ns: int) -> int:
     return count
 
 
+def waiting(layout: Layout, req: Request, sha: str, mtime_ns: int, interruptions: int, waits: bool) -> None:
+    """``req`` (begun with ``begin``, which returned ``interruptions``) waits for a busy warm worker, or no longer.
+
+    Written only around such a wait: the marker stays, so that its count survives a stop meanwhile, but a
+    stop while it waits is not counted (two poisonous requests taking turns at the one worker would each
+    be counted once and forgotten once, for ever, if a waiting one lost its marker).
+    """
+    _write(layout, layout.names.input(req.key),
+           _Marker(input_sha256=sha, input_mtime_ns=mtime_ns, interruptions=interruptions, waiting=waits))
+
+
 def give_up(layout: Layout, req: Request) -> None:
     """Keep the marker as the memory that this publication is given up; later starts leave it be."""
     name = layout.names.input(req.key)
@@ -95,7 +110,7 @@ def count_interruptions(layout: Layout) -> list[Interrupted]:
         if marker is None or not os.path.lexists(layout.root / entry.name):
             fsio.remove_quietly(layout.inflight_dir / entry.name)
             continue
-        if marker.given_up:
+        if marker.given_up or marker.waiting:
             continue
         marker.interruptions += 1
         _write(layout, entry.name, marker)

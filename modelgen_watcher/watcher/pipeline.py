@@ -174,6 +174,7 @@ class Pipeline:
         """"Now" to compare file times with: the volume's clock in shared mode (the daemon sets it)."""
         self._held: dict[Request, Held] = {}
         """Shared mode: the claim of each request being served, whose fence is checked before each rename."""
+        self._disowned = False
 
     def prepare(self) -> None:
         """Create the private directories this pipeline writes to; refuse any that is not a real one of ours.
@@ -226,6 +227,23 @@ class Pipeline:
             ),
         )
         return duration_ms
+
+    def disown(self) -> None:
+        """The watch dir is another watcher's now: publish nothing more, not even a cancelled run's status."""
+        self._disowned = True
+
+    def _leave_running(self, req: Request, running: Status, bound: Logger) -> None:
+        """A cancelled run stays ``running`` (redone at the next start), whether or not its grace had passed.
+
+        Best effort: the old status, left as it is, gets the request redone all the same; a stop must not
+        turn into an error for it. Never written by a disowned pipeline, whose run may be another's now.
+        """
+        if self._disowned:
+            return
+        try:
+            self._write_status(req, running)
+        except (OSError, fsio.UnsafeFile) as exc:
+            bound.warning("request.running_status_unwritten", error=str(exc))
 
     # -- the request ------------------------------------------------------
 
@@ -285,16 +303,18 @@ class Pipeline:
             running = Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at)
             self._running.started(req, running)
             try:
-                report, scored = self._run_model(req, snap.data, held)
+                on_wait = self._waiting(req, sha, snap.mtime_ns, interruptions, held)
+                report, scored = self._run_model(req, snap.data, on_wait, held)
             finally:
                 self._running.finished(req)
             if held is not None and held.lost:
                 raise ClaimLost(f"another watcher took over {held.name}")
             if report.cancelled:
                 # A stop with this request at its model counts, whoever sent the signal; one that found it
-                # still waiting for a warm worker does not.
-                keep_marker = report.reached_model
-                self._write_status(req, running)  # whether or not its grace had passed: redone at the next start
+                # still waiting for a warm worker does not, and keeps its count (its marker, or its claim left
+                # to expire, says it waits).
+                keep_marker = True
+                self._leave_running(req, running, bound)
                 bound.info("request.interrupted", outcome="cancelled", reason="shutdown; redone at next start")
                 return Processed(Outcome.cancelled)
             assert scored is not None
@@ -531,7 +551,26 @@ class Pipeline:
                 del self._first_seen[stale]
         return max(0.0, seen + self.settle - now)
 
-    def _run_model(self, req: Request, data: bytes, held: Held | None) -> tuple[RunReport, ScoredRoute | None]:
+    def _waiting(
+        self, req: Request, sha: str, mtime_ns: int, interruptions: int, held: Held | None
+    ) -> Callable[[bool], None]:
+        """What a warm runner tells when ``req`` waits for a busy worker, and when a worker takes it: noted in its
+        in-flight marker, or in shared mode in its claim (a takeover then counts no interruption)."""
+
+        def on_wait(waits: bool) -> None:
+            try:
+                if held is not None and self.claims is not None:
+                    self.claims.mark_waiting(held, waits)
+                else:
+                    inflight.waiting(self.layout, req, sha, mtime_ns, interruptions, waits)
+            except (OSError, ClaimLost) as exc:  # then a stop while it waits counts, as it did before it could wait
+                log.warning("request.inflight_unwritten", key=req.key, error=str(exc))
+
+        return on_wait
+
+    def _run_model(
+        self, req: Request, data: bytes, on_wait: Callable[[bool], None] | None = None, held: Held | None = None
+    ) -> tuple[RunReport, ScoredRoute | None]:
         """Run the model on a private copy of ``data``; the scored route, or RequestFailed.
 
         The run's files are discarded before a failure is judged: a model that filled the
@@ -541,13 +580,14 @@ class Pipeline:
         token = f"{req.label}-{fsio.unique_token()}"
         snapshot = self.layout.tmp_dir / f"input-{token}.json"
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
-        job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout)
+        job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout, on_wait)
         try:
             fsio.write_new(snapshot, data)
             if held is not None:
                 held.on_lost(functools.partial(self.runner.cancel, job))
             report = self.runner.run(job)
-            self.metrics.model_run(report.duration_s)
+            if report.reached_model:
+                self.metrics.model_run(report.duration_s)
             collected = _read_output(output, report) if report.succeeded else None
         finally:
             if held is not None:

@@ -74,7 +74,8 @@ class RunningStatuses:
                     self._cond.wait(None if first is None else first - now)
             for req, status in ready:
                 with self._cond:
-                    if req not in self._due:  # finished meanwhile
+                    due = self._due.get(req)
+                    if due is None or due[1] is not status:  # finished meanwhile (and perhaps run again)
                         continue
                     del self._due[req]
                     self._writing = req

@@ -56,12 +56,17 @@ def test_stale_temp_files_are_removed_at_start(daemon_factory, watch_dir):
     (watch_dir / ".modelgen" / "workspace").mkdir()
     (watch_dir / ".modelgen" / "workspace" / "modelgen-out-x.json").write_text("{}")
     (watch_dir / ".modelgen" / "workspace" / "cache.pkl").write_text("keep me")
+    (watch_dir / ".modelgen" / "workspace" / "w0").mkdir()  # a warm worker's own workspace
+    (watch_dir / ".modelgen" / "workspace" / "w0" / "modelgen-out-y.json").write_text("{}")
+    (watch_dir / ".modelgen" / "workspace" / "w0" / "cache.pkl").write_text("keep me too")
     (watch_dir / ".writer-tmp").write_text("someone else's temp file")
     daemon_factory()
     assert not (watch_dir / ".modelgen-gps_scored_route.json.abc.tmp").exists()
     assert list((watch_dir / ".modelgen" / "tmp").iterdir()) == []
     assert not (watch_dir / ".modelgen" / "workspace" / "modelgen-out-x.json").exists()
     assert (watch_dir / ".modelgen" / "workspace" / "cache.pkl").read_text() == "keep me"
+    assert not (watch_dir / ".modelgen" / "workspace" / "w0" / "modelgen-out-y.json").exists()
+    assert (watch_dir / ".modelgen" / "workspace" / "w0" / "cache.pkl").read_text() == "keep me too"
     assert (watch_dir / ".writer-tmp").read_text() == "someone else's temp file"
 
 

@@ -116,6 +116,8 @@ def test_deeply_nested_output_is_invalid_output() -> None:
 class _WritesOutput:
     """A runner double that 'runs a model' by writing fixed bytes to the job's output file."""
 
+    overlap = 0
+
     def __init__(self, data: bytes) -> None:
         self.data = data
 
@@ -125,8 +127,6 @@ class _WritesOutput:
     def run(self, job: ModelJob) -> RunReport:
         job.output_path.write_bytes(self.data)
         return RunReport(exit_code=0, duration_s=0.01)
-
-    overlap = 0
 
     def reap_orphans(self) -> int:
         return 0

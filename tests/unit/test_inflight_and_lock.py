@@ -47,6 +47,22 @@ def test_new_bytes_or_a_new_publication_start_afresh(layout: Layout) -> None:
     assert inflight.begin(layout, req, "s2", 200) == 0  # other bytes
 
 
+def test_a_stop_while_waiting_for_a_worker_is_not_counted_and_the_count_is_kept(layout: Layout) -> None:
+    _publish(layout, "k")
+    req = Request("k")
+    inflight.begin(layout, req, "s1", 100)
+    assert inflight.begin(layout, req, "s1", 100) == 0
+    inflight.count_interruptions(layout)  # one stop at the model
+    count = inflight.begin(layout, req, "s1", 100)
+    assert count == 1
+    inflight.waiting(layout, req, "s1", 100, count, True)
+    assert inflight.count_interruptions(layout) == []  # stopped while it waited: not counted...
+    assert inflight.begin(layout, req, "s1", 100) == 1  # ...nor forgotten
+    inflight.waiting(layout, req, "s1", 100, 1, True)
+    inflight.waiting(layout, req, "s1", 100, 1, False)  # a worker took it: a stop counts again
+    assert [i.interruptions for i in inflight.count_interruptions(layout)] == [2]
+
+
 def test_an_ended_request_leaves_no_marker(layout: Layout) -> None:
     _publish(layout, "k")
     inflight.begin(layout, Request("k"), "s1", 100)

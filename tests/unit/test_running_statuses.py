@@ -80,3 +80,37 @@ def test_a_failing_write_is_logged_and_later_runs_still_get_theirs() -> None:
     statuses.finished(REQ)
     statuses.finished(other)
     assert sorted(r.label for r in calls) == ["k", "other"]
+
+
+
+def test_a_status_of_an_earlier_run_is_never_written_for_the_next_run_of_the_same_request() -> None:
+    """The thread picks every due status at once, then writes them one by one. If a request's run ends and the
+    next run of the same request starts while an earlier pick is being written, the old run's status must not be
+    written for the new run: its hash and start time are the old run's."""
+    hold = threading.Event()
+    entered = threading.Event()
+    written: list[Status] = []
+    other = Request("other")
+
+    def write(req: Request, status: Status) -> None:
+        if req == other:
+            entered.set()
+            assert hold.wait(10)
+        written.append(status)
+
+    statuses = RunningStatuses(write, grace=0.01)
+    new = RUNNING.model_copy(update={"input_sha256": "1" * 64})
+    with statuses._cond:  # both due before the thread first looks: it picks them together
+        statuses.started(other, RUNNING.model_copy(update={"key": "other"}))
+        statuses.started(REQ, RUNNING)
+        time.sleep(0.05)
+    assert entered.wait(10)  # the thread writes other's status; REQ's old one is picked too
+    statuses.finished(REQ)  # REQ's run ends before its status was written...
+    statuses.started(REQ, new)  # ...and its next run, of new bytes, starts
+    hold.set()
+    statuses.finished(other)
+    deadline = time.monotonic() + 10
+    while not any(s.key == "k" for s in written) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    statuses.finished(REQ)
+    assert [s.input_sha256 for s in written if s.key == "k"] == [new.input_sha256]
