@@ -155,6 +155,36 @@ def test_watchers_started_after_the_requests_catch_up_and_run_each_once(daemon_f
     assert sum(len(d.runs()) for d in started) == len(shas)
 
 
+def test_a_takeover_of_a_request_that_only_waited_for_the_worker_counts_no_interruption(daemon_factory, watch_dir,
+                                                                                          tmp_path):
+    """The one worker has a poison whose model kills its watcher; the good request waits for the worker meanwhile,
+    and says so in its claim. The watcher that takes it over counts nothing against it: its model never had it."""
+    pidfile = tmp_path / "pids"
+    args = fake_model_args("ok", "--kill-marked", "--signal", "SIGKILL", "--sleep", "1.5", "--pidfile", str(pidfile),
+                           runner="entry")
+    first = start_watcher(daemon_factory, "first", *args)
+    try:
+        drop(watch_dir, {**route([""]), "kill_me": True}, key="poison")
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, what="the poison at the model")
+        good = drop(watch_dir, route(["turn-left"]), key="good")
+        claim = watch_dir / ".modelgen" / "claims" / "gps_input_route.good.json.1"
+        wait_for(lambda: claim.exists() and json.loads(claim.read_text()).get("waiting"), 10,
+                 what="the good request waiting for the worker, in its claim")
+        assert first.proc is not None
+        wait_for(lambda: first.proc is not None and first.proc.poll() is not None, 30, what="the watcher killed")
+    finally:
+        for pid in [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []:
+            try:
+                os.kill(pid, signal.SIGKILL)  # the worker the killed watcher left
+            except ProcessLookupError:
+                pass
+    os.unlink(watch_dir / "gps_input_route.poison.json")  # the operator removes the poison
+    second = start_watcher(daemon_factory, "second", *args)
+    took = wait_for(lambda: second.events("claim.takeover"), 20, what="the good request taken over")
+    assert (took[0]["key"], took[0]["interruptions"]) == ("good", 0)
+    assert wait_final(watch_dir, "good", sha(good))["state"] == "ok"
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "modelgen_watcher", *args], capture_output=True, text=True,
                           timeout=60)

@@ -298,3 +298,20 @@ def test_exclusive_create_with_temps_on_another_file_system_still_has_one_winner
         assert list(temps.iterdir()) == []
     finally:
         shutil.rmtree(temps)
+
+
+def test_a_takeover_while_the_request_only_waited_for_a_worker_counts_nothing(volume: Volume) -> None:
+    a, b, c = volume.watcher("a"), volume.watcher("b"), volume.watcher("c")
+    waiting = held(a.acquire(NAME, sha="s1", mtime_ns=10))
+    a.mark_waiting(waiting, True)  # its watcher is killed while another request has the one worker
+    a.fence(waiting)  # the rewrite kept the claim a's
+    volume.age(f"{NAME}.1", LEASE + 1)
+    running = held(b.acquire(NAME, sha="s1", mtime_ns=10))
+    assert running.doc.interruptions == 0 and not running.doc.waiting
+    with pytest.raises(ClaimLost):
+        a.mark_waiting(waiting, False)  # not a's any more: nothing written
+    b.mark_waiting(running, True)
+    b.mark_waiting(running, False)  # a worker took it: a stop now counts
+    volume.age(f"{NAME}.2", LEASE + 1)
+    assert held(c.acquire(NAME, sha="s1", mtime_ns=10)).doc.interruptions == 1
+    assert volume.files() == [f"{NAME}.3"]
