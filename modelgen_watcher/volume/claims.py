@@ -103,6 +103,11 @@ class Held:
         self.name = name
         self.generation = generation
         self.doc = doc
+        self.raw = _encode(doc)
+        """The claim's bytes as written: what the fence compares with the file (no parsing on the hot path)."""
+        self.accepted: tuple[bytes, ...] = (self.raw,)
+        """What the file may hold while it is ours: ``raw``, and during a rewrite (``mark_waiting``) the new bytes
+        too, so that a renewal from another thread meanwhile never takes the rewrite for a takeover."""
         self.path = path
         self.previous = previous
         """What the claim taken over said (None for a fresh one, or one that could not be read)."""
@@ -253,7 +258,7 @@ class Claims:
         doc = ClaimDoc(watcher=self.watcher, token=secrets.token_hex(8), input_sha256=sha, input_mtime_ns=mtime_ns,
                        interruptions=interruptions, given_up=given_up)
         path = self._path(name, generation)
-        if not fsio.create_exclusive(path, doc.model_dump_json().encode(), self.temp_dir):
+        if not fsio.create_exclusive(path, _encode(doc), self.temp_dir):
             return None
         # Won this generation. A higher one means another watcher won with a newer view (our listing was
         # stale): ours goes. Lower ones are dead (or that other watcher's loss): removed, lowest first, so
@@ -280,10 +285,26 @@ class Claims:
             raise ClaimLost(f"another watcher took over {held.name}")
 
     def _still_owner(self, held: Held) -> bool:
-        found = self._read(held.name, held.generation)
-        if found is None or found.doc is None or found.doc.token != held.doc.token:
+        return self._is_ours(held) and not os.path.lexists(self._path(held.name, held.generation + 1))
+
+    @staticmethod
+    def _is_ours(held: Held) -> bool:
+        """``held``'s file holds what this watcher wrote there (its token with it). Read through an open, which on
+        NFS asks the server (close-to-open consistency); anything but a regular file is not ours."""
+        try:
+            fd = os.open(held.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
             return False
-        return not os.path.lexists(self._path(held.name, held.generation + 1))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return False
+            raise
+        try:
+            return os.read(fd, max(len(raw) for raw in held.accepted) + 1) in held.accepted
+        except IsADirectoryError:
+            return False
+        finally:
+            os.close(fd)
 
     def renew(self) -> list[Held]:
         """Renew every claim held (at every heartbeat); returns those found lost meanwhile (each once).
@@ -320,8 +341,7 @@ class Claims:
             self._held.pop(held.doc.token, None)
         if held.lost:
             return  # the watcher that took it over removes it
-        found = self._read(held.name, held.generation)
-        if found is not None and found.doc is not None and found.doc.token == held.doc.token:
+        if self._is_ours(held):
             _remove(held.path)
 
     def mark_waiting(self, held: Held, waits: bool) -> None:
@@ -329,9 +349,16 @@ class Claims:
         takeover while it waits counts no interruption (its model never had it). The owner rewrites its own
         claim, same token, fenced like a publication; ClaimLost if it is not its own any more."""
         doc = held.doc.model_copy(update={"waiting": waits})
-        fsio.atomic_write(held.path, doc.model_dump_json().encode(), temp_prefix=".", temp_dir=self.temp_dir,
-                          durable=False, before_replace=functools.partial(self.fence, held))
-        held.doc = doc
+        raw = _encode(doc)
+        held.accepted = (held.raw, raw)
+        try:
+            fsio.atomic_write(held.path, raw, temp_prefix=".", temp_dir=self.temp_dir, durable=False,
+                              before_replace=functools.partial(self.fence, held))
+        except BaseException:
+            held.accepted = (held.raw,)
+            raise
+        held.doc, held.raw = doc, raw
+        held.accepted = (raw,)
 
     def keep(self, held: Held) -> None:
         """Stop renewing ``held`` and leave its file in place: it expires by itself.
@@ -422,6 +449,10 @@ class Claims:
         except ValidationError:
             doc = None  # being written where there are no hard links, or damaged: live by its mtime alone
         return _Found(generation, doc, snap.mtime_ns)
+
+
+def _encode(doc: ClaimDoc) -> bytes:
+    return doc.model_dump_json().encode()
 
 
 def _remove(path: Path) -> int:
