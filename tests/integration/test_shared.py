@@ -263,9 +263,14 @@ def test_one_watcher_sweeps_at_a_time_and_expired_requests_go(daemon_factory, wa
     wait_final(watch_dir, "old", sha(raw))
     wait_for(lambda: not (watch_dir / "gps_input_route.old.json").exists(), 20, what="the expired request removed")
     assert not (watch_dir / "gps_scored_route.old.status.json").exists()
-    assert sum(len(d.events("retention.removed")) for d in watchers) == 1
-    claims = sorted(p.name for p in (watch_dir / ".modelgen" / "claims").iterdir())
-    assert len(claims) == 1 and claims[0].startswith(".retention.")  # the last sweep's, kept; no request's
+    wait_for(lambda: sum(len(d.events("retention.removed")) for d in watchers), 10, what="the sweep's log line")
+    assert sum(len(d.events("retention.removed")) for d in watchers) == 1  # logged after the removal
+
+    def only_the_sweeps() -> bool:  # the last sweep's claim, kept (two for an instant while one takes over); none of a request
+        claims = [p.name for p in (watch_dir / ".modelgen" / "claims").iterdir()]
+        return len(claims) == 1 and claims[0].startswith(".retention.")
+
+    wait_for(only_the_sweeps, 5, what="no claim but the last sweep's")
     assert not any(d.events("daemon.io_error") for d in watchers)
 
 
@@ -340,6 +345,8 @@ def test_clocks_30_s_apart_neither_steal_live_claims_nor_keep_dead_ones(daemon_f
     killed_at = time.monotonic()
     wait_for(lambda: late.events("claim.takeover"), 30, interval=0.05, what="the takeover by the watcher behind")
     took = time.monotonic() - killed_at
-    assert LEASE - 1.0 <= took <= LEASE + 10.0, f"taken over {took:.1f} s after the kill (lease {LEASE:g} s)"
+    # About one lease after its last renewal (at most a heartbeat before the kill, more on a busy machine), and
+    # far from the 30 s more that a lease measured on this watcher's own clock would take.
+    assert LEASE / 2 <= took <= LEASE + 10.0, f"taken over {took:.1f} s after the kill (lease {LEASE:g} s)"
     assert wait_final(watch_dir, "dead", sha(raw2), timeout=30)["state"] == "ok"
     assert json.loads((watch_dir / "gps_scored_route.dead.json").read_text())["meta"]["input_sha256"] == sha(raw2)
