@@ -25,10 +25,11 @@ help:
 	@echo "make static-checks     - ruff, mypy, hadolint, Compose schema, kubernetes-validate, checkov"
 	@echo "make containers-check  - build and run the stack with podman, end to end"
 	@echo "make docs              - write docs/configuration.md from the settings classes"
-	@echo "make bench             - every benchmark side by side (about 25 min; makes $(BENCH_VENV) on first use):"
+	@echo "make bench             - every benchmark side by side (about 28 min; makes $(BENCH_VENV) on first use):"
 	@echo "                         drop-to-result against the bare model and the peers (watchmedo, entr,"
 	@echo "                         inotifywait, the old loop), an upstream-shaped model with each runner,"
-	@echo "                         drain rate, a warm worker's memory over 10,000 requests, idle cost"
+	@echo "                         drain rate (one watcher, and 1-3 shared ones), a warm worker's memory over"
+	@echo "                         10,000 requests, idle cost"
 	@echo "make bench-quick       - the same, small (a few minutes): to try a change, not for RESULTS.md"
 	@echo "make bench-venv        - the benchmarks' own venv, $(BENCH_VENV)"
 	@echo "make reliability       - the long runs behind docs/RELIABILITY.md (about 15 min)"
@@ -57,6 +58,7 @@ bench: $(BIN)/modelgen-watcher $(BENCH_VENV)/.installed
 	$(BIN)/python bench/latency.py --watchmedo $(BENCH_VENV)/bin/watchmedo
 	$(BIN)/python bench/upstream_shaped.py --bench-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/drain.py
+	$(BIN)/python bench/shared_drain.py
 	$(BIN)/python bench/worker_memory.py
 	$(BIN)/python bench/idle.py
 
@@ -64,6 +66,7 @@ bench-quick: $(BIN)/modelgen-watcher $(BENCH_VENV)/.installed
 	$(BIN)/python bench/latency.py --watchmedo $(BENCH_VENV)/bin/watchmedo --requests 20 --slow-requests 5
 	$(BIN)/python bench/upstream_shaped.py --bench-python $(BENCH_VENV)/bin/python --requests 5 --phase-runs 1
 	$(BIN)/python bench/drain.py --requests 200
+	$(BIN)/python bench/shared_drain.py --requests 200
 	$(BIN)/python bench/worker_memory.py --requests 1000
 	$(BIN)/python bench/idle.py --sizes 10,1000 --window 15
 

@@ -15,6 +15,7 @@ needs, so the latency rows and the upstream-shaped rows are measured the same wa
   ``rss_kib``, ``descendants``, ``cpu_ticks``: the figures and how they are printed.
 - ``stop_on_sigterm``: a SIGTERM (from make) runs the script's ``finally`` blocks.
 - ``LogTail``: the daemon's log records as they are written (``request.done`` counts what is done).
+- ``file_system``: what a scratch directory is on (a disk can cost more than the daemon).
 
 Imported by path: the scripts run as ``python bench/NAME.py``, which puts ``bench/`` first
 on ``sys.path``.
@@ -37,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelgen_watcher.volume.names import HEALTH_FILE, METRICS_FILE, STATE_DIR, Names
+from modelgen_watcher.volume.names import HEALTH_FILE, METRICS_FILE, STATE_DIR, WATCHERS_DIR, Names
 
 KEY = "bench"
 NAMES = Names()
@@ -200,12 +201,20 @@ def stop_on_sigterm() -> None:
 class DaemonUnderTest:
     """``python -m modelgen_watcher run`` on one watch dir, its JSON log in a file beside the dir."""
 
-    def __init__(self, procs: Processes, watch_dir: Path, args: Sequence[str]) -> None:
+    def __init__(self, procs: Processes, watch_dir: Path, args: Sequence[str], name: str = "") -> None:
+        """``name`` tells the logs of several daemons on one watch dir apart (shared mode)."""
         self.procs = procs
         self.watch_dir = watch_dir
         self.args = list(args)
-        self.log_path = watch_dir.parent / f"{watch_dir.name}.log"
+        self.log_path = watch_dir.parent / f"{watch_dir.name}{'-' + name if name else ''}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def state_file(self) -> Path:
+        """Its heartbeat: ``.modelgen/health.json``, or in shared mode ``.modelgen/watchers/<id>.json``."""
+        if "--shared" in self.args:
+            return self.watch_dir / STATE_DIR / WATCHERS_DIR / f"{self.args[self.args.index('--watcher-id') + 1]}.json"
+        return self.watch_dir / STATE_DIR / HEALTH_FILE
 
     @property
     def pid(self) -> int:
@@ -221,7 +230,7 @@ class DaemonUnderTest:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.add(self.proc)
         deadline = time.monotonic() + timeout
-        health = self.watch_dir / STATE_DIR / HEALTH_FILE
+        health = self.state_file
         while True:
             self.alive()
             doc = read_json(health)
@@ -372,6 +381,39 @@ def descendants(pid: int) -> list[int]:
             found += children
             todo += children
     return found
+
+
+def file_system(path: Path) -> str:
+    """The type of the file system ``path`` is on (its longest mount point in /proc/mounts), and
+    whether an ext4 one keeps a journal: without one, every new file costs a search of the inode
+    bitmaps that skips recently deleted inodes, and a request creates six."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            mounts = [line.split()[1:3] for line in fh if len(line.split()) > 2]
+    except OSError:
+        return kind
+    real = os.path.realpath(path)
+    for point, fstype in mounts:
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fstype
+    if kind == "ext4" and not _has_journal(best):
+        kind = "ext4, no journal"
+    return kind
+
+
+def _has_journal(mount_point: str) -> bool:
+    """Whether the ext4 file system at ``mount_point`` has a journal (its jbd2 thread exists); True if unknown."""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            device = next(line.split()[0] for line in fh if line.split()[1:2] == [mount_point])
+    except (OSError, StopIteration):
+        return True
+    name = os.path.basename(device)
+    try:
+        return any(entry.startswith(name + "-") for entry in os.listdir("/proc/fs/jbd2"))
+    except OSError:
+        return False  # no jbd2 at all: no ext4 file system here keeps a journal
 
 
 @contextlib.contextmanager

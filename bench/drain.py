@@ -56,6 +56,7 @@ from _harness import (
     cleaned_up,
     descendants,
     drop,
+    file_system,
     make_route,
     markdown_table,
     mib,
@@ -111,39 +112,6 @@ class MemorySampler:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def file_system(path: Path) -> str:
-    """The type of the file system ``path`` is on (its longest mount point in /proc/mounts), and
-    whether an ext4 one keeps a journal: without one, every new file costs a search of the inode
-    bitmaps that skips recently deleted inodes, and a request creates six."""
-    best, kind = "", "?"
-    try:
-        with open("/proc/mounts", encoding="utf-8") as fh:
-            mounts = [line.split()[1:3] for line in fh if len(line.split()) > 2]
-    except OSError:
-        return kind
-    real = os.path.realpath(path)
-    for point, fstype in mounts:
-        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
-            best, kind = point, fstype
-    if kind == "ext4" and not _has_journal(best):
-        kind = "ext4, no journal"
-    return kind
-
-
-def _has_journal(mount_point: str) -> bool:
-    """Whether the ext4 file system at ``mount_point`` has a journal (its jbd2 thread exists); True if unknown."""
-    try:
-        with open("/proc/mounts", encoding="utf-8") as fh:
-            device = next(line.split()[0] for line in fh if line.split()[1:2] == [mount_point])
-    except (OSError, StopIteration):
-        return True
-    name = os.path.basename(device)
-    try:
-        return any(entry.startswith(name + "-") for entry in os.listdir("/proc/fs/jbd2"))
-    except OSError:
-        return False  # no jbd2 at all: no ext4 file system here keeps a journal
 
 
 def scratch_dirs(spec: str) -> list[str]:

@@ -35,7 +35,7 @@ from .settings import (
 
 COMMAND_HELP = {
     "run": "watch the directory and score every input (default)",
-    "health": "exit 0 if the daemon's heartbeat is fresh and ready",
+    "health": "exit 0 if a watcher's heartbeat is fresh and ready (with --shared: this watcher's)",
     "score": "score one route file, no watching",
     "serve": "the reference server: cyclesafe's REST API through files only",
 }
@@ -172,7 +172,10 @@ def cmd_health(args: argparse.Namespace) -> int:
     from .volume import health
 
     settings = load(HealthSettings, args)
-    result = health.check(settings.watch_dir, settings.max_age)
+    if settings.shared:
+        result = health.check_watcher(settings.watch_dir, settings.effective_watcher_id, settings.max_age)
+    else:
+        result = health.check(settings.watch_dir, settings.max_age)
     print(("healthy: " if result.healthy else "unhealthy: ") + result.message)
     return EXIT_OK if result.healthy else EXIT_FAIL
 

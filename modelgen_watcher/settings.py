@@ -32,7 +32,15 @@ from .modelside import ENTRIES, REFERENCE
 from .modelside.forkserver import AUTO as PRELOAD_AUTO
 from .modelside.forkserver import split_command
 from .runners.argv import PLACEHOLDERS, unknown_placeholders
-from .volume.names import DEFAULT_INPUT_NAME, DEFAULT_MAX_INPUT_BYTES, DEFAULT_OUTPUT_NAME, Names
+from .volume.names import (
+    DEFAULT_INPUT_NAME,
+    DEFAULT_MAX_INPUT_BYTES,
+    DEFAULT_OUTPUT_NAME,
+    WATCHER_ID_PATTERN,
+    Names,
+    default_watcher_id,
+    watcher_id_problem,
+)
 
 ENV_PREFIX = "MODELGEN_"
 
@@ -302,7 +310,36 @@ class ModelSettings(_NamedFiles):
         return scripts[0] if scripts else Path(argv[0]).name
 
 
-class WatcherSettings(ModelSettings):
+CLAIM_LEASE_HEARTBEATS = 5
+"""A claim's lease is at least this many heartbeats: a live watcher renews it at every one, so a heartbeat or
+two late (a busy machine, a slow rescan) never lets another watcher take a request from it."""
+
+
+class _WatcherIdentity(_Base):
+    """Which watcher this is in shared mode: the daemon's own name, and the one ``health --shared`` checks."""
+
+    watcher_id: str | None = Field(
+        default=None,
+        description="with --shared: this watcher's name, unique among the watchers of one volume; it names its "
+        "heartbeat `.modelgen/watchers/<id>.json`, its metrics and its claims",
+        json_schema_extra=_none_means(f"the host name, made to match {WATCHER_ID_PATTERN}"),
+    )
+
+    @field_validator("watcher_id")
+    @classmethod
+    def _check_watcher_id(cls, value: str | None) -> str | None:
+        problem = None if value is None else watcher_id_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @property
+    def effective_watcher_id(self) -> str:
+        """The id given, or the host name made a valid id (a pod's name, a container's id)."""
+        return self.watcher_id or default_watcher_id()
+
+
+class WatcherSettings(ModelSettings, _WatcherIdentity):
     """The daemon (``run``)."""
 
     ENV_ONLY = frozenset({"heartbeat_interval"})
@@ -328,7 +365,8 @@ class WatcherSettings(ModelSettings):
         description="seconds between rescans that catch dropped events (docs/protocol.md says what one looks at)",
     )
     heartbeat_interval: float = Field(
-        default=2.0, gt=0, le=5, description="seconds between heartbeats: `.modelgen/health.json` and the metrics file"
+        default=2.0, gt=0, le=5,
+        description="seconds between heartbeats (the health and metrics files) and, with --shared, claim renewals",
     )
     retention: float = Field(
         default=7 * 24 * 3600, ge=0, description="seconds idle keyed request files are kept; 0 keeps them forever"
@@ -339,6 +377,21 @@ class WatcherSettings(ModelSettings):
         "1 if any ended in error (now or, for an input already refused as invalid, in an earlier run); "
         "for cron, CI, Kubernetes Jobs",
     )
+    shared: bool = Field(
+        default=False,
+        description="shared mode: any number of watchers on one volume, on one machine or many, each request "
+        "scored by one of them (claims under `.modelgen/claims/`, a heartbeat per watcher under "
+        "`.modelgen/watchers/`); implies polling, since no machine sees another's writes as events "
+        "(docs/protocol.md)",
+    )
+    claim_lease: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="with --shared: seconds a watcher's claim on a request lives without renewal (renewed at every "
+        f"heartbeat; at least {CLAIM_LEASE_HEARTBEATS} heartbeats); a dead watcher's requests are taken over after "
+        "it, measured on the volume's clock",
+    )
 
     @field_validator("watch_dir")
     @classmethod
@@ -346,6 +399,26 @@ class WatcherSettings(ModelSettings):
         if value.exists() and not value.is_dir():
             raise ValueError(f"{value} exists and is not a directory")
         return value
+
+    @model_validator(mode="after")
+    def _check_shared(self) -> WatcherSettings:
+        """Shared mode polls (other machines' writes raise no events here), and a claim outlives a few heartbeats."""
+        if not self.shared:
+            return self
+        if self.observer == "native":
+            raise ValueError("--observer: `native` sees no other machine's writes, and shared mode must: use "
+                             "`polling`, or `auto`, which polls in shared mode")
+        least = CLAIM_LEASE_HEARTBEATS * self.heartbeat_interval
+        if self.claim_lease < least:
+            raise ValueError(f"--claim-lease: must be at least {CLAIM_LEASE_HEARTBEATS} heartbeats "
+                             f"({least:g} s with MODELGEN_HEARTBEAT_INTERVAL={self.heartbeat_interval:g}), "
+                             f"got {self.claim_lease:g}")
+        return self
+
+    @property
+    def observer_mode(self) -> Literal["auto", "native", "polling"]:
+        """The observer the daemon starts: ``--observer``, but ``polling`` for ``auto`` in shared mode."""
+        return "polling" if self.shared else self.observer
 
 
 class ScoreSettings(ModelSettings):
@@ -373,11 +446,17 @@ class ScoreSettings(ModelSettings):
         return WatcherSettings.model_construct(_fields_set=set(self.model_fields_set), **dict(self), settle=0.0)
 
 
-class HealthSettings(_Base):
+class HealthSettings(_WatcherIdentity):
     """The ``health`` probe."""
 
     watch_dir: Path = Field(default=Path("data"), description="the shared volume whose heartbeat is checked")
     max_age: float = Field(default=30.0, gt=0, description="seconds after which the daemon's heartbeat is stale")
+    shared: bool = Field(
+        default=False,
+        description="check one shared-mode watcher's own heartbeat, `.modelgen/watchers/<id>.json` (the id as "
+        "below); without it, healthy when any watcher is: the lone watcher's `.modelgen/health.json` or a "
+        "shared one's",
+    )
 
 
 class ServerSettings(_NamedFiles):
@@ -442,9 +521,11 @@ def env_var(field: str) -> str:
 
 
 def _order(cls: type[_Base]) -> list[str]:
-    """The volume first, logging last, the rest as declared."""
+    """The volume first, logging last, the rest as declared, the watcher's id after them (beside --shared)."""
     names = list(cls.model_fields)
-    return sorted(names, key=lambda n: (n != "watch_dir", n in _Logged.model_fields))
+    return sorted(
+        names, key=lambda n: (n != "watch_dir", n in _Logged.model_fields, n in _WatcherIdentity.model_fields)
+    )
 
 
 def flag_fields(cls: type[_Base]) -> list[tuple[str, FieldInfo]]:

@@ -213,6 +213,15 @@ class Daemon:
         assert self.fd_limit is not None
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
+    @property
+    def health_file(self) -> Path:
+        """The heartbeat this daemon writes: its own under ``.modelgen/watchers/`` in shared mode (the tests give
+        every shared daemon its ``--watcher-id``)."""
+        if "--shared" in self.args:
+            watcher = self.args[self.args.index("--watcher-id") + 1]
+            return self.watch_dir / ".modelgen" / "watchers" / f"{watcher}.json"
+        return self.watch_dir / ".modelgen" / "health.json"
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         proc = self.proc
         assert proc is not None
@@ -220,7 +229,7 @@ class Daemon:
         def ready() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"daemon exited with {proc.returncode}:\n{self.log_text()}")
-            h = read_json(self.watch_dir / ".modelgen" / "health.json")
+            h = read_json(self.health_file)
             return bool(h and h.get("pid") == proc.pid and h.get("ready"))
 
         wait_for(ready, timeout, what="daemon ready")

@@ -63,7 +63,8 @@ class ModelRunner(Protocol):
     Containment policy, for every strategy: no model process, nor anything it starts,
     outlives its request, even when the daemon itself was killed. The daemon calls
     ``start`` once at start-up, ``run`` per request from its workers, ``reap_orphans``
-    with every heartbeat, and ``stop`` at shutdown; it calls nothing else.
+    with every heartbeat, ``cancel`` for a run whose claim was lost (shared mode), and
+    ``stop`` at shutdown; it calls nothing else.
     """
 
     overlap: int
@@ -96,6 +97,14 @@ class ModelRunner(Protocol):
         The daemon calls it with every heartbeat (not only as PID 1): descendants of a
         model can become the daemon's children after their parents exit, and must be
         stopped and reaped whenever that happens.
+        """
+        ...
+
+    def cancel(self, job: ModelJob) -> None:
+        """Cancel ``job``'s run if it is in flight (its report says ``cancelled``); other runs go on.
+
+        Called from another thread than the run's: shared mode cancels a run whose claim
+        another watcher took over, since its result would be thrown away.
         """
         ...
 

@@ -146,6 +146,7 @@ class _Run:
 
     proc: subprocess.Popen[bytes]
     run_id: str
+    job: ModelJob
     cancelled: bool = False
     reaped: threading.Event = field(default_factory=threading.Event)
 
@@ -198,7 +199,7 @@ class SubprocessRunner:
     def run(self, job: ModelJob) -> RunReport:
         """Run the model to completion, timeout or cancellation; nothing it started survives the return."""
         start = time.monotonic()
-        launched = self._launch(render(self.template, job), start)
+        launched = self._launch(render(self.template, job), job, start)
         if isinstance(launched, RunReport):
             return launched
         run = launched
@@ -231,6 +232,24 @@ class SubprocessRunner:
             live_ids = {run.run_id for run in self._running.values()}
             return self._containment.sweep(running, live_ids)
 
+    def cancel(self, job: ModelJob) -> None:
+        """Cancel ``job``'s run if it is in flight: TERM to its group now, KILL after ``kill_grace``."""
+        with self._lock:
+            runs = [run for run in self._running.values() if run.job is job]
+            for run in runs:
+                run.cancelled = True
+                _signal_group(run.pgid, signal.SIGTERM)
+        if runs:
+            timer = threading.Timer(self.kill_grace, self._kill_unreaped, args=(runs,))
+            timer.daemon = True
+            timer.start()
+
+    def _kill_unreaped(self, runs: list[_Run]) -> None:
+        with self._lock:  # under the lock an unreaped leader keeps its group id from being reused
+            for run in runs:
+                if not run.reaped.is_set():
+                    _signal_group(run.pgid, signal.SIGKILL)
+
     def stop(self) -> None:
         """Cancel every run in flight: TERM to each group, KILL after ``kill_grace``; refuse new runs."""
         with self._lock:
@@ -242,17 +261,14 @@ class SubprocessRunner:
         deadline = time.monotonic() + self.kill_grace
         for run in runs:
             run.reaped.wait(max(0.0, deadline - time.monotonic()))
-        with self._lock:  # under the lock an unreaped leader keeps its group id from being reused
-            for run in runs:
-                if not run.reaped.is_set():
-                    _signal_group(run.pgid, signal.SIGKILL)
+        self._kill_unreaped(runs)
         deadline = time.monotonic() + 1.0
         for run in runs:
             run.reaped.wait(max(0.0, deadline - time.monotonic()))
 
     # -- one run ------------------------------------------------------------
 
-    def _launch(self, argv: list[str], start: float) -> _Run | RunReport:
+    def _launch(self, argv: list[str], job: ModelJob, start: float) -> _Run | RunReport:
         """Start the model, registered as running under the lock; a report instead if it cannot start."""
         run_id = secrets.token_hex(16)
         with self._lock:
@@ -272,7 +288,7 @@ class SubprocessRunner:
                 return RunReport(
                     exit_code=None, duration_s=time.monotonic() - start, launch_error=f"cannot start {argv[0]!r}: {exc}"
                 )
-            run = _Run(proc, run_id)
+            run = _Run(proc, run_id, job)
             self._running[run_id] = run
         return run
 

@@ -28,7 +28,6 @@ import os
 import queue
 import secrets
 import selectors
-import shutil
 import signal
 import subprocess
 import threading
@@ -206,6 +205,8 @@ class WarmRunner:
             self._idle.put(n)
         self._live: dict[int, _Worker] = {}
         self._busy: dict[int, _Worker] = {}
+        self._jobs: dict[int, ModelJob] = {}
+        """The job each busy slot serves (``cancel`` finds it here)."""
         self._cancelled: set[int] = set()
         self._stopped = False
         self._containment = Containment()
@@ -266,6 +267,16 @@ class WarmRunner:
             live = list(self._live.values())
             ids = {w.run_id for w in live} | {w.request_id for w in live if w.request_id is not None}
             return self._containment.sweep({w.pgid for w in live}, ids)
+
+    def cancel(self, job: ModelJob) -> None:
+        """Cancel ``job`` if a worker serves it: the request ends ``cancelled`` at once and its worker, which is
+        still busy with it, is replaced (a run waiting for a worker is not touched)."""
+        with self._lock:
+            slots = [n for n, served in self._jobs.items() if served is job]
+            self._cancelled.update(slots)
+            workers = [self._busy[n] for n in slots if n in self._busy]
+        for w in workers:
+            w.abandon()
 
     def stop(self) -> None:
         """End every worker, loading, idle or busy (requests in flight report ``cancelled``); refuse new runs.
@@ -351,6 +362,7 @@ class WarmRunner:
         out_mark, err_mark = worker.out.total, worker.err.total
         with self._lock:
             self._busy[n] = worker
+            self._jobs[n] = job
             worker.request_id = request_id
         try:
             reply = worker.receive(job.timeout) if worker.send(msg) else _EOF
@@ -359,13 +371,18 @@ class WarmRunner:
         finally:
             with self._lock:
                 self._busy.pop(n, None)
+                self._jobs.pop(n, None)
                 worker.request_id = None
                 cancelled = n in self._cancelled
                 self._cancelled.discard(n)
         duration = time.monotonic() - start
         if cancelled or self._stopped:
             _discard(local.output_path)
-            return RunReport(exit_code=None, duration_s=duration, cancelled=True), False
+            report = RunReport(exit_code=None, duration_s=duration, cancelled=True)
+            if self._stopped:
+                return report, False
+            self._replace(n, worker, reason="its request was cancelled")  # still busy with it
+            return report, True
         if reply is None:  # timed out: the worker's whole group goes, a fresh worker takes the slot
             _discard(local.output_path)
             self._replace(n, worker, reason="timed out")
@@ -456,13 +473,7 @@ class WarmRunner:
 
     def _worker_workspace(self, n: int) -> Path:
         """``<workspace>/w<n>``; when first made, seeded with the shared workspace's files (the model's caches)."""
-        path = self.workspace / f"{WORKER_WORKSPACE_PREFIX}{n}"
-        if not path.is_dir():
-            path.mkdir(parents=True, exist_ok=True)
-            for entry in os.scandir(self.workspace):
-                if entry.is_file(follow_symlinks=False) and not entry.name.startswith(("modelgen-", ".")):
-                    shutil.copy2(entry.path, path / entry.name)
-        return path
+        return fsio.seed_dir(self.workspace / f"{WORKER_WORKSPACE_PREFIX}{n}", self.workspace)
 
     def _replace(self, n: int, worker: _Worker, reason: str, graceful: bool = False) -> None:
         """Take ``worker`` out of slot ``n``; in the background, retire it and start its successor.

@@ -23,7 +23,7 @@ from . import ui
 from .client import Client, InvalidRoute, ModelError, Submission, WaitTimeout
 from .httpfront import RETRY_AFTER_S, Exchange, HttpFront, PoolSpec, Request, Response, error_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import ServerMetrics
+from .metrics import ServerMetrics, label_watchers
 
 log = get_logger(__name__)
 
@@ -204,13 +204,21 @@ class Handler:
         return self._static(path)
 
     def _metrics(self) -> Response:
-        """The server's series, then the watcher's (from its metrics file on the volume)."""
-        own = self.server.metrics.render()
+        """The server's series (with the pending requests counted now), then the watcher's from its metrics file
+        on the volume, or, in shared mode, every live watcher's, labelled with its id."""
+        server = self.server
         try:
-            watcher = fsio.safe_read(self.server.client.layout.metrics_file, MAX_DOCUMENT_BYTES).data.decode()
-        except (OSError, fsio.UnsafeFile, UnicodeDecodeError):
-            watcher = ""
-        return self._send(200, own + watcher.encode(), content_type=METRICS_CONTENT_TYPE)
+            server.metrics.pending.set(server.ui.recent.pending())
+        except OSError:
+            pass  # the watch dir cannot be listed: the last count stands, /readyz says why
+        own = server.metrics.render()
+        layout = server.client.layout
+        live = health.live_watchers(server.settings.watch_dir, server.settings.health_max_age)
+        if live:
+            watchers = label_watchers([(wid, _text(layout.watcher_metrics(wid))) for wid in live])
+        else:
+            watchers = _text(layout.metrics_file).encode()
+        return self._send(200, own + watchers, content_type=METRICS_CONTENT_TYPE)
 
     def _retrieve(self, query: dict[str, list[str]]) -> Response:
         settings = self.server.settings
@@ -296,6 +304,14 @@ class Handler:
         if candidate.is_symlink() or any(p.is_symlink() for p in candidate.parents if p.is_relative_to(root)):
             return None  # no links at all: what is served is exactly what lies in the folder
         return resolved
+
+
+def _text(path: Path) -> str:
+    """A metrics textfile from the volume; empty when missing or unreadable."""
+    try:
+        return fsio.safe_read(path, MAX_DOCUMENT_BYTES).data.decode()
+    except (OSError, fsio.UnsafeFile, UnicodeDecodeError):
+        return ""
 
 
 def serve(settings: ServerSettings) -> int:

@@ -1,15 +1,20 @@
-"""The reference server's Prometheus series, in a registry of its own.
+"""The reference server's Prometheus series, in a registry of its own, and the watchers' beside them.
 
 ``GET /metrics`` serves ``render()`` followed by the watcher's textfile read from the
-volume: the server and the watcher meet on the volume only, never in an import.
+volume: the server and the watcher meet on the volume only, never in an import. In
+shared mode every live watcher has a textfile of its own: ``label_watchers`` merges
+them into one exposition, each series with a ``watcher`` label.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 PREFIX = "modelgen_server"
 
@@ -40,6 +45,12 @@ class ServerMetrics:
         )
         for endpoint in endpoints:
             self.http_request_seconds.labels(endpoint=endpoint)
+        self.pending = Gauge(
+            "modelgen_pending_requests",
+            "Requests on the volume waiting for an outcome: no status yet, published again since their status, or "
+            "a status that is not final (what to scale watchers by).",
+            registry=r,
+        )
 
     def answered(self, endpoint: str, code: int, seconds: float) -> None:
         self.http_requests.labels(endpoint=endpoint, code=str(code)).inc()
@@ -47,3 +58,34 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)
+
+
+class _Merged:
+    """A collector of every watcher's families, each sample labelled with its watcher (one family per name)."""
+
+    def __init__(self, texts: list[tuple[str, str]]) -> None:
+        self._texts = texts
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for watcher, text in self._texts:
+            try:
+                families = list(text_string_to_metric_families(text))
+            except ValueError:
+                continue  # caught mid-write or damaged: that watcher is left out of this scrape
+            for family in families:
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                into.samples.extend(
+                    Sample(s.name, {**s.labels, "watcher": watcher}, s.value, s.timestamp, s.exemplar)
+                    for s in family.samples
+                )
+        yield from merged.values()
+
+
+def label_watchers(texts: list[tuple[str, str]]) -> bytes:
+    """The textfiles of several watchers, ``(watcher id, text)``, as one exposition with a ``watcher`` label."""
+    registry = CollectorRegistry()
+    registry.register(_Merged(texts))
+    return prometheus_client.generate_latest(registry)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from . import fsio
 from .names import MAX_DOCUMENT_BYTES
-from .schemas import Health, Status
+from .schemas import Health, Status, WatcherHealth
 
 
 def read_status(path: Path) -> tuple[Status, int] | None:
@@ -28,5 +28,13 @@ def read_health(path: Path) -> Health | None:
     """The heartbeat document at ``path``; None when missing, unsafe or invalid."""
     try:
         return Health.model_validate_json(fsio.safe_read(path, MAX_DOCUMENT_BYTES).data)
+    except (OSError, fsio.UnsafeFile, ValidationError, RecursionError):
+        return None
+
+
+def read_watcher_health(path: Path) -> WatcherHealth | None:
+    """A shared-mode watcher's heartbeat at ``path``; None when missing, unsafe or invalid."""
+    try:
+        return WatcherHealth.model_validate_json(fsio.safe_read(path, MAX_DOCUMENT_BYTES).data)
     except (OSError, fsio.UnsafeFile, ValidationError, RecursionError):
         return None

@@ -12,7 +12,9 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -78,6 +80,7 @@ def atomic_write(
     durable: bool = True,
     sync_dir: bool = True,
     temp_dir: Path | None = None,
+    before_replace: Callable[[], None] | None = None,
 ) -> None:
     """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never a part.
 
@@ -96,19 +99,25 @@ def atomic_write(
     another file system (a mount over it), the rename fails with EXDEV and the write is
     redone beside ``path``: a rename across file systems would not be atomic. So it is
     where ``temp_dir`` is missing (removed by hand while the watcher runs).
+
+    ``before_replace`` is called when the temp file is complete, just before the rename:
+    whatever it raises cancels the write (the temp file is removed). Shared mode fences
+    its publications there (``claims.Claims.fence``), as close to the rename as it gets.
     """
     if temp_dir is not None:
         try:
             tmp = temp_dir / temp_name(temp_prefix, path.name)
-            _write_and_rename(path, data, tmp, durable, sync_dir)
+            _write_and_rename(path, data, tmp, durable, sync_dir, before_replace)
             return
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.ENOENT):
                 raise
-    _write_and_rename(path, data, path.parent / temp_name(temp_prefix, path.name), durable, sync_dir)
+    _write_and_rename(path, data, path.parent / temp_name(temp_prefix, path.name), durable, sync_dir, before_replace)
 
 
-def _write_and_rename(path: Path, data: bytes, tmp: Path, durable: bool, sync_dir: bool) -> None:
+def _write_and_rename(
+    path: Path, data: bytes, tmp: Path, durable: bool, sync_dir: bool, before_replace: Callable[[], None] | None
+) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
     try:
         try:
@@ -117,6 +126,8 @@ def _write_and_rename(path: Path, data: bytes, tmp: Path, durable: bool, sync_di
                 os.fsync(fd)
         finally:
             os.close(fd)
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         _unlink_missing_ok(tmp)
@@ -139,6 +150,72 @@ def write_new(path: Path, data: bytes) -> None:
         _unlink_missing_ok(path)
         raise
     os.close(fd)
+
+
+_EXCL_TEMP_PREFIX = "excl-"
+"""Temp files of ``create_exclusive`` in their temp dir."""
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS})
+"""What ``link`` answers where a file system (or a temp dir on another one) has no hard links for us."""
+
+
+def create_exclusive(path: Path, data: bytes, temp_dir: Path) -> bool:
+    """Create ``path`` holding ``data`` unless a file of that name exists; True when this call created it.
+
+    Exactly one of any number of callers racing for one name wins, on one machine or
+    many: the complete file is written in ``temp_dir`` (same file system) and linked to
+    ``path``, an operation NFS v3 and v4 servers perform atomically, so a reader never
+    sees the file empty or half written. NFS may answer EEXIST to a link that succeeded
+    (a retransmitted request); the temp file's link count tells (open(2)'s recipe for
+    lock files on NFS). Where hard links are not available, ``O_CREAT | O_EXCL`` decides
+    instead, and the data is written after the create.
+    """
+    tmp = temp_dir / f"{_EXCL_TEMP_PREFIX}{unique_token()}"
+    try:
+        write_new(tmp, data)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.EXDEV):
+            raise
+        return _create_excl(path, data)  # no temp dir (removed by hand): the create decides
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return os.stat(tmp).st_nlink == 2
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        return _create_excl(path, data)
+    finally:
+        _unlink_missing_ok(tmp)
+
+
+def _create_excl(path: Path, data: bytes) -> bool:
+    try:
+        write_new(path, data)
+    except FileExistsError:
+        return False
+    return True
+
+
+def seed_dir(path: Path, source: Path) -> Path:
+    """``path``, created if missing; when this call creates it, seeded with copies of ``source``'s files.
+
+    For workspaces: a model may rewrite its caches in place, and two processes rewriting
+    one file race, so each warm worker (and each shared watcher) gets a copy of the files
+    of the workspace it comes from. Dot-files and the watcher's own (``modelgen-``) are
+    not copied, nor are directories; a ``source`` that is missing seeds nothing.
+    """
+    if path.is_dir():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        entries = list(os.scandir(source))
+    except FileNotFoundError:
+        return path
+    for entry in entries:
+        if entry.is_file(follow_symlinks=False) and not entry.name.startswith(("modelgen-", ".")):
+            shutil.copy2(entry.path, path / entry.name)
+    return path
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -180,9 +257,11 @@ def atomic_write_json(
     durable: bool = True,
     sync_dir: bool = True,
     temp_dir: Path | None = None,
+    before_replace: Callable[[], None] | None = None,
 ) -> None:
     atomic_write(
-        path, dump_json(obj), temp_prefix=temp_prefix, durable=durable, sync_dir=sync_dir, temp_dir=temp_dir
+        path, dump_json(obj), temp_prefix=temp_prefix, durable=durable, sync_dir=sync_dir, temp_dir=temp_dir,
+        before_replace=before_replace,
     )
 
 

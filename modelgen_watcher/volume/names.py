@@ -7,6 +7,7 @@ about what `gps_scored_route.<key>.status.json` belongs to.
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +43,12 @@ WORKSPACE_DIR = "workspace"
 TMP_DIR = "tmp"
 INFLIGHT_DIR = "inflight"
 RUN_DIR = "run"
+WATCHERS_DIR = "watchers"
+"""Shared mode: each watcher's heartbeat (``<id>.json``), metrics (``<id>.prom``) and private area (``<id>/``)."""
+CLAIMS_DIR = "claims"
+"""Shared mode: who serves which request (``volume/claims.py``)."""
+CLOCK_FILE = "clock"
+"""Shared mode: the file a watcher touches to read the volume's clock (``claims.VolumeClock``)."""
 MODEL_OUTPUT_PREFIX = "modelgen-out-"
 WORKER_WORKSPACE_PREFIX = "w"
 """A warm worker's own workspace is ``<workspace>/w<n>`` (``runners.warm``)."""
@@ -51,6 +58,23 @@ def worker_workspace_slot(name: str) -> int | None:
     """The worker slot whose workspace a directory of this name under the workspace is, else None."""
     digits = name[len(WORKER_WORKSPACE_PREFIX):] if name.startswith(WORKER_WORKSPACE_PREFIX) else ""
     return int(digits) if digits.isdigit() and digits.isascii() else None
+
+WATCHER_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_WATCHER_ID_RE = re.compile(WATCHER_ID_PATTERN)
+_WATCHER_ID_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def watcher_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a watcher (it names files and a directory under ``.modelgen/watchers/``)."""
+    return None if _WATCHER_ID_RE.fullmatch(value) else f"must match {WATCHER_ID_PATTERN}, got {value!r}"
+
+
+def default_watcher_id(hostname: str | None = None) -> str:
+    """The host name made a valid watcher id: other characters become ``-``, leading ones that cannot start an
+    id are dropped, at most 64 kept. A pod's host name is its name, a container's its id: one per watcher."""
+    name = socket.gethostname() if hostname is None else hostname
+    cleaned = _WATCHER_ID_BAD.sub("-", name).lstrip("-_.")[:64]
+    return cleaned or "watcher"
 
 
 def is_valid_key(key: str) -> bool:
@@ -193,22 +217,48 @@ class Names:
 
 @dataclass(frozen=True)
 class Layout:
-    """Paths of one watch dir: the public files and the watcher's private area."""
+    """Paths of one watch dir: the public files and the watcher's private area.
+
+    ``watcher`` is None for the lone watcher, whose private area is ``.modelgen`` itself. In shared mode
+    it is the watcher's id: its heartbeat and metrics are ``.modelgen/watchers/<id>.json`` and ``.prom``,
+    and its temp files, run records, workspace and clock are under ``.modelgen/watchers/<id>/``, so no
+    watcher ever cleans up, or writes over, another's.
+    """
 
     root: Path
     names: Names
+    watcher: str | None = None
 
     @property
     def state_dir(self) -> Path:
         return self.root / STATE_DIR
 
     @property
+    def watchers_dir(self) -> Path:
+        return self.state_dir / WATCHERS_DIR
+
+    @property
+    def claims_dir(self) -> Path:
+        return self.state_dir / CLAIMS_DIR
+
+    @property
+    def private_dir(self) -> Path:
+        """This watcher's own area: ``.modelgen``, or ``.modelgen/watchers/<id>`` in shared mode."""
+        return self.state_dir if self.watcher is None else self.watchers_dir / self.watcher
+
+    def watcher_health(self, watcher: str) -> Path:
+        return self.watchers_dir / f"{watcher}.json"
+
+    def watcher_metrics(self, watcher: str) -> Path:
+        return self.watchers_dir / f"{watcher}.prom"
+
+    @property
     def health_file(self) -> Path:
-        return self.state_dir / HEALTH_FILE
+        return self.state_dir / HEALTH_FILE if self.watcher is None else self.watcher_health(self.watcher)
 
     @property
     def metrics_file(self) -> Path:
-        return self.state_dir / METRICS_FILE
+        return self.state_dir / METRICS_FILE if self.watcher is None else self.watcher_metrics(self.watcher)
 
     @property
     def lock_file(self) -> Path:
@@ -216,20 +266,31 @@ class Layout:
 
     @property
     def workspace(self) -> Path:
+        """The model's workspace; in shared mode the watcher's own, seeded from ``shared_workspace``."""
+        return self.private_dir / WORKSPACE_DIR
+
+    @property
+    def shared_workspace(self) -> Path:
+        """``.modelgen/workspace``: the lone watcher's workspace, and what shared watchers seed theirs from."""
         return self.state_dir / WORKSPACE_DIR
 
     @property
     def tmp_dir(self) -> Path:
-        return self.state_dir / TMP_DIR
+        return self.private_dir / TMP_DIR
 
     @property
     def inflight_dir(self) -> Path:
+        """The lone watcher's in-flight markers (shared watchers count interruptions in their claims)."""
         return self.state_dir / INFLIGHT_DIR
 
     @property
     def run_dir(self) -> Path:
         """Records of the models running now, so a daemon started after a ``kill -9`` can stop them."""
-        return self.state_dir / RUN_DIR
+        return self.private_dir / RUN_DIR
+
+    @property
+    def clock_file(self) -> Path:
+        return self.private_dir / CLOCK_FILE
 
     def input(self, key: str | None) -> Path:
         return self.root / self.names.input(key)

@@ -16,10 +16,16 @@ could hide a second change in the same tick. One scan runs at a time, and caller
 An input rewritten in place (not by rename) does not change the directory: it shows
 when its status does. A request published again is sorted by its status's time, so an
 old one republished may stay below the newest ``limit`` until the watcher picks it up.
+
+``pending()`` counts the requests still waiting for an outcome (for the server's
+``modelgen_pending_requests``, what an autoscaler scales watchers by): from its first
+call on, each scan also ``lstat``s every input and reads every status whose file
+changed since it was last read (a status's state is kept per request, a few bytes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 import stat
@@ -31,7 +37,8 @@ from typing import Any
 from .dirtimes import DirTimes
 from .documents import read_status
 from .names import Layout
-from .schemas import Status
+from .retry import is_transient
+from .schemas import State, Status
 
 DEFAULT_LIMIT = 100
 MIN_INTERVAL_S = 0.5
@@ -77,6 +84,8 @@ class Snapshot:
     total: int
     scanned_at: float
     """``time.monotonic()`` of the scan it comes from."""
+    pending: int | None = None
+    """Requests waiting for an outcome (see ``RecentRequests.pending``); None until that is asked for."""
 
 
 @dataclass
@@ -106,9 +115,23 @@ class RecentRequests:
     _last: Snapshot | None = field(default=None, repr=False)
     _times: DirTimes = field(init=False, repr=False)
     _statuses: dict[str | None, _Cached] = field(default_factory=dict, repr=False)
+    _counting: bool = field(default=False, repr=False)
+    _final: dict[str | None, tuple[tuple[int, int, int], bool]] = field(default_factory=dict, repr=False)
+    """Once ``pending`` is asked: each status's identity when read, and whether it was final."""
 
     def __post_init__(self) -> None:
         self._times = DirTimes(self.layout.root, self.racy_s)
+
+    def pending(self) -> int:
+        """Requests waiting for an outcome: an input with no status yet, one published again since its status, or
+        one whose status is not final (``running``, a retried ``io_error``, unreadable). Counted at every scan
+        from the first call on; OSError when the watch dir cannot be listed."""
+        with self._lock:
+            if not self._counting:
+                self._counting = True
+                self._last = None  # the next read scans, counting
+        snap = self.read()
+        return snap.pending or 0
 
     def read(self) -> Snapshot:
         """The newest requests; OSError when the watch dir cannot be listed."""
@@ -118,7 +141,7 @@ class RecentRequests:
             if last is not None and now - last.scanned_at < self.min_interval:
                 return last
             if last is not None and self._times.unchanged():
-                last = self._last = Snapshot(last.entries, last.total, now)
+                last = self._last = dataclasses.replace(last, scanned_at=now)
                 return last
             with self._times.listing():
                 snap = self._scan(now)
@@ -144,7 +167,32 @@ class RecentRequests:
             entries.append(self._entry(key, found, keep))
         self._statuses = keep  # only the shown statuses stay cached: memory stays at `limit` documents
         entries.sort(key=lambda e: e.updated_ns, reverse=True)
-        return Snapshot(entries, len(files), now)
+        return Snapshot(entries, len(files), now, self._count_pending(statuses, inputs) if self._counting else None)
+
+    def _count_pending(
+        self, statuses: dict[str | None, os.stat_result], inputs: dict[str | None, os.DirEntry[str]]
+    ) -> int:
+        pending = 0
+        final: dict[str | None, tuple[tuple[int, int, int], bool]] = {}
+        for key, dirent in inputs.items():
+            st = statuses.get(key)
+            if st is None:
+                pending += 1
+                continue
+            ident = (st.st_ino, st.st_mtime_ns, st.st_size)
+            known = self._final.get(key)
+            if known is None or known[0] != ident:
+                read = read_status(self.layout.status(key))
+                known = (ident, read is not None and _final(read[0]))
+            final[key] = known
+            if not known[1]:
+                pending += 1
+                continue
+            found = _stat(dirent)
+            if found is not None and found.st_mtime_ns > st.st_mtime_ns:  # published again since
+                pending += 1
+        self._final = final
+        return pending
 
     def _list(self) -> tuple[dict[str | None, os.stat_result], dict[str | None, os.DirEntry[str]]]:
         """Every status, stat-ed, and every input, not yet: most inputs have a status that says more."""
@@ -181,6 +229,13 @@ class RecentRequests:
         if cached.status is None:
             return Entry(key, "unreadable", updated, newer)
         return Entry(key, cached.status.state.value, updated, newer, cached.status)
+
+
+def _final(status: Status) -> bool:
+    """An outcome the watcher will not change by itself: ``ok``, or an error that is not retried."""
+    if status.state is State.ok:
+        return True
+    return status.state is State.error and status.error is not None and not is_transient(status.error.kind)
 
 
 def _stat(dirent: os.DirEntry[str]) -> os.stat_result | None:

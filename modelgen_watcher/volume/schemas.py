@@ -33,6 +33,7 @@ __all__ = [
     "State",
     "Status",
     "ValidationError",
+    "WatcherHealth",
     "format_validation_error",
     "utc_now_iso",
 ]
@@ -177,3 +178,11 @@ class Health(BaseModel):
     ready: bool
     reason: str | None = None
     """Why the watcher is not ready (the volume refuses writes...), when it says so."""
+
+
+class WatcherHealth(Health):
+    """A shared-mode watcher's heartbeat (``.modelgen/watchers/<id>.json``): the lone watcher's, plus who wrote it."""
+
+    watcher_id: str
+    hostname: str
+    shared: Literal[True] = True

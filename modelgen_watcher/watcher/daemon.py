@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import runners
@@ -16,12 +18,13 @@ from ..logs import get_logger
 from ..runners import ModelRunner
 from ..settings import WatcherSettings
 from ..volume import fsio
+from ..volume.claims import Claims, Taken, VolumeClock
 from ..volume.events import EventSource, ObserverKind
 from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request, worker_workspace_slot
 from ..volume.retry import ONCE_ATTEMPTS
 from ..volume.scan import RESCAN, InputScanner, Signature
-from ..volume.schemas import Health, utc_now_iso
-from . import inflight, retention
+from ..volume.schemas import Health, WatcherHealth, utc_now_iso
+from . import inflight, peers, retention
 from .lock import AlreadyRunning, WatchDirLock
 from .metrics import WatcherMetrics
 from .outcomes import Outcome
@@ -44,6 +47,12 @@ REFUSED_LOGGED_PER_HEARTBEAT = 10
 INTERRUPTED_LAST = 0.5
 """Extra delay at start for requests that were in flight when the watcher last stopped: the
 others are served first, so a request that stops the watcher cannot hold them all back."""
+SHARED_TEMP_AGE = 3600.0
+"""Shared mode: a top-level ``.modelgen-*`` temp file is another watcher's until it is this old (seconds, on the
+volume's clock); then it is a dead one's, and removed at start."""
+RETENTION_CLAIM = ".retention"
+"""Shared mode: the claim whose holder sweeps (``.modelgen/claims/.retention.<generation>``); no input starts
+with a dot, so it names none."""
 
 _IDLE = "idle"
 """The lifecycle reason ``--once`` ends with when everything pending is done."""
@@ -77,10 +86,23 @@ class Daemon:
 
     def __init__(self, settings: WatcherSettings) -> None:
         self.settings = settings
-        self.layout = Layout(settings.watch_dir.resolve(), settings.names)
-        self.metrics = WatcherMetrics()
+        self.shared = settings.shared
+        self.watcher_id = settings.effective_watcher_id if settings.shared else None
+        self.layout = Layout(settings.watch_dir.resolve(), settings.names, self.watcher_id)
+        self.metrics = WatcherMetrics(shared=settings.shared)
         self.readiness = Readiness()
         self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics, self.readiness)
+        self.clock: VolumeClock | None = None
+        self.claims: Claims | None = None
+        self._now: Callable[[], float] = time.time
+        """"Now" for comparisons with file times: the volume's clock in shared mode."""
+        if self.watcher_id is not None:
+            self.clock = VolumeClock(self.layout.clock_file)
+            self.claims = Claims(self.layout.claims_dir, self.layout.tmp_dir, self.watcher_id,
+                                 settings.claim_lease, self.clock)
+            self.pipeline.claims = self.claims
+            self.pipeline.now = self._now = self.clock.now
+        self._hostname = socket.gethostname()
         self.scheduler = Scheduler(
             self.pipeline.process,
             workers=settings.workers + self.runner.overlap,
@@ -88,7 +110,7 @@ class Daemon:
             max_attempts=ONCE_ATTEMPTS if settings.once else None,
         )
         self.events: EventSource | None = None
-        self.lock = WatchDirLock(self.layout)
+        self.lock = WatchDirLock(self.layout, shared=settings.shared)
         self._stop = threading.Event()
         self._scanner = InputScanner(self.layout.root, self.layout.names, RESCAN)
         self._refused: OrderedDict[str, None] = OrderedDict()
@@ -114,10 +136,20 @@ class Daemon:
         root.mkdir(parents=True, exist_ok=True)
         fsio.ensure_private_dir(self.layout.state_dir)
         self.lock.acquire()
-        self.pipeline.life_started_ns = self.lock.started_ns
-        self.pipeline.prepare()
+        if self.clock is not None:
+            assert self.watcher_id is not None
+            self.pipeline.prepare()  # the private area first: the volume's clock is read from a file in it
+            now_ns = self.pipeline.life_started_ns = self.clock.sync()
+            peers.check_shared(self.layout, watcher=self.watcher_id, hostname=self._hostname, pid=os.getpid(),
+                               now_ns=now_ns, lease=self.settings.claim_lease)
+        else:
+            self.pipeline.life_started_ns = self.lock.started_ns
+            peers.check_lone(self.layout, now_ns=self.lock.started_ns)
+            self.pipeline.prepare()
         self.runner.start(self.layout.run_dir)  # models a killed daemon left running
         self._clean_stale()
+        if self.shared:
+            return  # interruptions are counted in the claims: a takeover of a dead watcher's is one
         for req in inflight.count_interruptions(self.layout):
             self._interrupted.add(req.name)
             log.warning("request.interrupted_before", file=req.name, input_sha256=req.input_sha256,
@@ -128,29 +160,37 @@ class Daemon:
         """Temp files of an earlier run can only be leftovers of a crash: remove them.
 
         Only files are removed, never followed: the private directories were checked to
-        be real ones of ours, and a symlink found here is unlinked, not its target.
+        be real ones of ours, and a symlink found here is unlinked, not its target. In
+        shared mode the watcher's own area is its alone; the temp files in the watch dir
+        and ``.modelgen`` may be another live watcher's, so only those an hour old go.
         """
-        stale_prefixes = [
-            (self.layout.root, WATCHER_TEMP_PREFIX),
-            (self.layout.state_dir, WATCHER_TEMP_PREFIX),
-            (self.layout.tmp_dir, ""),  # every snapshot
-            (self.layout.workspace, MODEL_OUTPUT_PREFIX),
-            (self.layout.inflight_dir, WATCHER_TEMP_PREFIX),
+        layout = self.layout
+        shared_age = SHARED_TEMP_AGE if self.shared else None
+        stale_prefixes: list[tuple[Path, str, float | None]] = [
+            (layout.root, WATCHER_TEMP_PREFIX, shared_age),
+            (layout.state_dir, WATCHER_TEMP_PREFIX, shared_age),
+            (layout.tmp_dir, "", None),  # every snapshot
+            (layout.workspace, MODEL_OUTPUT_PREFIX, None),
         ]
-        with os.scandir(self.layout.workspace) as entries:  # warm workers' own workspaces: their outputs too
+        if not self.shared:
+            stale_prefixes.append((layout.inflight_dir, WATCHER_TEMP_PREFIX, None))
+        with os.scandir(layout.workspace) as entries:  # warm workers' own workspaces: their outputs too
             stale_prefixes += [
-                (Path(e.path), MODEL_OUTPUT_PREFIX)
+                (Path(e.path), MODEL_OUTPUT_PREFIX, None)
                 for e in entries
                 if worker_workspace_slot(e.name) is not None and e.is_dir(follow_symlinks=False)
             ]
+        now = self._now()
         removed = 0
-        for directory, prefix in stale_prefixes:
+        for directory, prefix, min_age in stale_prefixes:
             for entry in os.scandir(directory):
                 if not entry.name.startswith(prefix):
                     continue
+                if min_age is not None and not _older(entry, now, min_age):
+                    continue
                 if not entry.is_dir(follow_symlinks=False):
                     removed += fsio.remove_quietly(Path(entry.path))
-                elif directory != self.layout.root:  # a model left a directory as its output: ours to remove
+                elif directory != layout.root:  # a model left a directory as its output: ours to remove
                     shutil.rmtree(entry.path, ignore_errors=True)
                     removed += 1
         if removed:
@@ -212,7 +252,7 @@ class Daemon:
         scan = self._scanner.scan(everything=everything, hint=evented)
         for rejected in scan.rejected:
             self._refuse(rejected)
-        settled_before = time.time() - MISSED_EVENT_AGE
+        settled_before = self._now() - MISSED_EVENT_AGE
         for change in scan.changed:
             # New content no event told us about, old enough that its event cannot still be in flight.
             unreported = change.name not in evented and _content_changed(change.old, change.new)
@@ -238,13 +278,38 @@ class Daemon:
             log.warning("events.missed", inputs=missed, observer=self.events.kind if self.events else None)
 
     def _expire(self) -> None:
-        """Retention's sweep, when it is due (see ``retention.sweep_interval``)."""
+        """Retention's sweep, when it is due (see ``retention.sweep_interval``).
+
+        In shared mode one watcher sweeps at a time, the one that holds the retention
+        claim, whose lease is the sweep interval: it is left in place after the sweep, so
+        its time says when the next sweep is due, whichever watcher makes it.
+        """
         if not self.settings.retention or time.monotonic() < self._next_sweep:
             return
-        self._next_sweep = time.monotonic() + retention.sweep_interval(
-            self.settings.retention, self.settings.rescan_interval
-        )
-        expired = retention.expire(self.layout, self.settings.retention, self.scheduler.busy)
+        interval = retention.sweep_interval(self.settings.retention, self.settings.rescan_interval)
+        self._next_sweep = time.monotonic() + interval
+        if self.claims is None:
+            self._sweep(self.scheduler.busy)
+            return
+        claims = self.claims
+        got = claims.acquire(RETENTION_CLAIM, lease=interval)
+        if isinstance(got, Taken):  # another watcher swept within the interval: due when its claim ends
+            self._next_sweep = time.monotonic() + got.retry_after
+            return
+        try:
+            claimed = claims.live_names()
+            names = self.layout.names
+            self._sweep(lambda req: self.scheduler.busy(req) or names.input(req.key) in claimed)
+            claims.prune(lambda name: not os.path.lexists(self.layout.root / name))
+            gone = retention.forget_watchers(self.layout, self._now())
+            if gone:
+                log.info("retention.watchers_forgotten", watchers=gone,
+                         reason=f"no heartbeat for {retention.DEAD_WATCHER_AGE / 3600:g} hours")
+        finally:
+            claims.keep(got)
+
+    def _sweep(self, busy: Callable[[Request], bool]) -> None:
+        expired = retention.expire(self.layout, self.settings.retention, busy, now=self._now())
         if expired:
             self.metrics.retention_removed.inc(len(expired))
             log.info("retention.removed", keys=len(expired), max_age_s=self.settings.retention)
@@ -268,9 +333,12 @@ class Daemon:
             ready=ready and reason is None,
             reason=reason,
         )
+        if self.watcher_id is not None:
+            health = WatcherHealth(**health.model_dump(), watcher_id=self.watcher_id, hostname=self._hostname)
         data = fsio.dump_json(health.model_dump())
         try:
-            fsio.atomic_write(self.layout.health_file, data, temp_prefix=WATCHER_TEMP_PREFIX, durable=False)
+            fsio.atomic_write(self.layout.health_file, data, temp_prefix=WATCHER_TEMP_PREFIX, durable=False,
+                              temp_dir=self._heartbeat_temps)
         except OSError as exc:
             # No room for a temp file: say "not ready" in place, or readers would trust the
             # last heartbeat until it ages out. A torn read of it is red as well.
@@ -289,7 +357,14 @@ class Daemon:
         m.native_observer.set(1 if observer == "native" else 0)
         m.ready.set(0 if self.readiness.reason() else 1)
         m.heartbeat.set(round(time.time(), 3))
-        fsio.atomic_write(self.layout.metrics_file, m.render(), temp_prefix=WATCHER_TEMP_PREFIX, durable=False)
+        fsio.atomic_write(self.layout.metrics_file, m.render(), temp_prefix=WATCHER_TEMP_PREFIX, durable=False,
+                          temp_dir=self._heartbeat_temps)
+
+    @property
+    def _heartbeat_temps(self) -> Path | None:
+        """Where the heartbeat's temp files go: beside them for the lone watcher, in its own area in shared mode
+        (``.modelgen/watchers/`` holds every watcher's files; none may leave temps there for others to find)."""
+        return self.layout.tmp_dir if self.shared else None
 
     def _still_ours(self) -> str | None:
         """Why this daemon must stop serving the watch dir (it was replaced, or is another's now), or None.
@@ -349,8 +424,9 @@ class Daemon:
                 return
 
     def _tick(self, next_rescan: float) -> float:
-        """One heartbeat: liveness, ownership, chores, heartbeat file; returns when the next rescan is due."""
+        """One heartbeat: claims, liveness, ownership, chores, heartbeat file; returns when the next rescan is due."""
         assert self.events is not None
+        self._renew()
         if not (self.scheduler.is_alive() and self.events.is_alive()):
             log.error("daemon.unhealthy", reason="the scheduler or the observer stopped; exiting to be restarted")
             self._exit(1, "a part of the daemon stopped")
@@ -371,6 +447,27 @@ class Daemon:
         self._log_quiet_refusals()
         self._heartbeat()
         return next_rescan
+
+    def _renewals(self) -> None:
+        """``--once`` in shared mode: the claims renewed at the heartbeat's pace until the run ends."""
+        while not self._stop.wait(self.settings.heartbeat_interval):
+            self._renew()
+
+    def _renew(self) -> None:
+        """Shared mode, first at every heartbeat: read the volume's clock and renew every claim held.
+
+        A claim found taken over has its run cancelled (``Held.mark_lost``); the request
+        logs ``claim.lost`` when it ends. A volume that refuses the renewal makes the
+        watcher unready: its claims will expire, and other watchers take its requests.
+        """
+        if self.claims is None or self.clock is None:
+            return
+        try:
+            self.clock.sync()
+            for held in self.claims.renew():
+                log.debug("claim.renewal_found_lost", claim=held.name, generation=held.generation)
+        except OSError as exc:
+            self.readiness.fail(VOLUME, f"claims cannot be renewed: {exc}")
 
     def _heartbeat(self) -> None:
         """Write the heartbeat; a failure is a readiness problem (logged once by _write_health), never a crash."""
@@ -397,8 +494,12 @@ class Daemon:
         self.scheduler.start()
         if self.settings.once:
             return self._run_once()
+        mode = self.settings.observer_mode
+        if mode != self.settings.observer:
+            log.info("observer.shared_polling", observer=mode, poll_interval=self.settings.poll_interval,
+                     reason="shared mode: other machines' writes raise no file events here")
         self.events = EventSource(
-            self.layout.root, self.on_name, mode=self.settings.observer, poll_interval=self.settings.poll_interval,
+            self.layout.root, self.on_name, mode=mode, poll_interval=self.settings.poll_interval,
             names=self.layout.names,
         )
         observer = self.events.start()
@@ -411,6 +512,8 @@ class Daemon:
             workers=self.settings.workers,
             model=self.settings.model_label,
             pending=pending,
+            **({"shared": True, "watcher_id": self.watcher_id, "claim_lease_s": self.settings.claim_lease}
+               if self.shared else {}),
         )
         self._ticker_thread = threading.Thread(target=self._ticker, name="ticker", daemon=True)
         self._ticker_thread.start()
@@ -422,6 +525,9 @@ class Daemon:
         pending = self.rescan(everything=True)
         log.info("once.start", watch_dir=str(self.layout.root), pending=pending)
         threading.Thread(target=self._stop_when_idle, name="once", daemon=True).start()
+        if self.claims is not None:  # no heartbeat with --once, but the claims still need renewing
+            self._ticker_thread = threading.Thread(target=self._renewals, name="renewals", daemon=True)
+            self._ticker_thread.start()
         reason = self._life.wait()
         interrupted = reason != _IDLE
         self._shutdown(reason)
@@ -473,3 +579,11 @@ class Daemon:
                 pass
         self.lock.release()
         log.info("daemon.stopped", seconds=round(time.monotonic() - t0, 3))
+
+
+def _older(entry: os.DirEntry[str], now: float, age: float) -> bool:
+    """``entry`` was last modified more than ``age`` seconds before ``now`` (gone: False)."""
+    try:
+        return now - entry.stat(follow_symlinks=False).st_mtime > age
+    except FileNotFoundError:
+        return False

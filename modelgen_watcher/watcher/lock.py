@@ -11,16 +11,29 @@ taken again.
 
 The lock file's mtime, written at start, is also the daemon's start time on the
 volume's own clock (see ``retry.judge``).
+
+Shared-mode watchers (``--shared``) take the same lock shared (``LOCK_SH``): any number
+of them at once, and none beside a lone watcher on the same kernel (containers of one
+machine sharing a volume included). They write nothing into it. Across machines an
+``flock`` proves nothing, so there only shared mode is safe; a watcher of each mode is
+caught at start by the other's fresh heartbeat instead (``daemon``).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
 from typing import IO
 
+from ..logs import get_logger
 from ..volume.names import Layout
+
+log = get_logger(__name__)
+
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+"""What ``flock`` answers on a file system that has no locks (an NFS mount without a lock manager)."""
 
 
 class AlreadyRunning(Exception):
@@ -34,8 +47,9 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
 class WatchDirLock:
     """The lock of one watch dir, held for the daemon's life."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, shared: bool = False) -> None:
         self._layout = layout
+        self._shared = shared
         self._fh: IO[str] | None = None
         self._root_id: tuple[int, int] | None = None
         self.started_ns = 0
@@ -56,11 +70,19 @@ class WatchDirLock:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         fh = os.fdopen(fd, "r", errors="replace")
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB if self._shared else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            holder = fh.read().strip() or "unknown"
-            fh.close()
-            raise AlreadyRunning(f"another modelgen-watcher (pid {holder}) is serving {self._layout.root}") from exc
+            raise AlreadyRunning(self._held_by(fh)) from exc
+        except OSError as exc:
+            if not (self._shared and exc.errno in _NO_LOCKS):
+                fh.close()
+                raise
+            # An NFS mount without a lock manager: shared mode does not need the lock (claims decide), it only
+            # keeps a lone watcher of this kernel away, and the heartbeats do that across machines anyway.
+            log.warning("lock.unavailable", lock=str(path), error=str(exc),
+                        consequence="a lone watcher on this machine is kept away by the heartbeats only")
+        if self._shared:
+            return fh
         try:
             with open(path, "w") as pid_file:
                 pid_file.write(str(os.getpid()))
@@ -68,6 +90,23 @@ class WatchDirLock:
             fh.close()
             raise
         return fh
+
+    def _held_by(self, fh: IO[str]) -> str:
+        """Who holds the lock we could not take, in words; closes ``fh``."""
+        root = self._layout.root
+        try:
+            if self._shared:
+                holder = fh.read().strip() or "unknown"
+                return (f"a modelgen-watcher not in shared mode (pid {holder}) is serving {root}; "
+                        "stop it, or run every watcher of this volume with --shared")
+            try:  # shared holders let us share: they are shared-mode watchers
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = fh.read().strip() or "unknown"
+                return f"another modelgen-watcher (pid {holder}) is serving {root}"
+            return f"shared-mode watchers (--shared) are serving {root}; run this one with --shared too"
+        finally:
+            fh.close()
 
     def check_dir(self) -> str | None:
         """None while the watch dir's path still names the directory this daemon locked."""

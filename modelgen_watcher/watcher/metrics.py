@@ -27,6 +27,10 @@ PREFIX = "modelgen"
 SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 """Upper bounds for model runs and requests: 10 ms (the embedded model) to 10 minutes (a slow one)."""
 
+CLAIM_RESULTS = ("won", "takeover", "taken", "lost")
+"""``modelgen_claims_total``'s results: a free request claimed, a dead watcher's taken over, found taken by a live
+watcher, lost to another's takeover while served."""
+
 FINAL_OUTCOMES = frozenset({"ok", "error", "transient"})
 """Outcomes that end with a final status written (or attempted): the requests ``request_seconds`` times.
 Skipped, deferred, gone and cancelled requests take no time worth a bucket."""
@@ -90,14 +94,17 @@ class TrackedHistogram:
 class WatcherMetrics:
     """Every series of the watcher, registered in its own ``CollectorRegistry`` (never the global one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: bool = False) -> None:
+        """``shared``: shared mode's series too (claims); the lone watcher's file does not carry them."""
         r = self.registry = CollectorRegistry()
         self._changes = changes = _Changes()
         self._rendered: tuple[int, bytes] | None = None
         """The change count at the last rendering of ``registry``, and what it rendered."""
 
-        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> TrackedCounter:
-            return TrackedCounter(Counter(name, doc, labels, registry=r), changes)
+        def counter(
+            name: str, doc: str, labels: tuple[str, ...] = (), registry: CollectorRegistry = r
+        ) -> TrackedCounter:
+            return TrackedCounter(Counter(name, doc, labels, registry=registry), changes)
 
         def gauge(name: str, doc: str) -> TrackedGauge:
             return TrackedGauge(Gauge(name, doc, registry=r), changes)
@@ -134,6 +141,13 @@ class WatcherMetrics:
             "1 while the watcher can make progress, 0 while it cannot (e.g. the volume refuses writes).",
         )
         self.native_observer = gauge(f"{PREFIX}_native_observer", "1 when native file events are used, 0 when polling.")
+        self.claims = counter(
+            f"{PREFIX}_claims_total",
+            "Shared mode: claims on requests, by result (won, takeover of a dead watcher's, taken by a live one, "
+            "lost to a takeover).",
+            ("result",),
+            registry=r if shared else CollectorRegistry(),  # counted either way, rendered in shared mode only
+        )
         self._beat_registry = CollectorRegistry()
         self.heartbeat = Gauge(
             f"{PREFIX}_heartbeat_timestamp_seconds", "Unix time of the last heartbeat.", registry=self._beat_registry
@@ -144,6 +158,8 @@ class WatcherMetrics:
             self.requests.labels(outcome=outcome.value)
         for kind in ErrorKind:
             self.errors.labels(kind=kind.value)
+        for result in CLAIM_RESULTS:
+            self.claims.labels(result=result)
 
     def request_done(self, outcome: Outcome, seconds: float) -> None:
         """One request's processing ended (the pipeline calls this once per ``process``)."""

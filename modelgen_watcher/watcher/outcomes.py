@@ -27,6 +27,10 @@ class Outcome(str, Enum):
     cancelled = "cancelled"
     """Shutdown interrupted the model; the ``running`` status makes the next start redo it."""
     gone = "gone"
+    claimed = "claimed"
+    """Shared mode: another live watcher holds the request's claim; looked at again once its lease could end."""
+    lost = "lost"
+    """Shared mode: another watcher took the request over while this one served it; nothing was published."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,6 @@ class Processed:
 
     outcome: Outcome
     retry_after: float | None = None
-    """For ``deferred``: seconds until the input is read again."""
+    """For ``deferred``, ``claimed`` and ``lost``: seconds until the input is read again."""
     error: ErrorInfo | None = None
     """For ``error`` and ``transient``: what the status says."""

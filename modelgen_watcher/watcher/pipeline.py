@@ -7,10 +7,19 @@ before the old result is removed, so an ``ok`` status never stands without its
 result). The other outcomes write no final status: a cancelled run is left ``running``
 (redone at the next start), and a deferred, skipped or vanished input is left as it
 is. Whether a request runs at all is ``retry.judge``'s decision.
+
+In shared mode (``claims`` set) a request is claimed after it is judged to need a run
+and judged again once claimed (another watcher may have published it just before);
+every rename that publishes (result, status, a ``running`` status too) is fenced by the
+claim (``claims.Claims.fence``), and the claim is released when the request ends. A
+request another live watcher holds ends ``claimed``, one whose claim was taken over
+while it ran ends ``lost``: both are looked at again once the other watcher's lease
+could have run out. The claim's ``interruptions`` replace the in-flight markers.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -22,6 +31,7 @@ from pathlib import Path
 from ..logs import Logger, get_logger
 from ..runners.base import ModelJob, ModelRunner, RunReport
 from ..volume import fsio
+from ..volume.claims import RETRY_SLACK, ClaimLost, Claims, Held, Taken
 from ..volume.decoding import DecodeError, Stage, decode_route, decode_scored
 from ..volume.documents import read_status
 from ..volume.names import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
@@ -158,11 +168,31 @@ class Pipeline:
         self._first_seen: dict[tuple[Request, str], float] = {}
         self._first_seen_lock = threading.Lock()
         self._running = RunningStatuses(self._write_status)
+        self.claims: Claims | None = None
+        """Shared mode: who serves which request (the daemon sets it); None for the lone watcher."""
+        self.now: Callable[[], float] = time.time
+        """"Now" to compare file times with: the volume's clock in shared mode (the daemon sets it)."""
+        self._held: dict[Request, Held] = {}
+        """Shared mode: the claim of each request being served, whose fence is checked before each rename."""
         self._disowned = False
 
     def prepare(self) -> None:
-        """Create the private directories this pipeline writes to; refuse any that is not a real one of ours."""
-        for directory in (self.layout.state_dir, self.layout.tmp_dir, self.layout.workspace, self.layout.inflight_dir):
+        """Create the private directories this pipeline writes to; refuse any that is not a real one of ours.
+
+        A shared watcher's workspace is seeded from ``.modelgen/workspace`` when first made.
+        """
+        layout = self.layout
+        directories: tuple[Path, ...]
+        if self.claims is None:
+            directories = (layout.state_dir, layout.tmp_dir, layout.workspace, layout.inflight_dir)
+        else:
+            fsio.ensure_private_dir(layout.state_dir)
+            fsio.ensure_private_dir(layout.watchers_dir)
+            fsio.ensure_private_dir(layout.private_dir)
+            if not os.path.lexists(layout.workspace):
+                fsio.seed_dir(layout.workspace, layout.shared_workspace)
+            directories = (layout.tmp_dir, layout.workspace, layout.claims_dir)
+        for directory in directories:
             fsio.ensure_private_dir(directory)
 
     # -- publishing -------------------------------------------------------
@@ -176,6 +206,7 @@ class Pipeline:
             temp_prefix=WATCHER_TEMP_PREFIX,
             durable=status.state is not State.running,
             temp_dir=self.layout.tmp_dir,
+            before_replace=self._fence(req),
         )
 
     def _write_final(
@@ -236,6 +267,7 @@ class Pipeline:
         sha: str | None = None
         bound = log.bind(key=req.key, input_sha256=None)
         in_flight = keep_marker = False
+        held: Held | None = None
         try:
             snap = self._snapshot(req)
             if snap is None:
@@ -245,30 +277,42 @@ class Pipeline:
             verdict = self._judge(req, snap)
             if verdict is not Verdict.run:
                 bound.debug("request.skipped", verdict=verdict.value)
-                return Processed(Outcome.skipped if verdict is Verdict.done else Outcome.skipped_error)
+                return _skipped(verdict)
             self.prepare()
-            interruptions = inflight.begin(self.layout, req, sha, snap.mtime_ns)
-            in_flight = True
-            if interruptions >= MAX_INTERRUPTIONS:
-                keep_marker = True  # the marker is the memory that these bytes are poisonous
-                inflight.give_up(self.layout, req)
+            if self.claims is not None:
+                claimed = self._claim(self.claims, req, snap, bound)
+                if isinstance(claimed, Processed):
+                    return claimed
+                held = claimed
+                interruptions, given_up = held.doc.interruptions, held.doc.given_up
+            else:
+                interruptions = inflight.begin(self.layout, req, sha, snap.mtime_ns)
+                in_flight = True
+                given_up = interruptions >= MAX_INTERRUPTIONS
+            if given_up:
+                keep_marker = True  # the marker (or the claim) is the memory that these bytes are poisonous
+                if held is None:
+                    inflight.give_up(self.layout, req)
                 raise RequestFailed(
                     ErrorKind.model_failed,
-                    f"the watcher stopped {interruptions} times while serving these bytes (killed, out of "
-                    "memory, or stopped by a signal, perhaps sent by the model); "
+                    f"the watcher{'s' if held else ''} stopped {interruptions} times while serving these bytes "
+                    "(killed, out of memory, or stopped by a signal, perhaps sent by the model); "
                     "not retried until it is published again",
                 )
             route = self._parse_input(req, snap)
             running = Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at)
             self._running.started(req, running)
             try:
-                on_wait = self._waiting(req, sha, snap.mtime_ns, interruptions)
-                report, scored = self._run_model(req, snap.data, on_wait)
+                on_wait = self._waiting(req, sha, snap.mtime_ns, interruptions, held)
+                report, scored = self._run_model(req, snap.data, on_wait, held)
             finally:
                 self._running.finished(req)
+            if held is not None and held.lost:
+                raise ClaimLost(f"another watcher took over {held.name}")
             if report.cancelled:
                 # A stop with this request at its model counts, whoever sent the signal; one that found it
-                # still waiting for a warm worker does not, and keeps its count (its marker says it waits).
+                # still waiting for a warm worker does not, and keeps its count (its marker, or its claim left
+                # to expire, says it waits).
                 keep_marker = True
                 self._leave_running(req, running, bound)
                 bound.info("request.interrupted", outcome="cancelled", reason="shutdown; redone at next start")
@@ -292,11 +336,14 @@ class Pipeline:
                 temp_prefix=WATCHER_TEMP_PREFIX,
                 sync_dir=False,
                 temp_dir=self.layout.tmp_dir,
+                before_replace=self._fence(req),
             )
             duration_ms = self._write_final(req, sha, started_at, t0)
             self.readiness.clear(VOLUME, "a request was published")
             bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)
             return Processed(Outcome.ok)
+        except ClaimLost:
+            return self._lost(held, bound)
         except _NotYet as busy:
             return Processed(Outcome.deferred, retry_after=busy.retry_after)
         except _VolumeFault as fault:
@@ -315,6 +362,58 @@ class Pipeline:
                     inflight.end(self.layout, req)
                 except OSError:
                     pass  # counted as one interruption at the next start; harmless
+            if held is not None:
+                self._unclaim(held, req, keep=keep_marker, bound=bound)
+
+    def _claim(self, claims: Claims, req: Request, snap: fsio.Snapshot, bound: Logger) -> Held | Processed:
+        """Shared mode: claim the request, and judge it again once claimed; the claim, or how the request ends."""
+        got = claims.acquire(self.layout.names.input(req.key), sha=snap.sha256, mtime_ns=snap.mtime_ns,
+                             give_up_at=MAX_INTERRUPTIONS)
+        if isinstance(got, Taken):
+            self.metrics.claims.labels(result="taken").inc()
+            bound.debug("claim.taken", owner=got.owner, retry_after_s=round(got.retry_after, 3))
+            return Processed(Outcome.claimed, retry_after=got.retry_after)
+        self.metrics.claims.labels(result="takeover" if got.takeover else "won").inc()
+        if got.takeover:
+            before = got.previous
+            bound.warning("claim.takeover", generation=got.generation, interruptions=got.doc.interruptions,
+                          previous_watcher=before.watcher if before else None,
+                          reason="its watcher stopped renewing it: stopped, paused or cut off for longer than "
+                          "the lease")
+        verdict = self._judge(req, snap)  # another watcher may have published it and let go just before
+        if verdict is not Verdict.run:
+            claims.release(got)
+            bound.debug("request.skipped", verdict=verdict.value, after="claim")
+            return _skipped(verdict)
+        self._held[req] = got
+        return got
+
+    def _fence(self, req: Request) -> Callable[[], None] | None:
+        """What checks, just before a rename publishes for ``req``, that its claim is still ours (shared mode)."""
+        held = self._held.get(req)
+        return None if held is None or self.claims is None else functools.partial(self.claims.fence, held)
+
+    def _unclaim(self, held: Held, req: Request, *, keep: bool, bound: Logger) -> None:
+        """The request ended: its claim goes, or stays to expire by itself (``keep``: given up, or stopped at the
+        model by a shutdown, which a takeover then counts as an interruption)."""
+        self._held.pop(req, None)
+        assert self.claims is not None
+        try:
+            if keep:
+                self.claims.keep(held)
+            else:
+                self.claims.release(held)
+        except OSError as exc:  # it expires after its lease; another watcher's takeover removes it
+            bound.warning("claim.release_failed", claim=held.path.name, error=str(exc))
+
+    def _lost(self, held: Held | None, bound: Logger) -> Processed:
+        """Another watcher took the request over: publish nothing; look again once that one could be gone too."""
+        self.metrics.claims.labels(result="lost").inc()
+        bound.warning("claim.lost", generation=held.generation if held else None,
+                      reason="another watcher took the request over (this one was paused, cut off or too slow "
+                      "to renew its claim); nothing published")
+        lease = self.claims.lease if self.claims is not None else 0.0
+        return Processed(Outcome.lost, retry_after=lease + RETRY_SLACK)
 
     def _fail(
         self,
@@ -331,18 +430,50 @@ class Pipeline:
 
         An ``io_error`` is transient: the scheduler retries it with backoff. A status
         that cannot be written makes any error transient, since nothing was published.
+
+        In shared mode an error found before the request was claimed (an unreadable or
+        refused input) is published under a claim too, taken for it here, or not at all
+        while another live watcher holds the request: no status is ever written over
+        another watcher's work.
         """
+        if self.claims is None or req in self._held:
+            return self._publish_error(req, sha, started_at, t0, info, bound, volume_fault)
+        try:
+            got = self.claims.acquire(self.layout.names.input(req.key), sha=sha or "")
+        except OSError as exc:
+            self._blame_volume()
+            bound.error("request.status_unwritable", error=f"cannot claim the request: {exc}")
+            return Processed(Outcome.transient, error=info)
+        if isinstance(got, Taken):
+            bound.info("request.error_left", error_kind=info.kind.value, owner=got.owner,
+                       reason="another live watcher holds the request: its outcome stands")
+            return Processed(Outcome.claimed, retry_after=got.retry_after)
+        self._held[req] = got
+        try:
+            return self._publish_error(req, sha, started_at, t0, info, bound, volume_fault)
+        finally:
+            self._unclaim(got, req, keep=False, bound=bound)
+
+    def _publish_error(
+        self, req: Request, sha: str | None, started_at: str, t0: float, info: ErrorInfo, bound: Logger,
+        volume_fault: bool,
+    ) -> Processed:
         transient = is_transient(info.kind)
-        self.metrics.errors.labels(kind=info.kind.value).inc()
         try:
             self._write_final(req, sha, started_at, t0, error=info)
+            fence = self._fence(req)
+            if fence is not None:
+                fence()  # the removal of a result is a publication too
             fsio.remove_quietly(self.layout.result(req.key))  # no result may claim a failed input
             if not volume_fault:
                 self.readiness.clear(VOLUME, "a request was published")
+        except ClaimLost:
+            return self._lost(self._held.get(req), bound)
         except OSError as exc:
             transient = True
             self._blame_volume()
             bound.error("request.status_unwritable", error=str(exc))
+        self.metrics.errors.labels(kind=info.kind.value).inc()
         bound.warning(
             "request.done",
             outcome="error",
@@ -411,7 +542,7 @@ class Pipeline:
         bytes were first seen, measured on our own monotonic clock, so no timestamp can
         make the wait longer than ``settle``.
         """
-        if self.settle <= 0 or time.time() - snap.mtime_ns / 1e9 >= self.settle:
+        if self.settle <= 0 or self.now() - snap.mtime_ns / 1e9 >= self.settle:
             return 0.0
         now = time.monotonic()
         with self._first_seen_lock:  # workers share it
@@ -420,36 +551,47 @@ class Pipeline:
                 del self._first_seen[stale]
         return max(0.0, seen + self.settle - now)
 
-    def _waiting(self, req: Request, sha: str, mtime_ns: int, interruptions: int) -> Callable[[bool], None]:
-        """What a warm runner tells when ``req`` waits for a busy worker, and when a worker takes it."""
+    def _waiting(
+        self, req: Request, sha: str, mtime_ns: int, interruptions: int, held: Held | None
+    ) -> Callable[[bool], None]:
+        """What a warm runner tells when ``req`` waits for a busy worker, and when a worker takes it: noted in its
+        in-flight marker, or in shared mode in its claim (a takeover then counts no interruption)."""
 
         def on_wait(waits: bool) -> None:
             try:
-                inflight.waiting(self.layout, req, sha, mtime_ns, interruptions, waits)
-            except OSError as exc:  # then a stop while it waits counts, as it did before it could wait
+                if held is not None and self.claims is not None:
+                    self.claims.mark_waiting(held, waits)
+                else:
+                    inflight.waiting(self.layout, req, sha, mtime_ns, interruptions, waits)
+            except (OSError, ClaimLost) as exc:  # then a stop while it waits counts, as it did before it could wait
                 log.warning("request.inflight_unwritten", key=req.key, error=str(exc))
 
         return on_wait
 
     def _run_model(
-        self, req: Request, data: bytes, on_wait: Callable[[bool], None] | None = None
+        self, req: Request, data: bytes, on_wait: Callable[[bool], None] | None = None, held: Held | None = None
     ) -> tuple[RunReport, ScoredRoute | None]:
         """Run the model on a private copy of ``data``; the scored route, or RequestFailed.
 
         The run's files are discarded before a failure is judged: a model that filled the
-        volume with its own output is the model's fault, not the volume's.
+        volume with its own output is the model's fault, not the volume's. In shared mode
+        the run is cancelled as soon as its claim is lost (its result would be thrown away).
         """
         token = f"{req.label}-{fsio.unique_token()}"
         snapshot = self.layout.tmp_dir / f"input-{token}.json"
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
+        job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout, on_wait)
         try:
             fsio.write_new(snapshot, data)
-            job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout, on_wait)
+            if held is not None:
+                held.on_lost(functools.partial(self.runner.cancel, job))
             report = self.runner.run(job)
             if report.reached_model:
                 self.metrics.model_run(report.duration_s)
             collected = _read_output(output, report) if report.succeeded else None
         finally:
+            if held is not None:
+                held.on_lost(None)
             _discard(snapshot)
             _discard(output)
         if report.cancelled:
@@ -464,6 +606,10 @@ class Pipeline:
             raise failed
         assert isinstance(collected, bytes)
         return report, decode_model_output(collected)
+
+
+def _skipped(verdict: Verdict) -> Processed:
+    return Processed(Outcome.skipped if verdict is Verdict.done else Outcome.skipped_error)
 
 
 def _read_output(output: Path, report: RunReport) -> bytes | RequestFailed:

@@ -134,7 +134,7 @@ class Scheduler:
             delay: float | None = None
             if entry.dirty:
                 delay = self._debounce
-            if result.outcome is Outcome.deferred and result.retry_after is not None:
+            if result.retry_after is not None:  # deferred, or claimed or lost in shared mode: look again then
                 delay = result.retry_after if delay is None else min(delay, result.retry_after)
             if result.outcome is Outcome.transient:
                 entry.failures += 1

@@ -233,6 +233,35 @@ def test_metrics_endpoint_serves_server_and_watcher_counters(daemon_factory, ser
              10, what="the watcher's ok request on /metrics")
 
 
+def test_shared_watchers_each_have_their_series_and_readiness_needs_one(daemon_factory, server_factory, watch_dir):
+    env = {"MODELGEN_HEARTBEAT_INTERVAL": "0.5"}
+    watchers = [daemon_factory("--shared", "--watcher-id", w, "--claim-lease", "4", "--observer", "polling",
+                               "--poll-interval", "0.2", env=env) for w in ("w1", "w2")]
+    server = server_factory()
+    assert server.get("/readyz").status == 200
+    acks = [upload(server, route([""], lat0=30.0 + i * 1e-3)) for i in range(6)]
+    for ack in acks:
+        assert server.get(f"/rest/score/retrieve?key={ack['key']}&wait=20").status == 200
+
+    def scraped() -> str | None:
+        text = server.get("/metrics").body.decode()
+        counted = [sample(text, "modelgen_requests_total", outcome="ok", watcher=w) for w in ("w1", "w2")]
+        return text if None not in counted and sum(c or 0 for c in counted) == 6 else None
+
+    text = wait_for(scraped, 10, what="both watchers' counts on /metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # one family per name: it parses
+    assert {s.labels.get("watcher") for s in families["modelgen_ready"].samples} == {"w1", "w2"}
+    assert sample(text, "modelgen_claims_total", result="won", watcher="w1") is not None
+    assert sample(text, "modelgen_pending_requests") == 0
+    for w in watchers:
+        w.stop()
+    assert server.get("/readyz").status == 503
+    wait_for(lambda: sample(server.get("/metrics").body.decode(), "modelgen_pending_requests") == 0, 5)
+    upload(server, route(["", "turn-left"]))  # nobody serves it now
+    wait_for(lambda: sample(server.get("/metrics").body.decode(), "modelgen_pending_requests") == 1, 10,
+             what="the waiting request counted")
+
+
 def _raw_exchange(port: int, payload: bytes, timeout: float = 10) -> bytes:
     """Send raw bytes, read until the server closes the connection."""
     import socket

@@ -28,7 +28,8 @@ def test_version():
 def test_help_of_each_command_is_its_own():
     health = cli("health", "--help")
     assert health.returncode == 0
-    assert set(re.findall(r"--[a-z-]+", health.stdout)) == {"--help", "--watch-dir", "--max-age"}
+    assert set(re.findall(r"--[a-z-]+", " ".join(health.stdout.split()))) == {
+        "--help", "--watch-dir", "--max-age", "--shared", "--watcher-id"}
     run = " ".join(cli("run", "--help").stdout.split())  # whatever the terminal's width
     assert "--observer {auto,native,polling}" in run and "MODELGEN_HEARTBEAT_INTERVAL" in run
     assert "killed (default: 120; " in run
@@ -148,6 +149,11 @@ def test_defaults_watch_dir_is_created(tmp_path):
         (["--no-such-flag"], {}, "unrecognized arguments"),
         (["serve", "--request-timeout", "0"], {}, "--request-timeout (MODELGEN_REQUEST_TIMEOUT)"),
         (["serve"], {"MODELGEN_MAX_CONNECTIONS": "2"}, "--max-connections (MODELGEN_MAX_CONNECTIONS)"),
+        (["--shared", "--observer", "native"], {}, "--observer (MODELGEN_OBSERVER): `native` sees no other machine"),
+        (["--shared", "--claim-lease", "9"], {}, "--claim-lease (MODELGEN_CLAIM_LEASE): must be at least 5 heartbeats"),
+        ([], {"MODELGEN_SHARED": "1", "MODELGEN_CLAIM_LEASE": "2", "MODELGEN_HEARTBEAT_INTERVAL": "0.5"},
+         "--claim-lease (MODELGEN_CLAIM_LEASE)"),
+        (["--watcher-id", "../up"], {}, "--watcher-id (MODELGEN_WATCHER_ID): must match"),
     ],
 )
 def test_bad_setting_exits_2_with_one_line(tmp_path, args, env, words):

@@ -57,3 +57,21 @@ def test_a_directory_named_like_a_request_never_stops_the_heartbeat(daemon_facto
              10, what="a heartbeat after the sweep")
     assert odd.is_dir()
     assert not d.events("daemon.io_error")
+
+
+def test_a_shared_watcher_gone_for_a_day_is_forgotten_and_no_live_one(tmp_path):
+    from modelgen_watcher.watcher.retention import DEAD_WATCHER_AGE, forget_watchers
+
+    layout = Layout(tmp_path, Names(), "me")
+    for wid in ("me", "gone", "live", "starting"):
+        (layout.watchers_dir / wid / "workspace").mkdir(parents=True)
+        if wid != "starting":
+            layout.watcher_health(wid).write_text("{}")
+            layout.watcher_metrics(wid).write_text("")
+    old = time.time() - DEAD_WATCHER_AGE - 60
+    for path in (layout.watcher_health("gone"), layout.watcher_health("me"), layout.watchers_dir / "gone",
+                 layout.watchers_dir / "me"):
+        os.utime(path, (old, old))
+    assert forget_watchers(layout, time.time()) == ["gone"]
+    assert sorted(p.name for p in layout.watchers_dir.iterdir()) == [
+        "live", "live.json", "live.prom", "me", "me.json", "me.prom", "starting"]

@@ -16,16 +16,19 @@ full, then exits 1), leak (keeps 40 MB more at every request it serves in a warm
 cwd, __file__, flags, stdin) into DIR, one file each per request, to compare runners.
 --drawfile F appends a draw of Python's random and, if imported, numpy's, one line per request.
 --sleep waits before reading the input, --linger after starting any descendants;
---pidfile appends the model's pid and those of the processes it starts, one a line.
+--pidfile appends the model's pid and those of the processes it starts, one a line;
+--trace F appends "<sha256 of the input> <pid>" when a run starts, one line per run (to count runs).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -71,12 +74,21 @@ def main(argv=None):
                    help="on inputs with \"kill_me\": true, behave as killwatcher; score the rest")
     p.add_argument("--keep", help="a directory: copies of the output and of how this run was started")
     p.add_argument("--drawfile", help="append draws of the random generators here")
+    p.add_argument("--trace", help="append the input's sha256 and this pid here when a run starts")
     a = p.parse_args(argv)
+    if a.trace:
+        with open(a.input, "rb") as fh:
+            traced = f"{hashlib.sha256(fh.read()).hexdigest()} {os.getpid()}\n"
+        fd = os.open(a.trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:  # one write of one short line: lines from several watchers' models never interleave
+            os.write(fd, traced.encode())
+        finally:
+            os.close(fd)
     if a.pidfile:
         with open(a.pidfile, "a") as fh:
             fh.write(f"{os.getpid()}\n")
-    if a.sleep:
-        time.sleep(a.sleep)
+    if a.sleep:  # not time.sleep: under libfaketime (the clock skew test) its clock_nanosleep fails with EINVAL
+        threading.Event().wait(a.sleep)
     with open(a.input) as fh:
         doc = json.load(fh)
     if a.mode == "orphan":  # leaves a short-lived grandchild behind, re-parented to PID 1

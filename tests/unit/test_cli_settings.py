@@ -25,14 +25,16 @@ from modelgen_watcher.settings import (
 WARM_FLAGS = ("--runner", "--model-entry", "--preload", "--worker-max-requests", "--worker-max-rss",
               "--worker-start-timeout")
 """Added with the warm runners (names fixed by the contract, but for the start timeout)."""
+SHARED_FLAGS = ("--shared", "--watcher-id")
+"""Added with shared mode (names fixed by the contract and the issue); ``run`` has ``--claim-lease`` too."""
 FLAGS = {
     "run": {
         "--watch-dir", "--input-name", "--output-name", "--model-cmd", "--model-cwd", "--model-timeout",
         "--model-name", "--kill-grace", "--max-input-bytes", "--workers", "--observer", "--poll-interval",
         "--debounce", "--settle", "--rescan-interval", "--retention", "--once", "--log-format", "--log-level",
-        *WARM_FLAGS,
+        *WARM_FLAGS, *SHARED_FLAGS, "--claim-lease",
     },
-    "health": {"--watch-dir", "--max-age"},  # it prints one line and logs nothing: no log flags
+    "health": {"--watch-dir", "--max-age", *SHARED_FLAGS},  # it prints one line and logs nothing: no log flags
     "score": {
         "-o", "--output", "--svg", "--model-cmd", "--model-cwd", "--model-timeout", "--model-name", "--kill-grace",
         "--max-input-bytes", "--log-format", "--log-level", *WARM_FLAGS,
@@ -167,9 +169,9 @@ def test_one_variable_switches_the_runner_of_an_image(
 
 
 def test_health_offers_only_its_options() -> None:
-    assert set(HealthSettings.model_fields) == {"watch_dir", "max_age"}
+    assert set(HealthSettings.model_fields) == {"watch_dir", "max_age", "shared", "watcher_id"}
     text = command_parser("health").format_help()
-    assert set(re.findall(r"--[a-z-]+", text)) == {"--help", "--watch-dir", "--max-age"}
+    assert set(re.findall(r"--[a-z-]+", text)) == {"--help", "--watch-dir", "--max-age", "--shared", "--watcher-id"}
 
 
 def test_only_given_flags_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -131,6 +131,9 @@ class _WritesOutput:
     def reap_orphans(self) -> int:
         return 0
 
+    def cancel(self, job: ModelJob) -> None:
+        pass
+
     def stop(self) -> None:
         pass
 

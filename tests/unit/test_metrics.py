@@ -146,3 +146,27 @@ def test_every_change_appears_in_the_next_render_and_the_heartbeat_in_each():
         assert sample(text, name, **labels) == value, name
         assert sample(text, "modelgen_heartbeat_timestamp_seconds") == 2.0 + i
     assert m.render() == m.render()  # nothing changed: the same bytes
+
+
+def test_the_watchers_files_merge_into_one_exposition_with_a_watcher_label():
+    from modelgen_watcher.server.metrics import label_watchers
+
+    texts = []
+    for wid, ok in (("w1", 2), ("w2", 5)):
+        m = WatcherMetrics(shared=True)
+        for _ in range(ok):
+            m.request_done(Outcome.ok, 0.1)
+        texts.append((wid, m.render().decode()))
+    texts.append(("torn", "# TYPE modelgen_requests_total counter\nmodelgen_requests_total{outcome=\"ok\" 1\n"))
+    text = label_watchers(texts).decode()
+    names = [f.name for f in text_string_to_metric_families(text)]
+    assert len(names) == len(set(names))  # one family per name, every watcher's samples in it
+    assert sample(text, "modelgen_requests_total", outcome="ok", watcher="w1") == 2
+    assert sample(text, "modelgen_requests_total", outcome="ok", watcher="w2") == 5
+    assert sample(text, "modelgen_claims_total", result="won", watcher="w2") == 0
+    assert not any(dict(labels).get("watcher") == "torn" for _, labels in samples(text))  # left out, not fatal
+
+
+def test_the_lone_watcher_has_no_claims_series():
+    assert "modelgen_claims_total" not in WatcherMetrics().render().decode()
+    assert "modelgen_claims_total" in WatcherMetrics(shared=True).render().decode()

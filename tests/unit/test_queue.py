@@ -109,3 +109,19 @@ def test_running_has_no_duration_yet(tmp_path):
     write_status(layout, "a", State.running)
     (entry,) = RecentRequests(layout).read().entries
     assert entry.as_json()["state"] == "running" and entry.as_json()["duration_ms"] is None
+
+
+def test_pending_counts_what_waits_for_an_outcome_once_asked(tmp_path):
+    layout, base = volume(tmp_path)  # 150 ok, the legacy one failed, 5 new with no status
+    write_status(layout, "k000", State.running, base + 400 * 10**9)
+    write_status(layout, "k001", State.error, base + 400 * 10**9, error=ErrorKind.io_error)  # retried: pending
+    write_input(layout, "k002", base + 500 * 10**9)  # published again after its status
+    settle(tmp_path, base)
+    recent = RecentRequests(layout, min_interval=0)
+    assert recent.read().pending is None  # not counted until asked
+    read_before = recent.files_read
+    assert recent.pending() == 5 + 3
+    assert recent.files_read == read_before  # the page's statuses read again only when changed
+    write_status(layout, "k000", State.ok, base + 600 * 10**9)
+    settle(tmp_path, time.time_ns() - HOUR_NS)
+    assert recent.pending() == 5 + 2

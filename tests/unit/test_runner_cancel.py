@@ -1,0 +1,87 @@
+"""``ModelRunner.cancel(job)``: one run cancelled (shared mode's lost claim), the others and the runner go on.
+
+Real model processes: the subprocess runner's own process, and a warm worker running
+tests/models/fake_model.py through its entry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from modelgen_watcher import runners
+from modelgen_watcher.runners.base import ModelJob, ModelRunner, RunReport
+from modelgen_watcher.settings import WatcherSettings
+from tests.helpers import MODELS, encode, fake_model_cmd, pid_alive, route, wait_for
+
+
+def make_job(tmp_path: Path, workspace: Path, name: str, hang: bool = False) -> ModelJob:
+    """A job for the fake model; ``hang``: it hangs on this one (``--hang-marked``)."""
+    source = tmp_path / f"{name}.json"
+    source.write_bytes(encode(route([""], **({"hang_me": True} if hang else {}))))
+    return ModelJob(source, workspace / f"modelgen-out-{name}.json", workspace, name, 60.0)
+
+
+def runner_for(tmp_path: Path, kind: str, *extra: str) -> tuple[ModelRunner, Path]:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    cmd = fake_model_cmd("ok", *extra)
+    args = {"model_cmd": cmd, "kill_grace": 1.0}
+    if kind == "entry":
+        args.update(runner="entry", model_entry=f"{MODELS / 'fake_model.py'}:create")
+    settings = WatcherSettings(**args)  # type: ignore[arg-type]
+    runner = runners.create(settings, workspace, 1)
+    runner.start(tmp_path / "run")
+    return runner, workspace
+
+
+def run_in_thread(runner: ModelRunner, job: ModelJob) -> tuple[threading.Thread, list[RunReport]]:
+    reports: list[RunReport] = []
+    thread = threading.Thread(target=lambda: reports.append(runner.run(job)), daemon=True)
+    thread.start()
+    return thread, reports
+
+
+def test_a_cancelled_process_ends_at_once_and_the_runner_serves_on(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    runner, workspace = runner_for(tmp_path, "subprocess", "--hang-marked", "--pidfile", str(pids))
+    try:
+        slow = make_job(tmp_path, workspace, "slow", hang=True)
+        thread, reports = run_in_thread(runner, slow)
+        wait_for(lambda: pids.exists() and pids.read_text().strip(), 10, what="the model started")
+        pid = int(pids.read_text().split()[0])
+        t0 = time.monotonic()
+        runner.cancel(make_job(tmp_path, workspace, "other"))  # not this run: nothing happens
+        time.sleep(0.2)
+        assert pid_alive(pid)
+        runner.cancel(slow)
+        thread.join(10)
+        assert not thread.is_alive() and time.monotonic() - t0 < 5
+        (report,) = reports
+        assert report.cancelled and not report.succeeded and not pid_alive(pid)
+        assert runner.run(make_job(tmp_path, workspace, "next")).succeeded
+    finally:
+        runner.stop()
+
+
+def test_a_cancelled_warm_request_ends_at_once_and_a_fresh_worker_serves_the_next(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    runner, workspace = runner_for(tmp_path, "entry", "--hang-marked", "--pidfile", str(pids))
+    try:
+        slow = make_job(tmp_path, workspace, "slow", hang=True)
+        thread, reports = run_in_thread(runner, slow)
+        wait_for(lambda: pids.exists() and pids.read_text().strip(), 20, what="the worker took the request")
+        worker = int(pids.read_text().split()[0])  # the warm worker's own pid: it runs the entry
+        t0 = time.monotonic()
+        runner.cancel(slow)
+        thread.join(10)
+        assert not thread.is_alive() and time.monotonic() - t0 < 5
+        (report,) = reports
+        assert report.cancelled and not report.succeeded
+        wait_for(lambda: not pid_alive(worker), 10, what="the busy worker replaced")
+        after = runner.run(make_job(tmp_path, workspace, "next"))
+        assert after.succeeded and (workspace / "modelgen-out-next.json").exists()
+        assert int(pids.read_text().split()[-1]) != worker
+    finally:
+        runner.stop()
