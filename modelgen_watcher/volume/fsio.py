@@ -249,22 +249,6 @@ def dump_json(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def atomic_write_json(
-    path: Path,
-    obj: Any,
-    *,
-    temp_prefix: str = ".tmp-",
-    durable: bool = True,
-    sync_dir: bool = True,
-    temp_dir: Path | None = None,
-    before_replace: Callable[[], None] | None = None,
-) -> None:
-    atomic_write(
-        path, dump_json(obj), temp_prefix=temp_prefix, durable=durable, sync_dir=sync_dir, temp_dir=temp_dir,
-        before_replace=before_replace,
-    )
-
-
 class UnsafeFile(Exception):
     """The path exists but must not be read: not a regular file, a symlink, or too large."""
 

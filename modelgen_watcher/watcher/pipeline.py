@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from ..logs import Logger, get_logger
 from ..runners.base import ModelJob, ModelRunner, RunReport
 from ..volume import fsio
@@ -197,17 +199,25 @@ class Pipeline:
 
     # -- publishing -------------------------------------------------------
 
-    def _write_status(self, req: Request, status: Status) -> None:
-        """Publish a status; only a final one is fsynced: ``running`` is news for a reader, not a record
-        (see ``running``), and a request is served again at start without it."""
-        fsio.atomic_write_json(
-            self.layout.status(req.key),
-            status.model_dump(mode="json"),
+    def _publish(
+        self, req: Request, path: Path, doc: BaseModel, *, durable: bool = True, sync_dir: bool = True
+    ) -> None:
+        """Write one of ``req``'s published files: its temp in ``.modelgen/tmp/`` (one event in the watch dir),
+        renamed into place once the fence (shared mode) says the request is still this watcher's."""
+        fsio.atomic_write(
+            path,
+            fsio.dump_json(doc.model_dump(mode="json")),
             temp_prefix=WATCHER_TEMP_PREFIX,
-            durable=status.state is not State.running,
+            durable=durable,
+            sync_dir=sync_dir,
             temp_dir=self.layout.tmp_dir,
             before_replace=self._fence(req),
         )
+
+    def _write_status(self, req: Request, status: Status) -> None:
+        """Publish a status; only a final one is fsynced: ``running`` is news for a reader, not a record
+        (see ``running``), and a request is served again at start without it."""
+        self._publish(req, self.layout.status(req.key), status, durable=status.state is not State.running)
 
     def _write_final(
         self, req: Request, sha: str | None, started_at: str, t0: float, error: ErrorInfo | None = None
@@ -329,15 +339,9 @@ class Pipeline:
             # it (same directory, one fsync for both): journalled file systems (ext4, XFS)
             # replay renames in order and NFS renames synchronously at the server, so a power
             # cut cannot keep the status and lose the result; where one could, the start-up
-            # catch-up reruns an ``ok`` status found without its result (``retry.judge``).
-            fsio.atomic_write_json(
-                self.layout.result(req.key),
-                scored.model_dump(mode="json"),
-                temp_prefix=WATCHER_TEMP_PREFIX,
-                sync_dir=False,
-                temp_dir=self.layout.tmp_dir,
-                before_replace=self._fence(req),
-            )
+            # catch-up reruns an ``ok`` status found with no result file (``retry.judge``; not one found beside
+            # an older result, which it takes for this one).
+            self._publish(req, self.layout.result(req.key), scored, sync_dir=False)
             duration_ms = self._write_final(req, sha, started_at, t0)
             self.readiness.clear(VOLUME, "a request was published")
             bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)
