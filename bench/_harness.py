@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +326,47 @@ class LogTail:
             if isinstance(rec, dict):
                 out.append(rec)
         return out
+
+
+DRAIN_TIMEOUT = 900.0
+"""Seconds a drain of a backlog may take before the bench gives up on it."""
+
+
+def scored_ok(tail: LogTail, shas: set[str]) -> list[str]:
+    """The input hashes of the ``request.done`` ``ok`` lines for ``shas`` logged since the last look: one per run,
+    so a request scored twice is there twice."""
+    return [str(rec["input_sha256"]) for rec in tail.records()
+            if rec.get("event") == "request.done" and rec.get("outcome") == "ok" and rec.get("input_sha256") in shas]
+
+
+def wait_drained(tails: Sequence[LogTail], shas: set[str], alive: Callable[[], None], label: str) -> int:
+    """Block until the daemons whose logs ``tails`` follow have logged every hash of ``shas`` ``ok``, read every
+    20 ms; returns how many such lines were read (runs, a request scored twice counting twice). ``alive``
+    raises when a daemon died; a drain past ``DRAIN_TIMEOUT`` is a BenchError."""
+    done: set[str] = set()
+    runs = 0
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while True:
+        for tail in tails:
+            seen = scored_ok(tail, shas)
+            done.update(seen)
+            runs += len(seen)
+        if len(done) >= len(shas):
+            return runs
+        alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"{label}: {len(done)}/{len(shas)} done after {DRAIN_TIMEOUT:g} s")
+        time.sleep(0.02)
+
+
+def statuses_not_ok(watch: Path, datas: Mapping[str, bytes]) -> list[str]:
+    """The keys of ``datas`` whose status in ``watch`` is not ``ok`` for their own input's hash."""
+    wrong = []
+    for key, data in datas.items():
+        doc = read_json(watch / NAMES.status(key))
+        if not (isinstance(doc, dict) and doc.get("state") == "ok" and doc.get("input_sha256") == sha256(data)):
+            wrong.append(key)
+    return wrong
 
 
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]], right: set[int]) -> str:

@@ -49,7 +49,6 @@ from pathlib import Path
 
 from _harness import (
     NAMES,
-    BenchError,
     DaemonUnderTest,
     LogTail,
     Processes,
@@ -62,17 +61,17 @@ from _harness import (
     mib,
     peak_rss_kib,
     progress,
-    read_json,
     rss_kib,
     sha256,
+    statuses_not_ok,
     stop_on_sigterm,
     verdict,
+    wait_drained,
 )
 
 from modelgen_watcher.settings import REFERENCE_MODEL_CMD, ModelSettings
 
 SAMPLE_S = 0.05
-DRAIN_TIMEOUT = 900.0
 TARGET_RATIO = 15.0
 
 
@@ -167,41 +166,24 @@ def bench_drain(
     shas = {sha256(data) for data in datas.values()}
     tail = LogTail(daemon.log_path)
     tail.records()  # start-up lines
-    done: set[str] = set()
     try:
         with MemorySampler(daemon.pid) as memory:
             t0 = time.perf_counter()
             for key, data in datas.items():
                 drop(watch, data, NAMES.input(key))
             progress(f"{runner}, {workers} worker(s): {n} dropped in {time.perf_counter() - t0:.1f} s")
-            deadline = time.monotonic() + DRAIN_TIMEOUT
-            while len(done) < n:
-                for rec in tail.records():
-                    sha = rec.get("input_sha256")
-                    if rec.get("event") == "request.done" and rec.get("outcome") == "ok" and sha in shas:
-                        done.add(str(sha))
-                if len(done) >= n:
-                    break
-                daemon.alive()
-                if time.monotonic() > deadline:
-                    raise BenchError(f"{runner}: {len(done)}/{n} done after {DRAIN_TIMEOUT:g} s")
-                time.sleep(0.02)
+            wait_drained([tail], shas, daemon.alive, runner)
             seconds = time.perf_counter() - t0
         daemon_peak = peak_rss_kib(daemon.pid)
     finally:
         rc = daemon.stop()
-    wrong = [key for key, data in datas.items() if not _ok_for(watch, key, data)]
+    wrong = statuses_not_ok(watch, datas)
     notes = []
     if wrong:
         notes.append(f"{len(wrong)} statuses not ok for their input (e.g. {wrong[0]})")
     if rc not in (0, None):
         notes.append(f"exit code {rc} on SIGTERM")
     return Drain(fs, runner, workers, n, seconds, daemon_peak, memory.peak_kib, memory.most_processes, notes)
-
-
-def _ok_for(watch: Path, key: str, data: bytes) -> bool:
-    doc = read_json(watch / NAMES.status(key))
-    return isinstance(doc, dict) and doc.get("state") == "ok" and doc.get("input_sha256") == sha256(data)
 
 
 def targets(drains: list[Drain]) -> list[str]:

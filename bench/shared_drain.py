@@ -46,7 +46,6 @@ from pathlib import Path
 from _harness import (
     CLK_TCK,
     NAMES,
-    BenchError,
     DaemonUnderTest,
     LogTail,
     Processes,
@@ -57,15 +56,16 @@ from _harness import (
     make_route,
     markdown_table,
     progress,
-    read_json,
+    scored_ok,
     sha256,
+    statuses_not_ok,
     stop_on_sigterm,
+    wait_drained,
 )
 
 SLOW_MODEL = Path(__file__).resolve().parent / "slow_reference.py"
 POLL = 0.2
 """Seconds between polls in every polling row (the default, 1 s, would only delay the start of a drain)."""
-DRAIN_TIMEOUT = 900.0
 SETUPS: tuple[tuple[str, int, list[str]], ...] = (
     ("lone, native", 1, ["--observer", "native"]),
     ("lone, polling", 1, ["--observer", "polling", "--poll-interval", str(POLL)]),
@@ -125,47 +125,30 @@ def bench_drain(procs: Processes, root: Path, model_ms: int, setup: str, watcher
     tails = [LogTail(d.log_path) for d in daemons]
     for tail in tails:
         tail.records()  # start-up lines
-    done: set[str] = set()
-    runs = 0
+
+    def alive() -> None:
+        for d in daemons:
+            d.alive()
+
     try:
         ticks0 = [cpu_ticks(d.pid) or 0 for d in daemons]
         t0 = time.perf_counter()
         for key, data in datas.items():
             drop(watch, data, NAMES.input(key))
-        deadline = time.monotonic() + DRAIN_TIMEOUT
-        while len(done) < n:
-            for tail in tails:
-                for rec in tail.records():
-                    sha = rec.get("input_sha256")
-                    if rec.get("event") == "request.done" and rec.get("outcome") == "ok" and sha in shas:
-                        done.add(str(sha))
-                        runs += 1
-            if len(done) >= n:
-                break
-            for d in daemons:
-                d.alive()
-            if time.monotonic() > deadline:
-                raise BenchError(f"{setup} x{watchers}: {len(done)}/{n} done after {DRAIN_TIMEOUT:g} s")
-            time.sleep(0.02)
+        runs = wait_drained(tails, shas, alive, f"{setup} x{watchers}")
         seconds = time.perf_counter() - t0
         ticks = sum((cpu_ticks(d.pid) or 0) - t for d, t in zip(daemons, ticks0, strict=True))
         time.sleep(1.0)  # a late duplicate run would log by now
-        runs += sum(1 for tail in tails for rec in tail.records()
-                    if rec.get("event") == "request.done" and rec.get("outcome") == "ok" and rec.get("input_sha256") in shas)
+        runs += sum(len(scored_ok(tail, shas)) for tail in tails)
     finally:
         codes = [d.stop() for d in daemons]
-    wrong = [key for key, data in datas.items() if not _ok_for(watch, key, data)]
+    wrong = statuses_not_ok(watch, datas)
     notes = []
     if wrong:
         notes.append(f"{len(wrong)} statuses not ok for their input (e.g. {wrong[0]})")
     if any(rc not in (0, None) for rc in codes):
         notes.append(f"exit codes {codes} on SIGTERM")
     return Drain(model_ms, setup, watchers, n, seconds, ticks / CLK_TCK, runs, notes)
-
-
-def _ok_for(watch: Path, key: str, data: bytes) -> bool:
-    doc = read_json(watch / NAMES.status(key))
-    return isinstance(doc, dict) and doc.get("state") == "ok" and doc.get("input_sha256") == sha256(data)
 
 
 def medians(drains: list[Drain], model_ms: int, setup: str, watchers: int) -> tuple[float, float, float] | None:
