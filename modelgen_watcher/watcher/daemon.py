@@ -86,22 +86,21 @@ class Daemon:
 
     def __init__(self, settings: WatcherSettings) -> None:
         self.settings = settings
-        self.shared = settings.shared
         self.watcher_id = settings.effective_watcher_id if settings.shared else None
         self.layout = Layout(settings.watch_dir.resolve(), settings.names, self.watcher_id)
         self.metrics = WatcherMetrics(shared=settings.shared)
         self.readiness = Readiness()
         self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics, self.readiness)
-        self.clock: VolumeClock | None = None
         self.claims: Claims | None = None
+        """Shared mode's claims, with the volume's clock they are judged by; None for the lone watcher."""
         self._now: Callable[[], float] = time.time
         """"Now" for comparisons with file times: the volume's clock in shared mode."""
         if self.watcher_id is not None:
-            self.clock = VolumeClock(self.layout.clock_file)
+            clock = VolumeClock(self.layout.clock_file)
             self.claims = Claims(self.layout.claims_dir, self.layout.tmp_dir, self.watcher_id,
-                                 settings.claim_lease, self.clock)
+                                 settings.claim_lease, clock)
             self.pipeline.claims = self.claims
-            self.pipeline.now = self._now = self.clock.now
+            self.pipeline.now = self._now = clock.now
         self._hostname = socket.gethostname()
         self.scheduler = Scheduler(
             self.pipeline.process,
@@ -129,6 +128,11 @@ class Daemon:
         self._started_at = utc_now_iso()
         self.exit_code = 0
 
+    @property
+    def shared(self) -> bool:
+        """Shared mode: many watchers on this volume, each request claimed by one (``claims``)."""
+        return self.claims is not None
+
     # -- start-up ---------------------------------------------------------
 
     def _prepare(self) -> None:
@@ -136,11 +140,10 @@ class Daemon:
         root.mkdir(parents=True, exist_ok=True)
         fsio.ensure_private_dir(self.layout.state_dir)
         self.lock.acquire()
-        if self.clock is not None:
-            assert self.watcher_id is not None
+        if self.claims is not None:
             self.pipeline.prepare()  # the private area first: the volume's clock is read from a file in it
-            now_ns = self.pipeline.life_started_ns = self.clock.sync()
-            peers.check_shared(self.layout, watcher=self.watcher_id, hostname=self._hostname, pid=os.getpid(),
+            now_ns = self.pipeline.life_started_ns = self.claims.clock.sync()
+            peers.check_shared(self.layout, watcher=self.claims.watcher, hostname=self._hostname, pid=os.getpid(),
                                now_ns=now_ns, lease=self.settings.claim_lease)
         else:
             self.pipeline.life_started_ns = self.lock.started_ns
@@ -460,10 +463,10 @@ class Daemon:
         logs ``claim.lost`` when it ends. A volume that refuses the renewal makes the
         watcher unready: its claims will expire, and other watchers take its requests.
         """
-        if self.claims is None or self.clock is None:
+        if self.claims is None:
             return
         try:
-            self.clock.sync()
+            self.claims.clock.sync()
             for held in self.claims.renew():
                 log.debug("claim.renewal_found_lost", claim=held.name, generation=held.generation)
         except OSError as exc:
