@@ -36,10 +36,10 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from ..logs import get_logger
+from .inotify_pairing import observer as native_observer
 from .names import WATCHER_TEMP_PREFIX, Names
 from .scan import POLL, InputScanner
 
@@ -159,7 +159,7 @@ class EventSource:
             poller = Poller(self.root, self.names, self._on_name, self.poll_interval)
             poller.start()
             return poller
-        observer = Observer()
+        observer = native_observer()
         observer.schedule(self._handler, os.fsdecode(self.root), recursive=False, event_filter=_EVENTS)
         observer.start()
         return observer
