@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..logs import get_logger
+
+log = get_logger(__name__)
+
 
 @dataclass(frozen=True)
 class ModelJob:
@@ -17,10 +21,10 @@ class ModelJob:
     workspace: Path
     key: str | None
     timeout: float
-    on_wait: Callable[[bool], None] | None = field(default=None, compare=False, repr=False)
-    """Told True when the run must wait for a busy warm worker, and False when a worker takes it after
-    such a wait (never called when no wait was needed): a request that only waited is no interruption
-    of a model at a stop (see ``inflight``). It must not raise."""
+    on_start: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    """Called once, just before the model gets the request (a warm worker takes it, or its process is about
+    to start; see ``announce_start``): until then a stop of the watcher is no interruption of a model (see
+    ``inflight``), however long the run waited for a busy warm worker."""
 
     @property
     def output_name(self) -> str:
@@ -39,11 +43,23 @@ class RunReport:
     stdout_tail: str = ""
     stderr_tail: str = ""
     reached_model: bool = True
-    """False for a run cancelled while it waited for a warm worker: the model never saw the request."""
+    """False for a run cancelled while it waited for a warm worker: the model never saw the request (nor was
+    ``on_start`` called)."""
 
     @property
     def succeeded(self) -> bool:
         return self.exit_code == 0 and not (self.timed_out or self.cancelled or self.launch_error)
+
+
+def announce_start(job: ModelJob) -> None:
+    """Call ``job.on_start``, if any, as the model gets the request; what it raises is logged, never let through
+    (a run must not be lost to its bookkeeping: the request then counts as it did before it reached the model)."""
+    if job.on_start is None:
+        return
+    try:
+        job.on_start()
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the run goes on
+        log.warning("runner.on_start_failed", key=job.key, error=str(exc))
 
 
 class ModelLoadError(Exception):

@@ -40,7 +40,7 @@ from typing import IO
 
 from ..logs import get_logger
 from .argv import render
-from .base import ModelJob, RunReport
+from .base import ModelJob, RunReport, announce_start
 from .containment import Containment
 from .records import RUN_ID_ENV
 from .tail import Tail
@@ -199,6 +199,7 @@ class SubprocessRunner:
     def run(self, job: ModelJob) -> RunReport:
         """Run the model to completion, timeout or cancellation; nothing it started survives the return."""
         start = time.monotonic()
+        announce_start(job)
         launched = self._launch(render(self.template, job), job, start)
         if isinstance(launched, RunReport):
             return launched

@@ -32,7 +32,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -41,7 +40,7 @@ from ..logs import get_logger
 from ..volume import fsio
 from ..volume.names import WORKER_WORKSPACE_PREFIX
 from .argv import render, render_for_worker
-from .base import ModelJob, ModelLoadError, RunReport
+from .base import ModelJob, ModelLoadError, RunReport, announce_start
 from .containment import Containment
 from .records import REQUEST_ID_SEP, RUN_ID_ENV
 from .tail import Tail
@@ -95,6 +94,9 @@ class _Worker:
         assert self.proc.stdout is not None and self.proc.stderr is not None
         sel = selectors.DefaultSelector()
         tails = {self.proc.stdout.fileno(): self.out, self.proc.stderr.fileno(): self.err}
+        quick = selectors.DefaultSelector()  # the tails alone, for ``_drain`` before each reply
+        for fd in tails:
+            quick.register(fd, selectors.EVENT_READ)
         for fd in (*tails, replies_fd):
             sel.register(fd, selectors.EVENT_READ)
         pending = b""
@@ -107,6 +109,8 @@ class _Worker:
                         chunk = b""
                     if not chunk:
                         sel.unregister(key.fd)
+                        if key.fd in quick.get_map():
+                            quick.unregister(key.fd)
                         if key.fd == replies_fd:
                             self._replies.put(_EOF)
                         continue
@@ -115,38 +119,36 @@ class _Worker:
                         continue
                     pending += chunk
                     *lines, pending = pending.split(b"\n")
-                    if lines:  # what the request printed before its reply is in the tails before the reply is seen
-                        self._drain(tails)
+                    if lines and quick.get_map():  # what the request printed before its reply is in the tails first
+                        self._drain(quick, tails)
                     for line in lines:
                         self._replies.put(self._decode(line))
         finally:
             sel.close()
+            quick.close()
             os.close(replies_fd)
             self.proc.stdout.close()
             self.proc.stderr.close()
 
     @staticmethod
-    def _drain(tails: dict[int, Tail], limit: int = 64) -> None:
+    def _drain(quick: selectors.BaseSelector, tails: dict[int, Tail], limit: int = 64) -> None:
         """Read what is already waiting on stdout and stderr (at most ``limit`` chunks, so a model printing without
         end cannot hold a reply back). A forked child's output reaches these pipes before its parent replies, but
-        one ``select`` may report both at once."""
-        with selectors.DefaultSelector() as sel:
-            for fd in tails:
-                with contextlib.suppress(ValueError, OSError):
-                    sel.register(fd, selectors.EVENT_READ)
-            for _ in range(limit):
-                ready = sel.select(0)
-                if not ready:
-                    return
-                for key, _ in ready:
-                    try:
-                        chunk = os.read(key.fd, 65536)
-                    except OSError:
-                        chunk = b""
-                    if chunk:
-                        tails[key.fd].feed(chunk)
-                    else:
-                        sel.unregister(key.fd)  # at its end: the main loop sees that too
+        one ``select`` may report both at once. A tail found at its end leaves ``quick``; the main loop sees
+        its end too."""
+        for _ in range(limit):
+            ready = quick.select(0)
+            if not ready:
+                return
+            for key, _ in ready:
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    tails[key.fd].feed(chunk)
+                else:
+                    quick.unregister(key.fd)
 
     @staticmethod
     def _decode(line: bytes) -> dict[str, Any] | str:
@@ -245,7 +247,7 @@ class WarmRunner:
         The wait for a worker is not the model's time: ``job.timeout`` starts when a worker takes the job. The
         wait is bounded all the same, since every worker is given back within its own timeout and kill grace.
         """
-        n = self._checkout(job.on_wait)
+        n = self._checkout()
         start = time.monotonic()
         if n is None:
             return RunReport(exit_code=None, duration_s=0.0, cancelled=True, reached_model=False)
@@ -303,26 +305,14 @@ class WarmRunner:
 
     # -- one request ----------------------------------------------------------
 
-    def _checkout(self, on_wait: Callable[[bool], None] | None = None) -> int | None:
-        """An idle slot, waiting for one; None once stopped (``stop`` wakes every waiter).
-
-        ``on_wait`` is told True before a wait and False when a slot is taken after one (``ModelJob.on_wait``).
-        """
-        waited = False
+    def _checkout(self) -> int | None:
+        """An idle slot, waiting for one; None once stopped (``stop`` wakes every waiter)."""
         while not self._stopped:
-            try:
-                n = self._idle.get_nowait()
-            except queue.Empty:
-                if not waited:
-                    waited = True
-                    _tell(on_wait, True)
-                n = self._idle.get()
+            n = self._idle.get()
             if n < 0:
                 self._idle.put(n)  # the stop's wake-up: passed on to the next waiter
                 return None
             if not self._stopped:
-                if waited:
-                    _tell(on_wait, False)
                 return n
             self._idle.put(n)
         return None
@@ -364,6 +354,7 @@ class WarmRunner:
             self._busy[n] = worker
             self._jobs[n] = job
             worker.request_id = request_id
+        announce_start(job)
         try:
             reply = worker.receive(job.timeout) if worker.send(msg) else _EOF
             while isinstance(reply, dict) and reply.get("id") != msg["id"]:  # a reply to an earlier, abandoned run
@@ -399,8 +390,9 @@ class WarmRunner:
         worker.served += 1
         worker.rss_kb = int(reply.get("rss_kb") or 0)
         exit_code = int(reply.get("exit_code", 1))
-        if exit_code == 0 and local.output_path.exists():
-            os.replace(local.output_path, job.output_path)
+        if exit_code == 0:
+            with contextlib.suppress(FileNotFoundError):  # none: the pipeline reports the missing output
+                os.replace(local.output_path, job.output_path)
         else:
             _discard(local.output_path)
         report = RunReport(
@@ -519,16 +511,6 @@ class WarmRunner:
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.proc.wait(self.kill_grace)
         self._containment.unrecord(worker.pgid, worker.run_id)
-
-
-def _tell(on_wait: Callable[[bool], None] | None, waiting: bool) -> None:
-    """Call ``on_wait`` if there is one; what it raises is logged, never allowed to lose a slot."""
-    if on_wait is None:
-        return
-    try:
-        on_wait(waiting)
-    except Exception as exc:  # noqa: BLE001 - a slot held here must reach run()'s give-back
-        log.warning("runner.on_wait_failed", error=str(exc))
 
 
 def _exited_by(pid: int, deadline: float) -> bool:

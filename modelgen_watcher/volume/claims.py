@@ -29,8 +29,9 @@ not reliable.
   publish what it scored, named by its hash (docs/protocol.md says what that costs).
 - **Release**: after publishing, the owner removes its claim. A run a shutdown
   stopped leaves its claim to expire (``keep``); a takeover then counts one more
-  interruption, unless the claim says the request was only waiting for a busy warm
-  worker (``mark_waiting``).
+  interruption, unless the claim says the model did not have the request yet: a claim
+  is made ``waiting`` and marked otherwise when the model gets its request
+  (``mark_waiting``), however long it waited for a busy warm worker.
 
 **Leases are measured on the volume's clock only** (``VolumeClock``): a claim's mtime is
 set by the file server (or the local kernel) when it is created or renewed, and a
@@ -80,7 +81,8 @@ class ClaimDoc(BaseModel):
     given_up: bool = False
     """This publication was given up after too many interruptions: the claim is left as the memory of it."""
     waiting: bool = False
-    """The request waits for a busy warm worker: its model does not have it, so a takeover counts no interruption."""
+    """The model does not have the request (yet: it may wait for a busy warm worker), so a takeover counts no
+    interruption."""
 
 
 class ClaimLost(Exception):
@@ -205,20 +207,21 @@ class Claims:
     # -- taking ---------------------------------------------------------------------
 
     def acquire(self, name: str, *, sha: str = "", mtime_ns: int = 0, lease: float | None = None,
-                give_up_at: int = 0) -> Held | Taken:
+                give_up_at: int = 0, waiting: bool = False) -> Held | Taken:
         """Claim ``name`` for the input published at ``mtime_ns`` with hash ``sha``: ``Held`` when this watcher
         now owns it, ``Taken`` when another live one does.
 
         A takeover of a claim for the same publication counts one more interruption; at
         ``give_up_at`` (0: never) the new claim says ``given_up``, and so does every later
         takeover of that publication. ``lease`` overrides the lease for this name (the
-        retention sweeper's claim lives as long as a sweep interval).
+        retention sweeper's claim lives as long as a sweep interval). ``waiting``: the claim says its request is
+        not at the model yet (``mark_waiting`` says when it is), so a takeover before then counts no interruption.
         """
         lease_ns = int((self.lease if lease is None else lease) * 1e9)
         for _ in range(RACES):
             gens = self._generations(name)
             if not gens:
-                won = self._create(name, 1, sha, mtime_ns, None, give_up_at)
+                won = self._create(name, 1, sha, mtime_ns, None, give_up_at, waiting)
                 if won is not None:
                     return won
                 continue  # someone made generation 1 first: look at it
@@ -228,7 +231,7 @@ class Claims:
             taken = self._live(top, lease_ns)
             if taken is not None:
                 return taken
-            won = self._create(name, top.generation + 1, sha, mtime_ns, top, give_up_at)
+            won = self._create(name, top.generation + 1, sha, mtime_ns, top, give_up_at, waiting)
             if won is not None:
                 return won
         return Taken(self.lease + RETRY_SLACK, None)
@@ -247,7 +250,7 @@ class Claims:
         return Taken(remaining + min(RETRY_SLACK, lease_ns / 1e9 / 10), doc.watcher if doc else None)
 
     def _create(self, name: str, generation: int, sha: str, mtime_ns: int, previous: _Found | None,
-                give_up_at: int) -> Held | None:
+                give_up_at: int, waiting: bool) -> Held | None:
         """Create generation ``generation`` of ``name``; the claim when this watcher won it and owns the name."""
         before = previous.doc if previous is not None else None
         interruptions = 0
@@ -256,7 +259,7 @@ class Claims:
             interruptions = before.interruptions + (0 if before.given_up or before.waiting else 1)
             given_up = before.given_up or 0 < give_up_at <= interruptions
         doc = ClaimDoc(watcher=self.watcher, token=secrets.token_hex(8), input_sha256=sha, input_mtime_ns=mtime_ns,
-                       interruptions=interruptions, given_up=given_up)
+                       interruptions=interruptions, given_up=given_up, waiting=waiting)
         path = self._path(name, generation)
         if not fsio.create_exclusive(path, _encode(doc), self.temp_dir):
             return None
@@ -345,8 +348,8 @@ class Claims:
             _remove(held.path)
 
     def mark_waiting(self, held: Held, waits: bool) -> None:
-        """Note in ``held``'s claim that its request waits for a busy warm worker (``waits``), or no longer: a
-        takeover while it waits counts no interruption (its model never had it). The owner rewrites its own
+        """Note in ``held``'s claim that its model does not have its request (``waits``), or has it now: a
+        takeover while it waits counts no interruption. The owner rewrites its own
         claim, same token, fenced like a publication; ClaimLost if it is not its own any more."""
         doc = held.doc.model_copy(update={"waiting": waits})
         raw = _encode(doc)

@@ -143,14 +143,17 @@ class EventSource:
         mode: Literal["auto", "native", "polling"] = "auto",
         poll_interval: float = 1.0,
         names: Names | None = None,
+        inputs_only: bool = False,
     ) -> None:
-        """``names``: the inputs a poller looks for (the default names when None)."""
+        """``names``: the inputs a poller looks for (the default names when None). ``inputs_only``: only names
+        that ``names`` parses (inputs, and names shaped like inputs, refused) are reported, natively too."""
         self.root = root
         self.mode = mode
         self.poll_interval = poll_interval
         self.names = names or Names()
         self._on_name = on_name
         self._handler = _Handler(root, on_name)
+        self._inputs_only = inputs_only
         self._observer: BaseObserver | Poller | None = None
         self.kind: ObserverKind = "polling"
 
@@ -159,10 +162,14 @@ class EventSource:
             poller = Poller(self.root, self.names, self._on_name, self.poll_interval)
             poller.start()
             return poller
-        observer = native_observer()
+        observer = native_observer(self._wanted)
         observer.schedule(self._handler, os.fsdecode(self.root), recursive=False, event_filter=_EVENTS)
         observer.start()
         return observer
+
+    def _wanted(self, name: str) -> bool:
+        """Whether a native event for ``name`` goes on to the handler (the others are dropped as they are read)."""
+        return not self._inputs_only or name.startswith(PROBE_PREFIX) or self.names.parse(name) is not None
 
     def start(self) -> ObserverKind:
         if self.mode == "polling":

@@ -20,10 +20,12 @@ only slower.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from watchdog.observers import Observer as _StockObserver
@@ -35,6 +37,7 @@ log = get_logger(__name__)
 
 try:
     from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
+    from watchdog.observers.inotify_c import InotifyEvent
     from watchdog.observers.inotify_move_event_grouper import (
         GroupedInotifyEvent,
         InotifyMoveEventGrouper,
@@ -59,6 +62,9 @@ if _INTERNALS:
             self.delayed = delayed
             self.live = True
 
+    _watchdog_log = logging.getLogger(InotifyMoveEventGrouper.__module__)
+    """watchdog's grouper logs every event it is given at debug level: so does this one, as that logger."""
+
     class CookieIndexedGrouper(InotifyMoveEventGrouper):
         """``InotifyMoveEventGrouper`` with pending ``IN_MOVED_FROM`` events also found by cookie in a dict.
 
@@ -76,6 +82,7 @@ if _INTERNALS:
             self._closed = False
 
         def put_event(self, event: PathedInotifyEvent) -> None:
+            _watchdog_log.debug("in-event %s", event)
             grouped: GroupedInotifyEvent = event
             with self._lock:
                 if event.ev.is_moved_to:
@@ -137,9 +144,19 @@ if _INTERNALS:
 
     @dataclass
     class _WatchGroup(InotifyWatchGroup):
+        wanted: Callable[[str], bool] | None = None
+        """Names whose events matter; the others are dropped here, in the reading thread (see ``observer``)."""
         _move_event_grouper: InotifyMoveEventGrouper = field(default_factory=CookieIndexedGrouper, init=False)
 
+        def on_event(self, event: InotifyEvent) -> None:
+            # A move's source is kept whatever its name: it pairs with its destination (a temp file renamed
+            # to an input is one move, which says the input is complete).
+            if self.wanted is None or not event.name or event.is_moved_from or self.wanted(os.fsdecode(event.name)):
+                super().on_event(event)
+
     class _Emitter(InotifyEmitter):
+        wanted: Callable[[str], bool] | None = None
+
         def on_thread_start(self) -> None:
             self._inotify = _WatchGroup(
                 self._inotify_fd,
@@ -147,19 +164,27 @@ if _INTERNALS:
                 is_recursive=self.watch.is_recursive,
                 event_mask=self.get_event_mask_from_filter(),
                 follow_symlink=self.watch.follow_symlink,
+                wanted=self.wanted,
             )
 
     class _Observer(InotifyObserver):
-        def __init__(self) -> None:
+        def __init__(self, wanted: Callable[[str], bool] | None) -> None:
             super().__init__()
-            self._emitter_class = _Emitter
+            self._emitter_class = type("_Emitter", (_Emitter,), {"wanted": staticmethod(wanted)} if wanted else {})
 
 
-def observer() -> BaseObserver:
-    """A native observer: watchdog's inotify one with pairing by cookie, or watchdog's own where that cannot be."""
+def observer(wanted: Callable[[str], bool] | None = None) -> BaseObserver:
+    """A native observer: watchdog's inotify one with pairing by cookie, or watchdog's own where that cannot be.
+
+    ``wanted``: names in the watched directory whose events matter. The others' events
+    are dropped as they are read, before the two threads that build and dispatch them:
+    the watcher's own results and statuses (two of the three renames of a request) and
+    the writes of clients' temp files. watchdog's own observer (the fallback) passes
+    them all on, for the handler to ignore.
+    """
     if _INTERNALS:
         try:
-            return _Observer()
+            return _Observer(wanted)
         except (AttributeError, TypeError) as exc:  # pragma: no cover - another watchdog than 7.1
             log.info("observer.stock_pairing", reason=str(exc))
     return _StockObserver()

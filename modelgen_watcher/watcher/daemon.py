@@ -503,7 +503,7 @@ class Daemon:
                      reason="shared mode: other machines' writes raise no file events here")
         self.events = EventSource(
             self.layout.root, self.on_name, mode=mode, poll_interval=self.settings.poll_interval,
-            names=self.layout.names,
+            names=self.layout.names, inputs_only=True,
         )
         observer = self.events.start()
         pending = self.rescan(everything=True)

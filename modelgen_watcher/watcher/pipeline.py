@@ -45,6 +45,8 @@ from .outcomes import Outcome, Processed
 from .readiness import VOLUME, Readiness
 from .running import RunningStatuses
 
+PREPARED_FOR = 1.0
+"""Seconds the lone watcher trusts its last full check of its private dirs while ``.modelgen`` is unchanged."""
 DETAIL_LINES = 20
 
 log = get_logger(__name__)
@@ -177,6 +179,8 @@ class Pipeline:
         self._held: dict[Request, Held] = {}
         """Shared mode: the claim of each request being served, whose fence is checked before each rename."""
         self._disowned = False
+        self._prepared: tuple[int, int, float] | None = None
+        """The lone watcher's private dirs as last checked: ``.modelgen``'s inode and mtime, and until when."""
 
     def prepare(self) -> None:
         """Create the private directories this pipeline writes to; refuse any that is not a real one of ours.
@@ -185,7 +189,19 @@ class Pipeline:
         """
         layout = self.layout
         directories: tuple[Path, ...]
+        seen: os.stat_result | None = None
         if self.claims is None:
+            # All four are in ``.modelgen``: while its inode and mtime are the same, none of them was removed,
+            # replaced or added since the last check, so one lstat a request does (all four, once a second).
+            # Its lstat comes first: whatever changes during the checks changes it again for the next request.
+            try:
+                seen = os.lstat(layout.state_dir)
+            except FileNotFoundError:
+                seen = None
+            if seen is not None and self._prepared is not None:
+                ino, mtime_ns, until = self._prepared
+                if (seen.st_ino, seen.st_mtime_ns) == (ino, mtime_ns) and time.monotonic() < until:
+                    return
             directories = (layout.state_dir, layout.tmp_dir, layout.workspace, layout.inflight_dir)
         else:
             fsio.ensure_private_dir(layout.state_dir)
@@ -196,6 +212,8 @@ class Pipeline:
             directories = (layout.tmp_dir, layout.workspace, layout.claims_dir)
         for directory in directories:
             fsio.ensure_private_dir(directory)
+        if seen is not None:
+            self._prepared = (seen.st_ino, seen.st_mtime_ns, time.monotonic() + PREPARED_FOR)
 
     # -- publishing -------------------------------------------------------
 
@@ -313,16 +331,16 @@ class Pipeline:
             running = Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at)
             self._running.started(req, running)
             try:
-                on_wait = self._waiting(req, sha, snap.mtime_ns, interruptions, held)
-                report, scored = self._run_model(req, snap.data, on_wait, held)
+                on_start = self._at_model(req, sha, snap.mtime_ns, interruptions, held)
+                report, scored = self._run_model(req, snap.data, on_start, held)
             finally:
                 self._running.finished(req)
             if held is not None and held.lost:
                 raise ClaimLost(f"another watcher took over {held.name}")
             if report.cancelled:
-                # A stop with this request at its model counts, whoever sent the signal; one that found it
-                # still waiting for a warm worker does not, and keeps its count (its marker, or its claim left
-                # to expire, says it waits).
+                # A stop with this request at its model counts, whoever sent the signal (its marker, or its
+                # claim left to expire, says it was at the model); one that found it still waiting for a warm
+                # worker does not, and keeps its count (a marker at rest, or a claim that still says waiting).
                 keep_marker = True
                 self._leave_running(req, running, bound)
                 bound.info("request.interrupted", outcome="cancelled", reason="shutdown; redone at next start")
@@ -372,7 +390,7 @@ class Pipeline:
     def _claim(self, claims: Claims, req: Request, snap: fsio.Snapshot, bound: Logger) -> Held | Processed:
         """Shared mode: claim the request, and judge it again once claimed; the claim, or how the request ends."""
         got = claims.acquire(self.layout.names.input(req.key), sha=snap.sha256, mtime_ns=snap.mtime_ns,
-                             give_up_at=MAX_INTERRUPTIONS)
+                             give_up_at=MAX_INTERRUPTIONS, waiting=True)
         if isinstance(got, Taken):
             self.metrics.claims.labels(result="taken").inc()
             bound.debug("claim.taken", owner=got.owner, retry_after_s=round(got.retry_after, 3))
@@ -555,25 +573,25 @@ class Pipeline:
                 del self._first_seen[stale]
         return max(0.0, seen + self.settle - now)
 
-    def _waiting(
+    def _at_model(
         self, req: Request, sha: str, mtime_ns: int, interruptions: int, held: Held | None
-    ) -> Callable[[bool], None]:
-        """What a warm runner tells when ``req`` waits for a busy worker, and when a worker takes it: noted in its
-        in-flight marker, or in shared mode in its claim (a takeover then counts no interruption)."""
+    ) -> Callable[[], None]:
+        """What a runner calls as the model gets ``req`` (``ModelJob.on_start``): from then on a stop counts against
+        it, in its in-flight marker, or in shared mode in its claim (made saying ``waiting``)."""
 
-        def on_wait(waits: bool) -> None:
+        def on_start() -> None:
             try:
                 if held is not None and self.claims is not None:
-                    self.claims.mark_waiting(held, waits)
+                    self.claims.mark_waiting(held, False)
                 else:
-                    inflight.waiting(self.layout, req, sha, mtime_ns, interruptions, waits)
-            except (OSError, ClaimLost) as exc:  # then a stop while it waits counts, as it did before it could wait
+                    inflight.at_model(self.layout, req, sha, mtime_ns, interruptions)
+            except (OSError, ClaimLost) as exc:  # then a stop at the model is not counted: at worst, more attempts
                 log.warning("request.inflight_unwritten", key=req.key, error=str(exc))
 
-        return on_wait
+        return on_start
 
     def _run_model(
-        self, req: Request, data: bytes, on_wait: Callable[[bool], None] | None = None, held: Held | None = None
+        self, req: Request, data: bytes, on_start: Callable[[], None] | None = None, held: Held | None = None
     ) -> tuple[RunReport, ScoredRoute | None]:
         """Run the model on a private copy of ``data``; the scored route, or RequestFailed.
 
@@ -584,7 +602,7 @@ class Pipeline:
         token = f"{req.label}-{fsio.unique_token()}"
         snapshot = self.layout.tmp_dir / f"input-{token}.json"
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
-        job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout, on_wait)
+        job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout, on_start)
         try:
             fsio.write_new(snapshot, data)
             if held is not None:

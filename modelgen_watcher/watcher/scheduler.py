@@ -3,6 +3,11 @@
 However many events a request gets, it has at most one run in flight and one rerun
 queued behind it; the rerun reads the file afresh, so the content scored last is the
 content present last. Different requests run in parallel up to ``workers``.
+
+The ``workers`` threads take due requests from the queue themselves: one that finishes
+a run takes the next at once, and a notice wakes one idle thread. No dispatching thread
+sits between them (it cost two thread hand-offs a request, and a wake-up of its own for
+every notice in a burst, however busy the workers were).
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import heapq
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..logs import get_logger
@@ -52,24 +56,31 @@ class Scheduler:
         # A writer that never pauses must not starve its request forever.
         self._max_delay = max_delay if max_delay is not None else max(1.0, 10 * debounce)
         self._max_attempts = max_attempts
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        """Guards everything below; ``wait_idle`` and ``stop`` wait on it for the queue to empty."""
+        self._due = threading.Condition(lock)
+        """Idle worker threads wait on it for a request to come due (the same lock)."""
         self._entries: dict[Request, _Entry] = {}
         self._heap: list[tuple[float, int, Request]] = []
         self._seq = 0
         self._active = 0
         self._stopping = False
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-worker")
-        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"model-worker_{n}", daemon=True) for n in range(workers)
+        ]
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         """Runs by outcome, for ``--once``'s summary and exit code (the metrics are counted by the pipeline)."""
         self.gave_up = 0
         """Requests whose transient fault outlasted ``max_attempts``."""
 
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def is_alive(self) -> bool:
-        return self._thread.is_alive()
+        """Every worker thread is alive (a bug that ended one makes the daemon exit to be restarted)."""
+        return all(t.is_alive() for t in self._threads)
 
     def notify(self, req: Request, delay: float | None = None) -> None:
         """Something happened to ``req``'s input; process it once things are quiet."""
@@ -90,69 +101,81 @@ class Scheduler:
     def _push(self, req: Request, due: float) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, req))
-        self._cond.notify_all()
+        self._due.notify()  # one idle thread looks (a busy one looks when it finishes)
 
-    def _loop(self) -> None:
+    def _serve(self) -> None:
+        """A worker thread: take the next due request, run it, settle it, and again, until stopped."""
         with self._cond:
-            while not self._stopping:
-                now = time.monotonic()
-                # Drop heap items that no longer match their entry (superseded by a later notice).
-                while self._heap:
-                    due, _, req = self._heap[0]
-                    entry = self._entries.get(req)
-                    if entry is None or entry.running or entry.due != due:
-                        heapq.heappop(self._heap)
-                        continue
-                    break
-                if not self._heap:
-                    self._cond.wait()
-                    continue
+            req = self._take()
+        while req is not None:
+            result = Processed(Outcome.error)
+            try:
+                result = self._handler(req)
+            except Exception:  # a bug must cost one request, never the daemon
+                log.exception("request.crashed", key=req.key)
+            with self._cond:
+                self._settle(req, result)
+                req = self._take()
+
+    def _take(self) -> Request | None:
+        """The next due request, marked running, waiting for one as long as it takes; None once stopping.
+
+        Called with the lock held.
+        """
+        while not self._stopping:
+            # Drop heap items that no longer match their entry (superseded by a later notice).
+            while self._heap:
                 due, _, req = self._heap[0]
-                if due > now:
-                    self._cond.wait(due - now)
+                entry = self._entries.get(req)
+                if entry is None or entry.running or entry.due != due:
+                    heapq.heappop(self._heap)
                     continue
-                if self._active >= self._workers:
-                    self._cond.wait()
-                    continue
-                heapq.heappop(self._heap)
-                entry = self._entries[req]
-                entry.running, entry.due, entry.first_event, entry.dirty = True, None, None, False
-                self._active += 1
-                self._pool.submit(self._run, req)
-
-    def _run(self, req: Request) -> None:
-        result = Processed(Outcome.error)
-        try:
-            result = self._handler(req)
-        except Exception:  # a bug must cost one request, never the daemon
-            log.exception("request.crashed", key=req.key)
-        with self._cond:
-            self.outcomes[result.outcome] += 1
-            self._active -= 1
+                break
+            if not self._heap:
+                self._due.wait()
+                continue
+            due, _, req = self._heap[0]
+            now = time.monotonic()
+            if due > now:
+                self._due.wait(due - now)
+                continue
+            heapq.heappop(self._heap)
             entry = self._entries[req]
-            entry.running = False
-            delay: float | None = None
-            if entry.dirty:
-                delay = self._debounce
-            if result.retry_after is not None:  # deferred, or claimed or lost in shared mode: look again then
-                delay = result.retry_after if delay is None else min(delay, result.retry_after)
-            if result.outcome is Outcome.transient:
-                entry.failures += 1
-                if self._max_attempts is None or entry.failures < self._max_attempts:
-                    wait = backoff(entry.failures)
-                    delay = wait if delay is None else min(delay, wait)
-                else:
-                    self.gave_up += 1
-            elif result.outcome is not Outcome.deferred:
-                entry.failures = 0
-            if delay is not None and not self._stopping:
-                now = time.monotonic()
-                entry.first_event = now
-                entry.due = now + delay
-                self._push(req, entry.due)
-            elif entry.due is None:
-                del self._entries[req]
-            self._cond.notify_all()
+            entry.running, entry.due, entry.first_event, entry.dirty = True, None, None, False
+            self._active += 1
+            if self._heap:
+                self._due.notify()  # more may be due: another idle thread looks
+            return req
+        return None
+
+    def _settle(self, req: Request, result: Processed) -> None:
+        """Count a finished run and queue what it owes: a rerun, a retry, or nothing. Called with the lock held."""
+        self.outcomes[result.outcome] += 1
+        self._active -= 1
+        entry = self._entries[req]
+        entry.running = False
+        delay: float | None = None
+        if entry.dirty:
+            delay = self._debounce
+        if result.retry_after is not None:  # deferred, or claimed or lost in shared mode: look again then
+            delay = result.retry_after if delay is None else min(delay, result.retry_after)
+        if result.outcome is Outcome.transient:
+            entry.failures += 1
+            if self._max_attempts is None or entry.failures < self._max_attempts:
+                wait = backoff(entry.failures)
+                delay = wait if delay is None else min(delay, wait)
+            else:
+                self.gave_up += 1
+        elif result.outcome is not Outcome.deferred:
+            entry.failures = 0
+        if delay is not None and not self._stopping:
+            now = time.monotonic()
+            entry.first_event = now
+            entry.due = now + delay
+            self._push(req, entry.due)
+        elif entry.due is None:
+            del self._entries[req]
+        self._cond.notify_all()  # wait_idle and stop look again
 
     def busy(self, req: Request) -> bool:
         """True while ``req`` is queued or running."""
@@ -183,14 +206,12 @@ class Scheduler:
         """Take no more work: nothing queued is started from now on."""
         with self._cond:
             self._stopping = True
+            self._due.notify_all()
             self._cond.notify_all()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Halt, then wait up to ``timeout`` for runs in flight (the caller cancels them first)."""
         self.halt()
-        self._thread.join(timeout)
-        # Not cancel_futures: a cancelled _run would never give back its slot in _active.
-        self._pool.shutdown(wait=False)
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._active and time.monotonic() < deadline:

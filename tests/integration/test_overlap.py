@@ -29,6 +29,11 @@ def _kill_pids(pidfile: Path) -> None:
             pass
 
 
+def _running(watch_dir: Path, key: str) -> bool:
+    """``key`` is past its checks and in the runner's hands (its ``running`` status is written 0.1 s into it)."""
+    return (status_of(watch_dir, key) or {}).get("state") == "running"
+
+
 def _died(proc: subprocess.Popen[bytes] | None) -> bool:
     assert proc is not None
     return proc.poll() is not None
@@ -42,8 +47,9 @@ def test_a_request_waiting_for_the_worker_when_the_watcher_is_killed_is_not_coun
         drop(watch_dir, {**route([""]), "kill_me": True}, key="poison")
         wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, what="the poison at the model")
         good = drop(watch_dir, route(["turn-left"]), key="good")
+        wait_for(partial(_running, watch_dir, "good"), 10, what="the good request in flight, waiting for the worker")
         marker = watch_dir / ".modelgen" / "inflight" / input_name("good")
-        wait_for(marker.exists, 10, what="the good request in flight, waiting for the worker")
+        assert not marker.exists(), "a request waiting for the worker has no marker: the model does not have it"
         wait_for(lambda: _died(d.proc), 30, what="the watcher killed by the poison's model")
         _kill_pids(pidfile)
         os.unlink(watch_dir / input_name("poison"))  # the operator removes the poison
@@ -128,8 +134,7 @@ def test_a_stop_with_one_request_at_a_stubborn_model_and_one_waiting_exits_in_ti
     first = drop(watch_dir, route([""]), key="first")
     wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 20, what="the model at work")
     second = drop(watch_dir, route(["turn-left"]), key="second")
-    marker = watch_dir / ".modelgen" / "inflight" / input_name("second")
-    wait_for(marker.exists, 10, what="the second request waiting for the worker")
+    wait_for(partial(_running, watch_dir, "second"), 10, what="the second request waiting for the worker")
     rc, seconds = d.stop(signal.SIGTERM)
     assert rc == 0 and seconds < 8, (rc, seconds)
     for key, raw in (("first", first), ("second", second)):

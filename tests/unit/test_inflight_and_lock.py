@@ -27,45 +27,54 @@ def _publish(layout: Layout, key: str) -> None:
     layout.input(key).write_bytes(b"{}")
 
 
+def _at_model(layout: Layout, req: Request, sha: str, mtime_ns: int) -> int:
+    """What the pipeline does for a request that reaches the model: the count so far, then the marker."""
+    count = inflight.begin(layout, req, sha, mtime_ns)
+    inflight.at_model(layout, req, sha, mtime_ns, count)
+    return count
+
+
 def test_each_start_counts_one_interruption_of_the_same_publication(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    assert inflight.begin(layout, req, "s1", 100) == 0
+    assert _at_model(layout, req, "s1", 100) == 0
     for expected in (1, 2, 3):
         found = inflight.count_interruptions(layout)  # a start with the marker still there
         assert [(i.name, i.interruptions) for i in found] == [("gps_input_route.k.json", expected)]
-        assert inflight.begin(layout, req, "s1", 100) == expected
+        assert _at_model(layout, req, "s1", 100) == expected
 
 
 def test_new_bytes_or_a_new_publication_start_afresh(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    inflight.begin(layout, req, "s1", 100)
+    _at_model(layout, req, "s1", 100)
     inflight.count_interruptions(layout)
-    assert inflight.begin(layout, req, "s1", 200) == 0  # the same bytes published again
+    assert _at_model(layout, req, "s1", 200) == 0  # the same bytes published again
     inflight.count_interruptions(layout)
     assert inflight.begin(layout, req, "s2", 200) == 0  # other bytes
 
 
-def test_a_stop_while_waiting_for_a_worker_is_not_counted_and_the_count_is_kept(layout: Layout) -> None:
+def test_a_request_that_began_but_never_reached_the_model_writes_nothing(layout: Layout) -> None:
+    _publish(layout, "k")
+    assert inflight.begin(layout, Request("k"), "s1", 100) == 0
+    assert not list(layout.inflight_dir.iterdir())
+
+
+def test_a_stop_before_the_model_has_it_again_is_not_counted_and_the_count_is_kept(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    inflight.begin(layout, req, "s1", 100)
-    assert inflight.begin(layout, req, "s1", 100) == 0
+    _at_model(layout, req, "s1", 100)
     inflight.count_interruptions(layout)  # one stop at the model
-    count = inflight.begin(layout, req, "s1", 100)
-    assert count == 1
-    inflight.waiting(layout, req, "s1", 100, count, True)
-    assert inflight.count_interruptions(layout) == []  # stopped while it waited: not counted...
+    assert inflight.begin(layout, req, "s1", 100) == 1  # it waits for a busy worker...
+    assert inflight.count_interruptions(layout) == []  # ...and the watcher stops: not counted...
     assert inflight.begin(layout, req, "s1", 100) == 1  # ...nor forgotten
-    inflight.waiting(layout, req, "s1", 100, 1, True)
-    inflight.waiting(layout, req, "s1", 100, 1, False)  # a worker took it: a stop counts again
+    inflight.at_model(layout, req, "s1", 100, 1)  # a worker took it: a stop counts again
     assert [i.interruptions for i in inflight.count_interruptions(layout)] == [2]
 
 
 def test_an_ended_request_leaves_no_marker(layout: Layout) -> None:
     _publish(layout, "k")
-    inflight.begin(layout, Request("k"), "s1", 100)
+    _at_model(layout, Request("k"), "s1", 100)
     inflight.end(layout, Request("k"))
     assert inflight.count_interruptions(layout) == []
 
@@ -73,9 +82,10 @@ def test_an_ended_request_leaves_no_marker(layout: Layout) -> None:
 def test_a_given_up_publication_is_neither_counted_nor_run_again(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    inflight.begin(layout, req, "s1", 100)
+    _at_model(layout, req, "s1", 100)
     for _ in range(3):
         inflight.count_interruptions(layout)
+        _at_model(layout, req, "s1", 100)
     inflight.give_up(layout, req)
     assert inflight.count_interruptions(layout) == []
     assert inflight.begin(layout, req, "s1", 100) == 3  # still given up
@@ -84,7 +94,7 @@ def test_a_given_up_publication_is_neither_counted_nor_run_again(layout: Layout)
 
 def test_a_marker_whose_input_is_gone_is_dropped(layout: Layout) -> None:
     _publish(layout, "k")
-    inflight.begin(layout, Request("k"), "s1", 100)
+    _at_model(layout, Request("k"), "s1", 100)
     layout.input("k").unlink()
     assert inflight.count_interruptions(layout) == []
     assert not list(layout.inflight_dir.iterdir())

@@ -177,3 +177,29 @@ def test_the_observer_reports_a_rename_as_a_move_and_a_file_from_elsewhere_as_cr
     assert [type(e).__name__ for e in seen] == ["FileMovedEvent", "FileCreatedEvent"]
     assert (os.path.basename(seen[0].src_path), os.path.basename(seen[0].dest_path)) == (".tmp", "a")
     assert os.path.basename(seen[1].src_path) == "b"
+
+
+def test_events_of_unwanted_names_are_dropped_but_a_move_from_one_to_a_wanted_name_stays_a_move(
+    tmp_path: Path,
+) -> None:
+    seen: list[FileSystemEvent] = []
+    moved = threading.Event()
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            seen.append(event)
+            if isinstance(event, FileMovedEvent):
+                moved.set()
+
+    obs = inotify_pairing.observer(lambda name: name.startswith("in-"))
+    obs.schedule(Handler(), str(tmp_path), recursive=False, event_filter=[FileMovedEvent, FileCreatedEvent])
+    obs.start()
+    try:
+        (tmp_path / ".tmp").write_bytes(b"1")  # unwanted: its creation is dropped...
+        (tmp_path / "out").write_bytes(b"2")
+        os.rename(tmp_path / ".tmp", tmp_path / "in-1")  # ...but its move to a wanted name is a move
+        assert moved.wait(10)
+    finally:
+        obs.stop()
+        obs.join(5)
+    assert [(type(e).__name__, os.path.basename(e.src_path)) for e in seen] == [("FileMovedEvent", ".tmp")]
