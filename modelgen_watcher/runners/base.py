@@ -85,8 +85,8 @@ class ModelRunner(Protocol):
 
     overlap: int
     """Requests the daemon may serve beyond ``--workers`` at once: a runner with its own bounded pool
-    (the warm workers) queues a ``run`` until a worker is free, so one more request can be read, checked
-    and published while the model scores another (with one worker, 17 % more requests a second). A
+    (the warm workers) queues a ``run`` until a worker is free, so more requests can be read, checked
+    and published while the model scores another (``WarmRunner.overlap`` says how many and why). A
     runner that starts a process per call has 0: ``--workers`` is how many models run at once."""
 
     def start(self, record_dir: Path) -> int:

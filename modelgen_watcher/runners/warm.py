@@ -238,8 +238,11 @@ class WarmRunner:
         log.info("runner.workers_ready", workers=len(self._slots), entry=self.spec.entry)
         return stopped
 
-    overlap = 1
-    """One request beyond ``--workers`` waits here for a worker (see ``ModelRunner.overlap``)."""
+    overlap = 2
+    """Two requests beyond ``--workers`` wait here for a worker (see ``ModelRunner.overlap``): while the workers
+    score, one request is read and checked and another published. Two rather than one where publishing waits on
+    the disk (fsyncs on a journalled ext4: 301 to 373 requests a second with one worker in ``bench/drain.py``,
+    four gave 407 but cost a tmpfs a sixth of its 600), the same where it does not."""
 
     def run(self, job: ModelJob) -> RunReport:
         """Serve ``job`` on a worker once one is idle; the report says how it ended, as the subprocess runner's does.

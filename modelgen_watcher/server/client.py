@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from ..volume import fsio, retry
-from ..volume.decoding import DecodeError, decode_route, decode_scored
-from ..volume.documents import read_status
+from ..volume.decoding import DecodeError, decode_route
+from ..volume.documents import read_result, read_status
 from ..volume.events import EventSource
 from ..volume.names import (
     CLIENT_TEMP_PREFIX,
     DEFAULT_INPUT_NAME,
     DEFAULT_MAX_INPUT_BYTES,
     DEFAULT_OUTPUT_NAME,
-    MAX_RESULT_BYTES,
     Layout,
     Names,
     is_valid_key,
@@ -232,14 +231,7 @@ class Client:
             if err.kind is not ErrorKind.invalid_input and retry.republished(sub.published_ns, written_ns):
                 return None  # an earlier attempt's model failure: the watcher runs it again for this publication
             raise ModelError(err.kind.value, err.message, err.detail)
-        try:
-            raw = fsio.safe_read(self.layout.result(sub.key), MAX_RESULT_BYTES).data
-            result = decode_scored(raw)
-        except (OSError, fsio.UnsafeFile, DecodeError):
-            return None  # replaced between status and result: a newer outcome is on its way
-        if result.meta is None or result.meta.input_sha256 != sub.input_sha256:
-            return None
-        return raw, result
+        return read_result(self.layout.result(sub.key), sub.input_sha256)  # None: a newer outcome is on its way
 
     def poll(self, sub: Submission) -> dict[str, Any] | None:
         """The result if it is ready, None while pending; raises ModelError if the request failed."""

@@ -35,7 +35,7 @@ from ..runners.base import ModelJob, ModelRunner, RunReport
 from ..volume import fsio
 from ..volume.claims import RETRY_SLACK, ClaimLost, Claims, Held, Taken
 from ..volume.decoding import DecodeError, Stage, decode_route, decode_scored
-from ..volume.documents import read_status
+from ..volume.documents import read_result, read_status
 from ..volume.names import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
 from ..volume.retry import MAX_INTERRUPTIONS, Verdict, is_transient, judge
 from ..volume.schemas import ErrorInfo, ErrorKind, ResultMeta, RouteRequest, ScoredRoute, State, Status, utc_now_iso
@@ -217,17 +217,23 @@ class Pipeline:
 
     # -- publishing -------------------------------------------------------
 
-    def _publish(
-        self, req: Request, path: Path, doc: BaseModel, *, durable: bool = True, sync_dir: bool = True
-    ) -> None:
+    def _publish(self, req: Request, path: Path, doc: BaseModel, *, durable: bool = True) -> None:
         """Write one of ``req``'s published files: its temp in ``.modelgen/tmp/`` (one event in the watch dir),
-        renamed into place once the fence (shared mode) says the request is still this watcher's."""
+        fsynced (``durable``) and renamed into place once the fence (shared mode) says the request is still
+        this watcher's.
+
+        The rename itself is not made durable (no fsync of the directory): a publication a power cut takes
+        back is redone by the start-up catch-up, which runs every input whose status is missing, names
+        other bytes, or says ``ok`` beside a result that does not name them (``retry.judge``). What the
+        fsync of the temp file buys is that no rename that survives points to bytes that did not: a result
+        is never empty or partial, whatever the file system kept.
+        """
         fsio.atomic_write(
             path,
             fsio.dump_json(doc.model_dump(mode="json")),
             temp_prefix=WATCHER_TEMP_PREFIX,
             durable=durable,
-            sync_dir=sync_dir,
+            sync_dir=False,
             temp_dir=self.layout.tmp_dir,
             before_replace=self._fence(req),
         )
@@ -353,13 +359,8 @@ class Pipeline:
                 duration_ms=int(report.duration_s * 1000),
                 scored_at=utc_now_iso(),
             )
-            # The result's rename is made durable by the status's directory fsync just after
-            # it (same directory, one fsync for both): journalled file systems (ext4, XFS)
-            # replay renames in order and NFS renames synchronously at the server, so a power
-            # cut cannot keep the status and lose the result; where one could, the start-up
-            # catch-up reruns an ``ok`` status found with no result file (``retry.judge``; not one found beside
-            # an older result, which it takes for this one).
-            self._publish(req, self.layout.result(req.key), scored, sync_dir=False)
+            # The result first, then its status: a reader that sees ``ok`` finds the result in place.
+            self._publish(req, self.layout.result(req.key), scored)
             duration_ms = self._write_final(req, sha, started_at, t0)
             self.readiness.clear(VOLUME, "a request was published")
             bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)
@@ -543,7 +544,7 @@ class Pipeline:
             snap.sha256,
             input_mtime_ns=snap.mtime_ns,
             life_started_ns=self.life_started_ns,
-            result_present=ok_for_these and self.layout.result(req.key).is_file(),
+            result_present=ok_for_these and read_result(self.layout.result(req.key), snap.sha256) is not None,
         )
 
     def _parse_input(self, req: Request, snap: fsio.Snapshot) -> RouteRequest:

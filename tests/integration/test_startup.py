@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.helpers import drop, must_result, route, sha, status_name, wait_final
+from tests.helpers import drop, must_result, result_name, route, sha, status_name, wait_final
 
 
 def test_files_present_before_start_are_scored(daemon_factory, watch_dir, runner):
@@ -34,6 +34,23 @@ def test_status_for_another_hash_is_redone(daemon_factory, watch_dir, runner):
     new = drop(watch_dir, route(["turn-left"]), key="changed")  # changed while no daemon ran
     daemon_factory("--runner", runner)
     assert wait_final(watch_dir, "changed", sha(new))["state"] == "ok"
+
+
+def test_an_ok_status_beside_a_result_of_other_bytes_is_redone(daemon_factory, watch_dir):
+    """What a power cut can leave, since the directory is not fsynced: the status's rename kept, the result's
+    lost (the result of the bytes before). The status alone does not make the request done."""
+    old = drop(watch_dir, route([""]), key="cut")
+    d = daemon_factory()
+    wait_final(watch_dir, "cut", sha(old))
+    old_result = (watch_dir / result_name("cut")).read_bytes()
+    new = drop(watch_dir, route(["turn-left"]), key="cut")
+    wait_final(watch_dir, "cut", sha(new))
+    d.stop()
+    (watch_dir / result_name("cut")).write_bytes(old_result)  # the new result's rename, taken back
+    again = daemon_factory("--once", wait_ready=False)
+    assert again.proc.wait(30) == 0
+    assert [r.get("key") for r in again.runs()] == ["cut"]
+    assert must_result(watch_dir, "cut")["meta"]["input_sha256"] == sha(new)
 
 
 def test_restart_with_nothing_new_runs_no_model(daemon_factory, watch_dir):

@@ -159,8 +159,9 @@ def test_a_worker_that_exits_during_a_request_fails_it_plainly(daemon_factory, w
 
 
 def test_a_request_waiting_for_the_busy_worker_is_not_timed_out_by_the_wait(daemon_factory, watch_dir, tmp_path):
-    """One request more than ``--workers`` is read and checked while the model scores another (the overlap): the
-    model's timeout starts when the worker takes the request, so a queue behind a slow run is no timeout."""
+    """Requests beyond ``--workers`` are read and checked while the model scores another (the overlap): the
+    model's timeout starts when the worker takes the request, so a queue behind a slow run (the last of three
+    waits two runs, longer than the timeout) is no timeout."""
     pidfile = tmp_path / "pids"
     d = daemon_factory(*fake_model_args("ok", "--sleep", "1.2", "--pidfile", str(pidfile), runner="entry"),
                        "--model-timeout", "2")
