@@ -16,10 +16,15 @@ The protocol is JSON, one object a line, on two pipes of their own (``--requests
 - host -> watcher, once: ``{"type": "ready", "pid", "python"}`` or
   ``{"type": "failed", "error", "detail"}`` (the factory raised: the model cannot load);
 - watcher -> host: ``{"type": "run", "id", "input", "output", "output_name",
-  "workspace", "key", "argv", "env"}`` (``env``: variables for the processes the request
-  starts, its run id; the fork server's child sets them);
+  "workspace", "key", "argv", "env", "input_b64", "max_output"}`` (``env``: variables for
+  the processes the request starts, its run id; the fork server's child sets them;
+  ``input_b64``, if present: the input's bytes, which the host writes at ``input``
+  before the model runs and removes after; ``max_output``, if present: the host sends the
+  output back, at most that many bytes, and removes its file);
 - host -> watcher: ``{"type": "done", "id", "exit_code", "stdout_tail", "stderr_tail",
-  "rss_kb", "seconds"}``;
+  "rss_kb", "seconds"}``, and, for a request that asked ``max_output`` and exited 0,
+  ``"output_b64"`` (the output's bytes) or ``"output_error"`` (why not: "no output
+  file", or the file was not a regular one, or too large);
 - the watcher closes ``--requests`` (or sends ``{"type": "stop"}``) to end the host.
 
 What the model prints from Python during a request goes into that request's tails (the
@@ -29,7 +34,9 @@ last TAIL_BYTES of each), so an error status shows its own traceback.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import errno
 import faulthandler
 import importlib
 import importlib.util
@@ -37,6 +44,7 @@ import io
 import json
 import os
 import platform
+import stat
 import sys
 import time
 import traceback
@@ -152,10 +160,109 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
+NO_OUTPUT = "no output file"
+"""``output_error`` when the model wrote nothing (the watcher's ``runners.base.NO_OUTPUT``)."""
+
+
+def _write_input(path: str, data: bytes) -> None:
+    """The model's copy of the input, written by this process: a new file, never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, in the watcher's words (``fsio.describe_mode``)."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def collect_output(path: str, limit: int) -> dict[str, str]:
+    """The output file's bytes for the reply (``output_b64``), or why not (``output_error``); a file read is removed.
+
+    Read as the watcher reads a file: never through a symlink, never blocking on a FIFO,
+    a regular file only, at most ``limit`` bytes.
+    """
+    name = os.path.basename(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return {"output_error": NO_OUTPUT}
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return {"output_error": "{} is a symlink, not a regular file".format(name)}
+        return {"output_error": "{}: {}".format(name, exc.strerror or exc)}
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return {"output_error": "{} is {}, not a regular file".format(name, _kind(st.st_mode))}
+        chunks = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, max(st.st_size + 4096, 1 << 16), 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        return {"output_error": "{} is over the limit of {} bytes".format(name, limit)}
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return {"output_b64": base64.b64encode(data).decode("ascii")}
+
+
 def serve_one(score: Score, msg: dict[str, Any]) -> dict[str, Any]:
-    """Run one request: its outcome, with what it printed from Python."""
+    """Run one request: its outcome, with what it printed from Python (and its output, when asked for)."""
     out, err = _Tail(), _Tail()
     started = time.monotonic()
+    me = os.getpid()
+    given = msg.get("input_b64")
+    if given is not None:
+        try:
+            _write_input(msg["input"], base64.b64decode(given))
+        except OSError as exc:
+            return _done(msg, started, 1, "", "cannot write the model's copy of the input: {}\n".format(exc))
+    try:
+        reply = _run(score, msg, out, err, started)
+        if os.getpid() != me:  # a child the model forked returned from score: only the worker may answer
+            os._exit(0)
+    finally:
+        if given is not None and os.getpid() == me:
+            with contextlib.suppress(OSError):
+                os.unlink(msg["input"])
+    limit = msg.get("max_output")
+    if limit is not None and reply["exit_code"] == 0:
+        reply.update(collect_output(msg["output"], int(limit)))
+    return reply
+
+
+def _done(msg: dict[str, Any], started: float, code: int, stdout: str, stderr: str) -> dict[str, Any]:
+    return {
+        "type": "done",
+        "id": msg["id"],
+        "exit_code": code,
+        "stdout_tail": stdout,
+        "stderr_tail": stderr,
+        "rss_kb": _rss_kb(),
+        "seconds": time.monotonic() - started,
+    }
+
+
+def _run(score: Score, msg: dict[str, Any], out: _Tail, err: _Tail, started: float) -> dict[str, Any]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             score(Job(msg))
@@ -165,15 +272,7 @@ def serve_one(score: Score, msg: dict[str, Any]) -> dict[str, Any]:
         except BaseException:  # noqa: BLE001 - any failure of the model is this request's, never the host's
             traceback.print_exc()
             code = 1
-    return {
-        "type": "done",
-        "id": msg["id"],
-        "exit_code": code,
-        "stdout_tail": out.text(),
-        "stderr_tail": err.text(),
-        "rss_kb": _rss_kb(),
-        "seconds": time.monotonic() - started,
-    }
+    return _done(msg, started, code, out.text(), err.text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +288,6 @@ def main(argv: list[str] | None = None) -> int:
         os.set_inheritable(fd, False)
     requests = os.fdopen(args.requests, "r", encoding="utf-8")
     replies = os.fdopen(args.replies, "w", encoding="utf-8")
-    me = os.getpid()
 
     def send(msg: dict[str, Any]) -> None:
         replies.write(json.dumps(msg) + "\n")
@@ -206,10 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         msg = json.loads(line)
         if msg.get("type") == "stop":
             break
-        reply = serve_one(score, msg)
-        if os.getpid() != me:  # a child the model forked returned from score: only the worker may answer
-            os._exit(0)
-        send(reply)
+        send(serve_one(score, msg))
     return 0
 
 

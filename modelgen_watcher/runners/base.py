@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from ..logs import get_logger
+from ..volume import fsio
 
 log = get_logger(__name__)
 
 
+NO_OUTPUT = "no output file"
+"""``RunReport.output_error`` when the model wrote nothing."""
+
+
 @dataclass(frozen=True)
 class ModelJob:
-    """One scoring run: the snapshot to read and the file to write (inside ``workspace``)."""
+    """One scoring run: the input to read and the file to write (inside ``workspace``).
+
+    ``input_data``, when given, is the input's bytes, not yet on disk: the runner puts them
+    where its model reads them (a process per request, at ``input_path``; a warm worker,
+    in its own workspace, from its own process) and removes them after the run. None:
+    ``input_path`` holds them already.
+    """
 
     input_path: Path
     output_path: Path
     workspace: Path
     key: str | None
     timeout: float
+    input_data: bytes | None = field(default=None, compare=False, repr=False)
     on_start: Callable[[], None] | None = field(default=None, compare=False, repr=False)
     """Called once, just before the model gets the request (a warm worker takes it, or its process is about
     to start; see ``announce_start``): until then a stop of the watcher is no interruption of a model (see
@@ -42,6 +55,11 @@ class RunReport:
     launch_error: str | None = None
     stdout_tail: str = ""
     stderr_tail: str = ""
+    output: bytes | None = None
+    """The model's output as its runner read it (a warm worker reads its own, from its own process, and sends it
+    back); None: it is at ``job.output_path``, for the pipeline to read."""
+    output_error: str | None = None
+    """Why the runner could not read the output (``NO_OUTPUT`` when there was none), for a run that exited 0."""
     reached_model: bool = True
     """False for a run cancelled while it waited for a warm worker: the model never saw the request (nor was
     ``on_start`` called)."""
@@ -60,6 +78,21 @@ def announce_start(job: ModelJob) -> None:
         job.on_start()
     except Exception as exc:  # noqa: BLE001 - whatever it is, the run goes on
         log.warning("runner.on_start_failed", key=job.key, error=str(exc))
+
+
+def discard(path: Path) -> None:
+    """Remove a file of a model run (its input or output), whatever the model left in its place; never raises.
+
+    A model may leave a directory where its output should be: removed too (rmtree does
+    not follow symlinks). A failure to remove is logged, never allowed to replace the
+    request's real outcome; start-up clean-up removes what is left.
+    """
+    try:
+        fsio.remove_quietly(path)
+    except IsADirectoryError:
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError as exc:
+        log.warning("model.cleanup_failed", file=str(path), error=str(exc))
 
 
 class ModelLoadError(Exception):

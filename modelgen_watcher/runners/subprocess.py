@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import IO
 
 from ..logs import get_logger
+from ..volume import fsio
 from .argv import render
-from .base import ModelJob, RunReport, announce_start
+from .base import ModelJob, RunReport, announce_start, discard
 from .containment import Containment
 from .records import RUN_ID_ENV
 from .tail import Tail
@@ -200,6 +201,15 @@ class SubprocessRunner:
         """Run the model to completion, timeout or cancellation; nothing it started survives the return."""
         start = time.monotonic()
         announce_start(job)
+        if job.input_data is not None:  # the model's own copy of the bytes (OSError: the volume's trouble)
+            fsio.write_new(job.input_path, job.input_data)
+        try:
+            return self._run(job, start)
+        finally:
+            if job.input_data is not None:
+                discard(job.input_path)
+
+    def _run(self, job: ModelJob, start: float) -> RunReport:
         launched = self._launch(render(self.template, job), job, start)
         if isinstance(launched, RunReport):
             return launched

@@ -21,6 +21,7 @@ own (the protocol is in host.py), so what the model prints never mixes with it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import json
@@ -38,9 +39,9 @@ from typing import IO, Any
 
 from ..logs import get_logger
 from ..volume import fsio
-from ..volume.names import WORKER_WORKSPACE_PREFIX
+from ..volume.names import MAX_RESULT_BYTES, WORKER_WORKSPACE_PREFIX
 from .argv import render, render_for_worker
-from .base import ModelJob, ModelLoadError, RunReport, announce_start
+from .base import NO_OUTPUT, ModelJob, ModelLoadError, RunReport, announce_start, discard
 from .containment import Containment
 from .records import REQUEST_ID_SEP, RUN_ID_ENV
 from .tail import Tail
@@ -343,15 +344,24 @@ class WarmRunner:
         return self._serve(n, worker, job, start)
 
     def _serve(self, n: int, worker: _Worker, job: ModelJob, start: float) -> tuple[RunReport, bool]:
-        local = dataclasses.replace(job, output_path=worker.workspace / job.output_name, workspace=worker.workspace)
+        """One request on ``worker``. The worker writes its own copy of the input (sent with the request) and
+        sends back what the model wrote: the files of a request are its process's work, not the daemon's, which
+        is the one process every request goes through (a drain is bound by it, not by the workers)."""
+        given = job.input_data is not None
+        local = dataclasses.replace(
+            job, output_path=worker.workspace / job.output_name, workspace=worker.workspace,
+            input_path=worker.workspace / job.input_path.name if given else job.input_path,
+        )
         worker.sent += 1
         request_id = f"{worker.run_id}{REQUEST_ID_SEP}{worker.sent}"
-        msg = {
+        msg: dict[str, Any] = {
             "type": "run", "id": request_id, "input": str(local.input_path),
             "output": str(local.output_path), "output_name": local.output_name, "workspace": str(worker.workspace),
             "key": job.key, "argv": render(self.spec.template, local) if self.spec.template else [],
-            "env": {RUN_ID_ENV: request_id},
+            "env": {RUN_ID_ENV: request_id}, "max_output": MAX_RESULT_BYTES,
         }
+        if job.input_data is not None:
+            msg["input_b64"] = base64.b64encode(job.input_data).decode("ascii")
         out_mark, err_mark = worker.out.total, worker.err.total
         with self._lock:
             self._busy[n] = worker
@@ -370,20 +380,19 @@ class WarmRunner:
                 cancelled = n in self._cancelled
                 self._cancelled.discard(n)
         duration = time.monotonic() - start
+        if not isinstance(reply, dict) or cancelled or self._stopped or reply.get("output_b64") is None:
+            _discard_run(local, given)  # what a worker stopped, failed or killed under the request left behind
         if cancelled or self._stopped:
-            _discard(local.output_path)
             report = RunReport(exit_code=None, duration_s=duration, cancelled=True)
             if self._stopped:
                 return report, False
             self._replace(n, worker, reason="its request was cancelled")  # still busy with it
             return report, True
         if reply is None:  # timed out: the worker's whole group goes, a fresh worker takes the slot
-            _discard(local.output_path)
             self._replace(n, worker, reason="timed out")
             return RunReport(exit_code=None, duration_s=duration, timed_out=True,
                              stdout_tail=worker.out.since(out_mark), stderr_tail=worker.err.since(err_mark)), True
         if not isinstance(reply, dict):  # the worker ended under the request (its reply pipe may end first)
-            _discard(local.output_path)
             code = _exit_code(worker.proc.pid, time.monotonic() + 1.0)  # read before the retirement reaps it
             self._replace(n, worker, reason="ended during a request")
             why = (f"the model's warm worker ended during the request ({_exit_words(code)})"
@@ -393,13 +402,9 @@ class WarmRunner:
         worker.served += 1
         worker.rss_kb = int(reply.get("rss_kb") or 0)
         exit_code = int(reply.get("exit_code", 1))
-        if exit_code == 0:
-            with contextlib.suppress(FileNotFoundError):  # none: the pipeline reports the missing output
-                os.replace(local.output_path, job.output_path)
-        else:
-            _discard(local.output_path)
+        output, output_error = _output_of(reply) if exit_code == 0 else (None, None)
         report = RunReport(
-            exit_code=exit_code, duration_s=duration,
+            exit_code=exit_code, duration_s=duration, output=output, output_error=output_error,
             stdout_tail=str(reply.get("stdout_tail") or "") + worker.out.since(out_mark),
             stderr_tail=str(reply.get("stderr_tail") or "") + worker.err.since(err_mark),
         )
@@ -539,6 +544,25 @@ def _exit_code(pid: int, deadline: float) -> int | object | None:
         time.sleep(0.01)
 
 
+def _output_of(reply: dict[str, Any]) -> tuple[bytes | None, str | None]:
+    """The output a worker sent back with a request that exited 0, or why it could not (``host.collect_output``)."""
+    encoded = reply.get("output_b64")
+    if isinstance(encoded, str):
+        try:
+            return base64.b64decode(encoded, validate=True), None
+        except ValueError:
+            return None, "the worker sent it back garbled"
+    error = reply.get("output_error")
+    return None, str(error) if error else NO_OUTPUT
+
+
+def _discard_run(local: ModelJob, input_given: bool) -> None:
+    """Remove a request's files from a worker's workspace: its output, and the input copy if the worker made it."""
+    discard(local.output_path)
+    if input_given:
+        discard(local.input_path)
+
+
 def _exit_words(code: int) -> str:
     return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
@@ -546,8 +570,3 @@ def _exit_words(code: int) -> str:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def _discard(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()

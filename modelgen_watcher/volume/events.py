@@ -39,7 +39,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from ..logs import get_logger
-from .inotify_pairing import observer as native_observer
+from .inotify_observer import observer as native_observer
 from .names import WATCHER_TEMP_PREFIX, Names
 from .scan import POLL, InputScanner
 
@@ -79,11 +79,14 @@ class _Handler(FileSystemEventHandler):
         path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
         if os.path.dirname(path) != self._root:
             return
-        name = os.path.basename(path)
+        self.notice(os.path.basename(path), isinstance(event, _COMPLETE))
+
+    def notice(self, name: str, complete: bool) -> None:
+        """An event of ``name`` in the directory, from watchdog's handler above or straight from its reading thread."""
         if self.probe_name is not None and name == self.probe_name:
             self.probe_seen.set()
             return
-        self._on_name(name, isinstance(event, _COMPLETE))
+        self._on_name(name, complete)
 
 
 class Poller:
@@ -143,17 +146,18 @@ class EventSource:
         mode: Literal["auto", "native", "polling"] = "auto",
         poll_interval: float = 1.0,
         names: Names | None = None,
-        inputs_only: bool = False,
+        direct: bool = False,
     ) -> None:
-        """``names``: the inputs a poller looks for (the default names when None). ``inputs_only``: only names
-        that ``names`` parses (inputs, and names shaped like inputs, refused) are reported, natively too."""
+        """``names``: the inputs a poller looks for (the default names when None). ``direct``: native events
+        reach ``on_name`` from watchdog's reading thread as they are read (``inotify_observer.observer``), for
+        an ``on_name`` that is quick and thread-safe; otherwise through watchdog's dispatching thread."""
         self.root = root
         self.mode = mode
         self.poll_interval = poll_interval
         self.names = names or Names()
         self._on_name = on_name
         self._handler = _Handler(root, on_name)
-        self._inputs_only = inputs_only
+        self._direct = direct
         self._observer: BaseObserver | Poller | None = None
         self.kind: ObserverKind = "polling"
 
@@ -162,14 +166,10 @@ class EventSource:
             poller = Poller(self.root, self.names, self._on_name, self.poll_interval)
             poller.start()
             return poller
-        observer = native_observer(self._wanted)
+        observer = native_observer(self._handler.notice if self._direct else None)
         observer.schedule(self._handler, os.fsdecode(self.root), recursive=False, event_filter=_EVENTS)
         observer.start()
         return observer
-
-    def _wanted(self, name: str) -> bool:
-        """Whether a native event for ``name`` goes on to the handler (the others are dropped as they are read)."""
-        return not self._inputs_only or name.startswith(PROBE_PREFIX) or self.names.parse(name) is not None
 
     def start(self) -> ObserverKind:
         if self.mode == "polling":

@@ -50,6 +50,9 @@ CLAIMS_DIR = "claims"
 CLOCK_FILE = "clock"
 """Shared mode: the file a watcher touches to read the volume's clock (``claims.VolumeClock``)."""
 MODEL_OUTPUT_PREFIX = "modelgen-out-"
+MODEL_INPUT_PREFIX = "modelgen-in-"
+"""The model's copy of a request's input: in ``.modelgen/tmp`` for a process per request, in a warm worker's
+own workspace for a warm worker (which writes it)."""
 WORKER_WORKSPACE_PREFIX = "w"
 """A warm worker's own workspace is ``<workspace>/w<n>`` (``runners.warm``)."""
 

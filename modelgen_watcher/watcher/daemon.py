@@ -20,7 +20,15 @@ from ..settings import WatcherSettings
 from ..volume import fsio
 from ..volume.claims import Claims, Taken, VolumeClock
 from ..volume.events import EventSource, ObserverKind
-from ..volume.names import MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Rejected, Request, worker_workspace_slot
+from ..volume.names import (
+    MODEL_INPUT_PREFIX,
+    MODEL_OUTPUT_PREFIX,
+    WATCHER_TEMP_PREFIX,
+    Layout,
+    Rejected,
+    Request,
+    worker_workspace_slot,
+)
 from ..volume.retry import ONCE_ATTEMPTS
 from ..volume.scan import RESCAN, InputScanner, Signature
 from ..volume.schemas import Health, WatcherHealth, utc_now_iso
@@ -177,11 +185,12 @@ class Daemon:
         ]
         if not self.shared:
             stale_prefixes.append((layout.inflight_dir, WATCHER_TEMP_PREFIX, None))
-        with os.scandir(layout.workspace) as entries:  # warm workers' own workspaces: their outputs too
+        with os.scandir(layout.workspace) as entries:  # warm workers' own workspaces: their inputs and outputs too
             stale_prefixes += [
-                (Path(e.path), MODEL_OUTPUT_PREFIX, None)
+                (Path(e.path), prefix, None)
                 for e in entries
                 if worker_workspace_slot(e.name) is not None and e.is_dir(follow_symlinks=False)
+                for prefix in (MODEL_INPUT_PREFIX, MODEL_OUTPUT_PREFIX)
             ]
         now = self._now()
         removed = 0
@@ -338,7 +347,7 @@ class Daemon:
         )
         if self.watcher_id is not None:
             health = WatcherHealth(**health.model_dump(), watcher_id=self.watcher_id, hostname=self._hostname)
-        data = fsio.dump_json(health.model_dump())
+        data = fsio.dump_json(health)
         try:
             fsio.atomic_write(self.layout.health_file, data, temp_prefix=WATCHER_TEMP_PREFIX, durable=False,
                               temp_dir=self._heartbeat_temps)
@@ -348,7 +357,7 @@ class Daemon:
             self.readiness.fail(VOLUME, f"the watch dir cannot be written: {exc}")
             unready = health.model_copy(update={"ready": False, "reason": self.readiness.reason()})
             try:
-                fsio.overwrite_in_place(self.layout.health_file, fsio.dump_json(unready.model_dump()))
+                fsio.overwrite_in_place(self.layout.health_file, fsio.dump_json(unready))
             except OSError:
                 pass
             raise
@@ -503,7 +512,7 @@ class Daemon:
                      reason="shared mode: other machines' writes raise no file events here")
         self.events = EventSource(
             self.layout.root, self.on_name, mode=mode, poll_interval=self.settings.poll_interval,
-            names=self.layout.names, inputs_only=True,
+            names=self.layout.names, direct=True,
         )
         observer = self.events.start()
         pending = self.rescan(everything=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import signal
 import threading
 import time
@@ -31,12 +30,19 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..logs import Logger, get_logger
-from ..runners.base import ModelJob, ModelRunner, RunReport
+from ..runners.base import NO_OUTPUT, ModelJob, ModelRunner, RunReport, discard
 from ..volume import fsio
 from ..volume.claims import RETRY_SLACK, ClaimLost, Claims, Held, Taken
 from ..volume.decoding import DecodeError, Stage, decode_route, decode_scored
 from ..volume.documents import read_result, read_status
-from ..volume.names import MAX_RESULT_BYTES, MODEL_OUTPUT_PREFIX, WATCHER_TEMP_PREFIX, Layout, Request
+from ..volume.names import (
+    MAX_RESULT_BYTES,
+    MODEL_INPUT_PREFIX,
+    MODEL_OUTPUT_PREFIX,
+    WATCHER_TEMP_PREFIX,
+    Layout,
+    Request,
+)
 from ..volume.retry import MAX_INTERRUPTIONS, Verdict, is_transient, judge
 from ..volume.schemas import ErrorInfo, ErrorKind, ResultMeta, RouteRequest, ScoredRoute, State, Status, utc_now_iso
 from . import inflight
@@ -230,7 +236,7 @@ class Pipeline:
         """
         fsio.atomic_write(
             path,
-            fsio.dump_json(doc.model_dump(mode="json")),
+            fsio.dump_json(doc),
             temp_prefix=WATCHER_TEMP_PREFIX,
             durable=durable,
             sync_dir=False,
@@ -601,22 +607,23 @@ class Pipeline:
         the run is cancelled as soon as its claim is lost (its result would be thrown away).
         """
         token = f"{req.label}-{fsio.unique_token()}"
-        snapshot = self.layout.tmp_dir / f"input-{token}.json"
+        snapshot = self.layout.tmp_dir / f"{MODEL_INPUT_PREFIX}{token}.json"
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
-        job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout, on_start)
+        job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout, input_data=data,
+                       on_start=on_start)
+        report: RunReport | None = None
         try:
-            fsio.write_new(snapshot, data)
             if held is not None:
                 held.on_lost(functools.partial(self.runner.cancel, job))
-            report = self.runner.run(job)
+            report = self.runner.run(job)  # the runner writes the model's copy of the input, and removes it
             if report.reached_model:
                 self.metrics.model_run(report.duration_s)
             collected = _read_output(output, report) if report.succeeded else None
         finally:
             if held is not None:
                 held.on_lost(None)
-            _discard(snapshot)
-            _discard(output)
+            if report is None or (report.output is None and report.output_error is None):
+                discard(output)  # what the model left at ``output`` (a runner that read the output removed it)
         if report.cancelled:
             return report, None
         failed = failure_from_report(report, self.model_timeout) or (
@@ -636,29 +643,21 @@ def _skipped(verdict: Verdict) -> Processed:
 
 
 def _read_output(output: Path, report: RunReport) -> bytes | RequestFailed:
-    """What a model that exited 0 wrote, or why it cannot be used."""
-    try:
-        return fsio.safe_read(output, MAX_RESULT_BYTES).data
-    except FileNotFoundError:
+    """What a model that exited 0 wrote (as its runner read it, or from ``output``), or why it cannot be used."""
+    if report.output is not None:
+        return report.output
+    problem = report.output_error
+    if problem is None:
+        try:
+            return fsio.safe_read(output, MAX_RESULT_BYTES).data
+        except FileNotFoundError:
+            problem = NO_OUTPUT
+        except (fsio.UnsafeFile, OSError) as exc:
+            problem = str(exc)
+    if problem == NO_OUTPUT:
         return RequestFailed(
             ErrorKind.invalid_output,
             "the model exited 0 but wrote no output file",
             _tail_lines(report.stderr_tail) or _tail_lines(report.stdout_tail),
         )
-    except (fsio.UnsafeFile, OSError) as exc:
-        return RequestFailed(ErrorKind.invalid_output, f"the model's output was refused: {exc}")
-
-
-def _discard(path: Path) -> None:
-    """Remove a file of a model run, whatever the model left in its place; never raises.
-
-    A model may leave a directory where its output should be: removed too (rmtree does
-    not follow symlinks). A failure to remove is logged, never allowed to replace the
-    request's real outcome; start-up clean-up removes what is left.
-    """
-    try:
-        fsio.remove_quietly(path)
-    except IsADirectoryError:
-        shutil.rmtree(path, ignore_errors=True)
-    except OSError as exc:
-        log.warning("model.cleanup_failed", file=str(path), error=str(exc))
+    return RequestFailed(ErrorKind.invalid_output, f"the model's output was refused: {problem}")

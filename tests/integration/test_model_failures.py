@@ -45,6 +45,19 @@ def test_model_failure_gives_error_status(daemon_factory, watch_dir, mode, kind,
     assert d.proc.poll() is None
 
 
+@pytest.mark.parametrize(("mode", "in_message"), [("diroutput", "is a directory, not a regular file"),
+                                                   ("linkoutput", "is a symlink, not a regular file")])
+def test_an_output_that_is_not_a_regular_file_is_refused_and_removed(daemon_factory, watch_dir, mode, in_message,
+                                                                     runner):
+    """Read by the daemon (a process per request) or by the warm worker itself (``fork``, ``entry``): the same
+    refusal, and nothing of the run is left in any workspace."""
+    _, st = serve_next(daemon_factory, watch_dir, mode, runner=runner)
+    assert st["error"]["kind"] == "invalid_output"
+    assert in_message in st["error"]["message"]
+    assert result_of(watch_dir, "bad") is None
+    assert [p.name for p in (watch_dir / ".modelgen" / "workspace").rglob("modelgen-*")] == []
+
+
 def test_traceback_reaches_the_status_detail(daemon_factory, watch_dir, runner):
     _, st = serve_next(daemon_factory, watch_dir, "fail", runner=runner)
     assert "RuntimeError: the model blew up on purpose" in st["error"]["message"]

@@ -135,6 +135,9 @@ def main(argv=None):
     if a.mode == "diroutput":
         os.mkdir(a.output)
         return 0
+    if a.mode == "linkoutput":  # the output a symlink to the input: never followed
+        os.symlink(os.path.abspath(a.input), a.output)
+        return 0
     if a.mode == "fillup":
         with open(a.output, "wb") as fh:
             while True:  # until ENOSPC: the traceback is the model's failure

@@ -146,3 +146,40 @@ def test_read_json_file(tmp_path: Path) -> None:
     assert read_json_file(empty, 1024) is None
     assert read_json_file(tmp_path / "missing.json", 1024) is None
     assert read_json_file(good, 3) is None  # over the limit
+
+
+def test_a_document_is_encoded_as_its_plain_json_would_be() -> None:
+    """``dump_json`` has pydantic encode a document: the bytes ``json.dumps`` made of it, compact, UTF-8."""
+    import json
+    import math
+
+    from modelgen_watcher.volume.fsio import dump_json
+    from modelgen_watcher.volume.schemas import (
+        ErrorInfo,
+        ErrorKind,
+        Health,
+        ResultMeta,
+        ScoredRoute,
+        State,
+        Status,
+        WatcherHealth,
+    )
+
+    def plain(doc: object) -> bytes:
+        assert hasattr(doc, "model_dump")
+        return json.dumps(doc.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":")).encode()
+
+    points = [{"score": s, "lat": 30.0 + i / 7, "lng": -97.5 - i / 3} for i, s in enumerate((0.1, 1 / 3, 0.0, 1.0))]
+    scored = ScoredRoute.model_validate({"routes": [points], "totalScores": [math.pi], "extra": "é"})
+    scored.meta = ResultMeta(input_sha256="a" * 64, model="m", duration_ms=3, scored_at="2026-11-29T00:00:00Z")
+    documents = [
+        scored,
+        Status(state=State.ok, key="k", input_sha256="b" * 64, started_at="t0", finished_at="t1", duration_ms=2),
+        Status(state=State.error, key=None, input_sha256=None, started_at="t0",
+               error=ErrorInfo(kind=ErrorKind.invalid_input, message="ünreadable \"x\"", detail="a\nb")),
+        Health(pid=1, started_at="t0", heartbeat_at="t1", observer="native", ready=False, reason="why"),
+        WatcherHealth(pid=1, started_at="t0", heartbeat_at="t1", observer="polling", ready=True, watcher_id="w",
+                      hostname="h"),
+    ]
+    for doc in documents:
+        assert dump_json(doc) == plain(doc)

@@ -81,7 +81,7 @@ def test_a_cancelled_warm_request_ends_at_once_and_a_fresh_worker_serves_the_nex
         assert report.cancelled and not report.succeeded
         wait_for(lambda: not pid_alive(worker), 10, what="the busy worker replaced")
         after = runner.run(make_job(tmp_path, workspace, "next"))
-        assert after.succeeded and (workspace / "modelgen-out-next.json").exists()
+        assert after.succeeded and after.output is not None and b'"routes"' in after.output  # sent back by the worker
         assert int(pids.read_text().split()[-1]) != worker
     finally:
         runner.stop()

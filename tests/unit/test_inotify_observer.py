@@ -1,4 +1,4 @@
-"""The rename pairing by cookie (``inotify_pairing``): the same events, in the same order, as watchdog's own.
+"""The rename pairing by cookie (``inotify_observer``): the same events, in the same order, as watchdog's own.
 
 The grouper is fed inotify events as watchdog's reading thread feeds it, and read as
 its emitting thread reads it; the reference is watchdog's ``InotifyMoveEventGrouper``
@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from watchdog.events import FileCreatedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, Mask, WatchDescriptor
 from watchdog.observers.inotify_move_event_grouper import (
     GroupedInotifyEvent,
@@ -22,9 +28,9 @@ from watchdog.observers.inotify_move_event_grouper import (
     PathedInotifyEvent,
 )
 
-from modelgen_watcher.volume import inotify_pairing
+from modelgen_watcher.volume import inotify_observer
 
-pytestmark = pytest.mark.skipif(not inotify_pairing._INTERNALS, reason="watchdog's internals are not 7.1's")
+pytestmark = pytest.mark.skipif(not inotify_observer._INTERNALS, reason="watchdog's internals are not 7.1's")
 
 DELAY = 0.02
 
@@ -48,7 +54,7 @@ def moved_to(name: str, cookie: int) -> PathedInotifyEvent:
 
 
 def grouper(stock: bool = False) -> InotifyMoveEventGrouper:
-    g = InotifyMoveEventGrouper() if stock else inotify_pairing.CookieIndexedGrouper()
+    g = InotifyMoveEventGrouper() if stock else inotify_observer.CookieIndexedGrouper()
     g.delay = DELAY
     if stock:
         g._queue.delay = DELAY
@@ -161,8 +167,8 @@ def test_the_observer_reports_a_rename_as_a_move_and_a_file_from_elsewhere_as_cr
                 if len(seen) == 2:
                     both.set()
 
-    obs = inotify_pairing.observer()
-    assert isinstance(obs, inotify_pairing._Observer)
+    obs = inotify_observer.observer()
+    assert isinstance(obs, inotify_observer._Observer)
     obs.schedule(Handler(), str(watched), recursive=False, event_filter=[FileMovedEvent, FileCreatedEvent])
     obs.start()
     try:
@@ -179,27 +185,38 @@ def test_the_observer_reports_a_rename_as_a_move_and_a_file_from_elsewhere_as_cr
     assert os.path.basename(seen[1].src_path) == "b"
 
 
-def test_events_of_unwanted_names_are_dropped_but_a_move_from_one_to_a_wanted_name_stays_a_move(
-    tmp_path: Path,
-) -> None:
-    seen: list[FileSystemEvent] = []
-    moved = threading.Event()
+def test_with_a_notice_each_event_of_a_name_is_handed_over_as_read(tmp_path: Path) -> None:
+    """Names and "complete" (closed after writing, renamed in from here or elsewhere); a name renamed away is no
+    notice; the scheduled handler gets none of them."""
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    notices: list[tuple[str, bool]] = []
+    handled: list[FileSystemEvent] = []
+    done = threading.Event()
+
+    def notice(name: str, complete: bool) -> None:
+        notices.append((name, complete))
+        if (name, complete) == ("last", True):
+            done.set()
 
     class Handler(FileSystemEventHandler):
         def on_any_event(self, event: FileSystemEvent) -> None:
-            seen.append(event)
-            if isinstance(event, FileMovedEvent):
-                moved.set()
+            handled.append(event)
 
-    obs = inotify_pairing.observer(lambda name: name.startswith("in-"))
-    obs.schedule(Handler(), str(tmp_path), recursive=False, event_filter=[FileMovedEvent, FileCreatedEvent])
+    obs = inotify_observer.observer(notice)
+    obs.schedule(
+        Handler(), str(tmp_path), recursive=False, event_filter=[FileMovedEvent, FileCreatedEvent, FileClosedEvent]
+    )
     obs.start()
     try:
-        (tmp_path / ".tmp").write_bytes(b"1")  # unwanted: its creation is dropped...
-        (tmp_path / "out").write_bytes(b"2")
-        os.rename(tmp_path / ".tmp", tmp_path / "in-1")  # ...but its move to a wanted name is a move
-        assert moved.wait(10)
+        (tmp_path / ".tmp").write_bytes(b"1")  # created, closed
+        os.rename(tmp_path / ".tmp", tmp_path / "a")  # moved here: only its destination is news
+        (elsewhere / "x").write_bytes(b"2")
+        os.rename(elsewhere / "x", tmp_path / "b")  # moved in from elsewhere
+        (tmp_path / "last").write_bytes(b"")
+        assert done.wait(10)
     finally:
         obs.stop()
         obs.join(5)
-    assert [(type(e).__name__, os.path.basename(e.src_path)) for e in seen] == [("FileMovedEvent", ".tmp")]
+    assert notices == [(".tmp", False), (".tmp", True), ("a", True), ("b", True), ("last", False), ("last", True)]
+    assert handled == []

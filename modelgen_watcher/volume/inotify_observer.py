@@ -1,4 +1,4 @@
-"""watchdog's inotify observer, with its rename pairing looked up by cookie instead of searched for.
+"""watchdog's inotify observer as the watcher uses it: renames paired by cookie, and events handed over as read.
 
 inotify reports a rename as two events, ``IN_MOVED_FROM`` and ``IN_MOVED_TO``, tied by a
 cookie. watchdog (7.1) pairs them in a queue between the thread that reads the inotify
@@ -7,15 +7,21 @@ from its head for its ``IN_MOVED_FROM``, twice (once for the source path, once t
 out), and an unpaired one (a file renamed in from another directory: every result and
 status the watcher publishes) searches all of it. In a burst the emitting thread lags
 and the queue holds hundreds of events, so every rename costs a walk over all of them:
-15 % of the daemon's CPU while it drained 1,000 requests (``bench/drain.py``).
+15 % of the daemon's CPU while it drained 1,000 requests (``bench/drain.py``). Here the
+pending ``IN_MOVED_FROM`` events are also kept in a dict by cookie: a lookup, not a walk.
+The same events in the same order otherwise (a test feeds both the same sequences).
 
-``Observer()`` here is watchdog's inotify observer whose queue keeps the pending
-``IN_MOVED_FROM`` events in a dict by cookie as well: a lookup, not a walk. Everything
-else is watchdog's, and so is the behaviour: the same events in the same order, a
-move's source held back ``DELAY`` seconds for its pair, an unpaired one emitted as a
-deletion after it. Where watchdog's internals are not the ones this was written for (a
-version other than 7.1), ``observer()`` falls back to watchdog's own observer, which is
-only slower.
+``observer(notice)`` goes further for a handler that only wants "this name may have
+changed, and is it complete": each event of a name in the directory is handed to
+``notice(name, complete)`` in watchdog's reading thread as it is read, instead of
+through the pairing queue, the emitting thread, event objects and the dispatching
+thread (two thread hand-offs an event; the watcher's own results and statuses are two
+of the three renames of a request, each handed over only to be ignored). ``complete``:
+closed after writing, or renamed into place (from anywhere: a rename is whole).
+
+Where watchdog's internals are not the ones this was written for (a version other
+than 7.1), ``observer()`` falls back to watchdog's own observer, with the same
+handler: only slower.
 """
 
 from __future__ import annotations
@@ -142,20 +148,25 @@ if _INTERNALS:
                 self._closed = True
                 self._ready.notify_all()
 
+    Notice = Callable[[str, bool], None]
+
     @dataclass
     class _WatchGroup(InotifyWatchGroup):
-        wanted: Callable[[str], bool] | None = None
-        """Names whose events matter; the others are dropped here, in the reading thread (see ``observer``)."""
+        notice: Notice | None = None
+        """Takes the events of names in the directory as they are read (see ``observer``); None: watchdog's way."""
         _move_event_grouper: InotifyMoveEventGrouper = field(default_factory=CookieIndexedGrouper, init=False)
 
         def on_event(self, event: InotifyEvent) -> None:
-            # A move's source is kept whatever its name: it pairs with its destination (a temp file renamed
-            # to an input is one move, which says the input is complete).
-            if self.wanted is None or not event.name or event.is_moved_from or self.wanted(os.fsdecode(event.name)):
+            if self.notice is None or not event.name:  # the directory's own events (deleted, moved) stay watchdog's
                 super().on_event(event)
+            else:
+                _watchdog_log.debug("in-event %s", event)  # as watchdog's own queue logs what it is given
+                if event.is_moved_from:  # a name renamed away is no news about it
+                    return
+                self.notice(os.fsdecode(event.name), event.is_close_write or event.is_moved_to)
 
     class _Emitter(InotifyEmitter):
-        wanted: Callable[[str], bool] | None = None
+        notice: Notice | None = None
 
         def on_thread_start(self) -> None:
             self._inotify = _WatchGroup(
@@ -164,27 +175,25 @@ if _INTERNALS:
                 is_recursive=self.watch.is_recursive,
                 event_mask=self.get_event_mask_from_filter(),
                 follow_symlink=self.watch.follow_symlink,
-                wanted=self.wanted,
+                notice=self.notice,
             )
 
     class _Observer(InotifyObserver):
-        def __init__(self, wanted: Callable[[str], bool] | None) -> None:
+        def __init__(self, notice: Notice | None) -> None:
             super().__init__()
-            self._emitter_class = type("_Emitter", (_Emitter,), {"wanted": staticmethod(wanted)} if wanted else {})
+            self._emitter_class = type("_Emitter", (_Emitter,), {"notice": staticmethod(notice)} if notice else {})
 
 
-def observer(wanted: Callable[[str], bool] | None = None) -> BaseObserver:
+def observer(notice: Callable[[str, bool], None] | None = None) -> BaseObserver:
     """A native observer: watchdog's inotify one with pairing by cookie, or watchdog's own where that cannot be.
 
-    ``wanted``: names in the watched directory whose events matter. The others' events
-    are dropped as they are read, before the two threads that build and dispatch them:
-    the watcher's own results and statuses (two of the three renames of a request) and
-    the writes of clients' temp files. watchdog's own observer (the fallback) passes
-    them all on, for the handler to ignore.
+    ``notice``: given, the events of names in a watched directory go to ``notice(name, complete)``, called in
+    watchdog's reading thread (it must be quick and thread-safe), and not to the scheduled handlers, which
+    still get the directory's own events. Where watchdog's own observer serves, the handlers get everything.
     """
     if _INTERNALS:
         try:
-            return _Observer(wanted)
+            return _Observer(notice)
         except (AttributeError, TypeError) as exc:  # pragma: no cover - another watchdog than 7.1
             log.info("observer.stock_pairing", reason=str(exc))
     return _StockObserver()
