@@ -16,15 +16,17 @@ The protocol is JSON, one object a line, on two pipes of their own (``--requests
 - host -> watcher, once: ``{"type": "ready", "pid", "python"}`` or
   ``{"type": "failed", "error", "detail"}`` (the factory raised: the model cannot load);
 - watcher -> host: ``{"type": "run", "id", "input", "output", "output_name",
-  "workspace", "key", "argv", "env", "input_b64", "max_output"}`` (``env``: variables for
-  the processes the request starts, its run id; the fork server's child sets them;
-  ``input_b64``, if present: the input's bytes, which the host writes at ``input``
-  before the model runs and removes after; ``max_output``, if present: the host sends the
-  output back, at most that many bytes, and removes its file);
+  "workspace", "key", "argv", "env", "input_bytes", "max_output"}`` (``env``: variables
+  for the processes the request starts, its run id; the fork server's child sets them;
+  ``input_bytes`` N, if present: the line is followed by the input's N bytes, raw, which
+  the host writes at ``input`` before the model runs and removes after; ``max_output``,
+  if present: the host sends the output back, at most that many bytes, and removes its
+  file);
 - host -> watcher: ``{"type": "done", "id", "exit_code", "stdout_tail", "stderr_tail",
   "rss_kb", "seconds"}``, and, for a request that asked ``max_output`` and exited 0,
-  ``"output_b64"`` (the output's bytes) or ``"output_error"`` (why not: "no output
-  file", or the file was not a regular one, or too large);
+  ``"output_bytes": N`` (the line is followed by the output's N bytes, raw: no
+  encoding, no copy in JSON) or ``"output_error"`` (why not: "no output file", or the
+  file was not a regular one, or too large);
 - the watcher closes ``--requests`` (or sends ``{"type": "stop"}``) to end the host.
 
 What the model prints from Python during a request goes into that request's tails (the
@@ -34,7 +36,6 @@ last TAIL_BYTES of each), so an error status shows its own traceback.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import errno
 import faulthandler
@@ -188,8 +189,8 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def collect_output(path: str, limit: int) -> dict[str, str]:
-    """The output file's bytes for the reply (``output_b64``), or why not (``output_error``); a file read is removed.
+def collect_output(path: str, limit: int) -> bytes | str:
+    """The output file's bytes, sent after the reply, or why not (for ``output_error``); a file read is removed.
 
     Read as the watcher reads a file: never through a symlink, never blocking on a FIFO,
     a regular file only, at most ``limit`` bytes.
@@ -198,19 +199,19 @@ def collect_output(path: str, limit: int) -> dict[str, str]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
-        return {"output_error": NO_OUTPUT}
+        return NO_OUTPUT
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return {"output_error": "{} is a symlink, not a regular file".format(name)}
-        return {"output_error": "{}: {}".format(name, exc.strerror or exc)}
+            return "{} is a symlink, not a regular file".format(name)
+        return "{}: {}".format(name, exc.strerror or exc)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return {"output_error": "{} is {}, not a regular file".format(name, _kind(st.st_mode))}
+            return "{} is {}, not a regular file".format(name, _kind(st.st_mode))
         chunks = []
         left = limit + 1
         while left > 0:
-            chunk = os.read(fd, min(left, max(st.st_size + 4096, 1 << 16), 1 << 20))
+            chunk = os.read(fd, min(left, st.st_size + 1, 1 << 20))  # the file's size: no big buffer to shrink
             if not chunk:
                 break
             chunks.append(chunk)
@@ -219,23 +220,23 @@ def collect_output(path: str, limit: int) -> dict[str, str]:
     finally:
         os.close(fd)
     if len(data) > limit:
-        return {"output_error": "{} is over the limit of {} bytes".format(name, limit)}
+        return "{} is over the limit of {} bytes".format(name, limit)
     with contextlib.suppress(OSError):
         os.unlink(path)
-    return {"output_b64": base64.b64encode(data).decode("ascii")}
+    return data
 
 
-def serve_one(score: Score, msg: dict[str, Any]) -> dict[str, Any]:
-    """Run one request: its outcome, with what it printed from Python (and its output, when asked for)."""
+def serve_one(score: Score, msg: dict[str, Any], given: bytes | None = None) -> tuple[dict[str, Any], bytes | None]:
+    """Run one request (``given``: the input's bytes that came with it): its outcome, with what it printed from
+    Python; and its output, when asked for."""
     out, err = _Tail(), _Tail()
     started = time.monotonic()
     me = os.getpid()
-    given = msg.get("input_b64")
     if given is not None:
         try:
-            _write_input(msg["input"], base64.b64decode(given))
+            _write_input(msg["input"], given)
         except OSError as exc:
-            return _done(msg, started, 1, "", "cannot write the model's copy of the input: {}\n".format(exc))
+            return _done(msg, started, 1, "", "cannot write the model's copy of the input: {}\n".format(exc)), None
     try:
         reply = _run(score, msg, out, err, started)
         if os.getpid() != me:  # a child the model forked returned from score: only the worker may answer
@@ -245,9 +246,14 @@ def serve_one(score: Score, msg: dict[str, Any]) -> dict[str, Any]:
             with contextlib.suppress(OSError):
                 os.unlink(msg["input"])
     limit = msg.get("max_output")
-    if limit is not None and reply["exit_code"] == 0:
-        reply.update(collect_output(msg["output"], int(limit)))
-    return reply
+    if limit is None or reply["exit_code"] != 0:
+        return reply, None
+    output = collect_output(msg["output"], int(limit))
+    if isinstance(output, str):
+        reply["output_error"] = output
+        return reply, None
+    reply["output_bytes"] = len(output)
+    return reply, output
 
 
 def _done(msg: dict[str, Any], started: float, code: int, stdout: str, stderr: str) -> dict[str, Any]:
@@ -286,11 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()  # a crash in C code leaves its traceback on stderr, which the watcher keeps
     for fd in (args.requests, args.replies):  # a program the model starts must not inherit the protocol
         os.set_inheritable(fd, False)
-    requests = os.fdopen(args.requests, "r", encoding="utf-8")
+    requests = os.fdopen(args.requests, "rb")
     replies = os.fdopen(args.replies, "w", encoding="utf-8")
 
-    def send(msg: dict[str, Any]) -> None:
+    def send(msg: dict[str, Any], payload: bytes | None = None) -> None:
         replies.write(json.dumps(msg) + "\n")
+        if payload is not None:  # the raw bytes after their line (``output_bytes``)
+            replies.flush()
+            replies.buffer.write(payload)
         replies.flush()
 
     try:
@@ -304,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         msg = json.loads(line)
         if msg.get("type") == "stop":
             break
-        send(serve_one(score, msg))
+        size = msg.get("input_bytes")
+        given = requests.read(size) if isinstance(size, int) else None
+        if given is not None and len(given) < size:
+            break  # the watcher closed the pipe mid-request: it is going
+        send(*serve_one(score, msg, given))
     return 0
 
 

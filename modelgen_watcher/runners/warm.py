@@ -21,7 +21,6 @@ own (the protocol is in host.py), so what the model prints never mixes with it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import json
@@ -69,7 +68,7 @@ class WorkerSpec:
 class _Worker:
     """One warm model process: its pipes, its reader thread, and what it has served."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], requests: IO[str], replies_fd: int, run_id: str,
+    def __init__(self, proc: subprocess.Popen[bytes], requests: IO[bytes], replies_fd: int, run_id: str,
                  workspace: Path) -> None:
         self.proc = proc
         self.run_id = run_id
@@ -100,7 +99,7 @@ class _Worker:
             quick.register(fd, selectors.EVENT_READ)
         for fd in (*tails, replies_fd):
             sel.register(fd, selectors.EVENT_READ)
-        pending = b""
+        replies = _Replies()
         try:
             while sel.get_map():
                 for key, _ in sel.select():
@@ -118,12 +117,11 @@ class _Worker:
                     if key.fd != replies_fd:
                         tails[key.fd].feed(chunk)
                         continue
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    if lines and quick.get_map():  # what the request printed before its reply is in the tails first
+                    messages = replies.feed(chunk)
+                    if messages and quick.get_map():  # what the request printed before its reply is in the tails first
                         self._drain(quick, tails)
-                    for line in lines:
-                        self._replies.put(self._decode(line))
+                    for message in messages:
+                        self._replies.put(message)
         finally:
             sel.close()
             quick.close()
@@ -151,17 +149,12 @@ class _Worker:
                 else:
                     quick.unregister(key.fd)
 
-    @staticmethod
-    def _decode(line: bytes) -> dict[str, Any] | str:
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            return _EOF  # a host that writes garbage to its reply pipe is broken: treat it as gone
-        return msg if isinstance(msg, dict) else _EOF
 
-    def send(self, msg: dict[str, Any]) -> bool:
+    def send(self, msg: dict[str, Any], payload: bytes | None = None) -> bool:
+        """A request, and the raw bytes that follow its line (``input_bytes``); False when the worker is gone."""
+        data = json.dumps(msg).encode() + b"\n"
         try:
-            self._requests.write(json.dumps(msg) + "\n")
+            self._requests.write(data if payload is None else data + payload)
             self._requests.flush()
         except (OSError, ValueError):  # the worker is gone (broken pipe) or was retired (closed)
             return False
@@ -181,6 +174,51 @@ class _Worker:
     def close_requests(self) -> None:
         with contextlib.suppress(OSError):
             self._requests.close()
+
+
+class _Replies:
+    """The reply pipe's stream cut into messages: JSON lines, a line with ``output_bytes`` N followed by N raw bytes
+    (the output, put in the message as ``output``). Linear in what it reads: the output is not searched for lines."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._waiting: tuple[dict[str, Any], int] | None = None
+        """A reply whose output's bytes are still coming, and how many."""
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any] | str]:
+        self._buffer += chunk
+        messages: list[dict[str, Any] | str] = []
+        while True:
+            if self._waiting is not None:
+                reply, size = self._waiting
+                if len(self._buffer) < size:
+                    return messages
+                reply["output"] = bytes(self._buffer[:size])
+                del self._buffer[:size]
+                self._waiting = None
+                messages.append(reply)
+                continue
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                return messages
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            msg = _decode(line)
+            announced = msg.get("output_bytes") if isinstance(msg, dict) else None
+            if announced is None:
+                messages.append(msg)
+            elif isinstance(msg, dict) and isinstance(announced, int) and 0 <= announced <= MAX_RESULT_BYTES:
+                self._waiting = (msg, announced)
+            else:
+                messages.append(_EOF)  # a host that says it sends more than it may is broken: treat it as gone
+
+
+def _decode(line: bytes) -> dict[str, Any] | str:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return _EOF  # a host that writes garbage to its reply pipe is broken: treat it as gone
+    return msg if isinstance(msg, dict) else _EOF
 
 
 class WarmRunner:
@@ -361,7 +399,7 @@ class WarmRunner:
             "env": {RUN_ID_ENV: request_id}, "max_output": MAX_RESULT_BYTES,
         }
         if job.input_data is not None:
-            msg["input_b64"] = base64.b64encode(job.input_data).decode("ascii")
+            msg["input_bytes"] = len(job.input_data)
         out_mark, err_mark = worker.out.total, worker.err.total
         with self._lock:
             self._busy[n] = worker
@@ -369,7 +407,7 @@ class WarmRunner:
             worker.request_id = request_id
         announce_start(job)
         try:
-            reply = worker.receive(job.timeout) if worker.send(msg) else _EOF
+            reply = worker.receive(job.timeout) if worker.send(msg, job.input_data) else _EOF
             while isinstance(reply, dict) and reply.get("id") != msg["id"]:  # a reply to an earlier, abandoned run
                 reply = worker.receive(start + job.timeout - time.monotonic())
         finally:
@@ -380,7 +418,7 @@ class WarmRunner:
                 cancelled = n in self._cancelled
                 self._cancelled.discard(n)
         duration = time.monotonic() - start
-        if not isinstance(reply, dict) or cancelled or self._stopped or reply.get("output_b64") is None:
+        if not isinstance(reply, dict) or cancelled or self._stopped or not isinstance(reply.get("output"), bytes):
             _discard_run(local, given)  # what a worker stopped, failed or killed under the request left behind
         if cancelled or self._stopped:
             report = RunReport(exit_code=None, duration_s=duration, cancelled=True)
@@ -454,7 +492,7 @@ class WarmRunner:
                     )
                 except OSError as exc:
                     raise ModelLoadError(f"cannot start the model's interpreter {argv[0]!r}: {exc}") from exc
-                worker = _Worker(proc, os.fdopen(req_w, "w", encoding="utf-8"), rep_r, run_id, workspace)
+                worker = _Worker(proc, os.fdopen(req_w, "wb"), rep_r, run_id, workspace)
                 ours.clear()  # now the worker object's
                 self._live[proc.pid] = worker
         finally:
@@ -546,12 +584,9 @@ def _exit_code(pid: int, deadline: float) -> int | object | None:
 
 def _output_of(reply: dict[str, Any]) -> tuple[bytes | None, str | None]:
     """The output a worker sent back with a request that exited 0, or why it could not (``host.collect_output``)."""
-    encoded = reply.get("output_b64")
-    if isinstance(encoded, str):
-        try:
-            return base64.b64decode(encoded, validate=True), None
-        except ValueError:
-            return None, "the worker sent it back garbled"
+    output = reply.get("output")
+    if isinstance(output, bytes):
+        return output, None
     error = reply.get("output_error")
     return None, str(error) if error else NO_OUTPUT
 

@@ -319,9 +319,9 @@ def safe_read(path: Path, max_bytes: int) -> Snapshot:
     try:
         chunks: list[bytes] = []
         remaining = max_bytes + 1
-        # Reads sized by the file (and a page more), not 1 MiB each: a read allocates what it asks for, and
-        # 1 MiB is an mmap and a munmap of its own for every file of a few KiB.
-        size = min(max(fst.st_size + 4096, 1 << 16), 1 << 20)
+        # Reads sized by the file (and a byte more, to see its end), not 1 MiB each: a read allocates what it
+        # asks for, and 1 MiB is an mmap and a munmap of its own for every file of a few KiB.
+        size = min(fst.st_size + 1, 1 << 20)
         while remaining > 0:
             chunk = os.read(fd, min(remaining, size))
             if not chunk:
