@@ -11,7 +11,8 @@ Counting ``request.done`` lines per key across the watchers' logs is how "each s
 watcher logs one when a request ends, so a key with two lines was scored twice. Only what the killed watcher had
 in flight may differ from one line: its run cut short and redone by another (one line), finished and published
 but killed before its line (none), or finished and logged but not marked done, then redone (two). One worker a
-watcher, and at most one more request taken ahead by a warm runner: at most 2 such keys, none with 3 lines.
+watcher, and at most two more requests taken ahead by a warm runner (``WarmRunner.overlap``): at most 3 such keys,
+none with 3 lines.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def done_lines(log: Path) -> Counter[str]:
     return keys
 
 
-def runs(requests: list[dict[str, str]], killed_log: Path, logs: list[Path], in_flight: int = 2) -> None:
+def runs(requests: list[dict[str, str]], killed_log: Path, logs: list[Path], in_flight: int = 3) -> None:
     killed = done_lines(killed_log)
     survivors = [done_lines(log) for log in logs]
     total = sum(survivors, killed.copy())
