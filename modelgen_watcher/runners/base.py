@@ -34,10 +34,12 @@ class ModelJob:
     key: str | None
     timeout: float
     input_data: bytes | None = field(default=None, compare=False, repr=False)
+    on_wait: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    """Called when the run must wait for a busy warm worker, before it waits (never when it need not): while it
+    waits, a stop of the watcher is no interruption of this request (see ``inflight``). It must not raise."""
     on_start: Callable[[], None] | None = field(default=None, compare=False, repr=False)
     """Called once, just before the model gets the request (a warm worker takes it, or its process is about
-    to start; see ``announce_start``): until then a stop of the watcher is no interruption of a model (see
-    ``inflight``), however long the run waited for a busy warm worker."""
+    to start; see ``announce_start``): after a wait, a stop counts against the request again."""
 
     @property
     def output_name(self) -> str:

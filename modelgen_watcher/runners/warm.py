@@ -289,7 +289,7 @@ class WarmRunner:
         The wait for a worker is not the model's time: ``job.timeout`` starts when a worker takes the job. The
         wait is bounded all the same, since every worker is given back within its own timeout and kill grace.
         """
-        n = self._checkout()
+        n = self._checkout(job)
         start = time.monotonic()
         if n is None:
             return RunReport(exit_code=None, duration_s=0.0, cancelled=True, reached_model=False)
@@ -347,10 +347,21 @@ class WarmRunner:
 
     # -- one request ----------------------------------------------------------
 
-    def _checkout(self) -> int | None:
-        """An idle slot, waiting for one; None once stopped (``stop`` wakes every waiter)."""
+    def _checkout(self, job: ModelJob) -> int | None:
+        """An idle slot, waiting for one (``job.on_wait`` told first); None once stopped (``stop`` wakes every
+        waiter)."""
+        told = False
         while not self._stopped:
-            n = self._idle.get()
+            try:
+                n = self._idle.get_nowait()
+            except queue.Empty:
+                if not told and job.on_wait is not None:
+                    told = True
+                    try:
+                        job.on_wait()
+                    except Exception as exc:  # noqa: BLE001 - a slot must never be lost to its bookkeeping
+                        log.warning("runner.on_wait_failed", key=job.key, error=str(exc))
+                n = self._idle.get()
             if n < 0:
                 self._idle.put(n)  # the stop's wake-up: passed on to the next waiter
                 return None

@@ -29,9 +29,8 @@ not reliable.
   publish what it scored, named by its hash (docs/protocol.md says what that costs).
 - **Release**: after publishing, the owner removes its claim. A run a shutdown
   stopped leaves its claim to expire (``keep``); a takeover then counts one more
-  interruption, unless the claim says the model did not have the request yet: a claim
-  is made ``waiting`` and marked otherwise when the model gets its request
-  (``mark_waiting``), however long it waited for a busy warm worker.
+  interruption, unless the claim says the request was only waiting for a busy warm
+  worker (``mark_waiting``).
 
 **Leases are measured on the volume's clock only** (``VolumeClock``): a claim's mtime is
 set by the file server (or the local kernel) when it is created or renewed, and a
@@ -81,8 +80,7 @@ class ClaimDoc(BaseModel):
     given_up: bool = False
     """This publication was given up after too many interruptions: the claim is left as the memory of it."""
     waiting: bool = False
-    """The model does not have the request (yet: it may wait for a busy warm worker), so a takeover counts no
-    interruption."""
+    """The request waits for a busy warm worker: its model does not have it, so a takeover counts no interruption."""
 
 
 class ClaimLost(Exception):
@@ -214,8 +212,8 @@ class Claims:
         A takeover of a claim for the same publication counts one more interruption; at
         ``give_up_at`` (0: never) the new claim says ``given_up``, and so does every later
         takeover of that publication. ``lease`` overrides the lease for this name (the
-        retention sweeper's claim lives as long as a sweep interval). ``waiting``: the claim says its request is
-        not at the model yet (``mark_waiting`` says when it is), so a takeover before then counts no interruption.
+        retention sweeper's claim lives as long as a sweep interval). ``waiting``: the claim is made saying its
+        request waits (``mark_waiting``).
         """
         lease_ns = int((self.lease if lease is None else lease) * 1e9)
         for _ in range(RACES):
@@ -348,8 +346,8 @@ class Claims:
             _remove(held.path)
 
     def mark_waiting(self, held: Held, waits: bool) -> None:
-        """Note in ``held``'s claim that its model does not have its request (``waits``), or has it now: a
-        takeover while it waits counts no interruption. The owner rewrites its own
+        """Note in ``held``'s claim that its request waits for a busy warm worker (``waits``), or no longer: a
+        takeover while it waits counts no interruption (its model never had it). The owner rewrites its own
         claim, same token, fenced like a publication; ClaimLost if it is not its own any more."""
         doc = held.doc.model_copy(update={"waiting": waits})
         raw = _encode(doc)

@@ -74,6 +74,7 @@ class _Handler(FileSystemEventHandler):
         self._on_name = on_name
         self.probe_name: str | None = None
         self.probe_seen = threading.Event()
+        self.failed = False
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
@@ -82,11 +83,19 @@ class _Handler(FileSystemEventHandler):
         self.notice(os.path.basename(path), isinstance(event, _COMPLETE))
 
     def notice(self, name: str, complete: bool) -> None:
-        """An event of ``name`` in the directory, from watchdog's handler above or straight from its reading thread."""
+        """An event of ``name`` in the directory, from watchdog's handler above or straight from its reading thread.
+
+        What ``on_name`` raises marks the source dead (``EventSource.is_alive``), as it ended watchdog's handler
+        thread before: the daemon exits to be restarted instead of going on without events.
+        """
         if self.probe_name is not None and name == self.probe_name:
             self.probe_seen.set()
             return
-        self._on_name(name, complete)
+        try:
+            self._on_name(name, complete)
+        except Exception:
+            self.failed = True
+            log.exception("observer.handler_failed", file=name)
 
 
 class Poller:
@@ -220,7 +229,7 @@ class EventSource:
         old.join(2)
 
     def is_alive(self) -> bool:
-        return self._observer is not None and self._observer.is_alive()
+        return self._observer is not None and self._observer.is_alive() and not self._handler.failed
 
     def stop(self) -> None:
         if self._observer is not None:

@@ -1,20 +1,18 @@
 """Requests in flight, recorded on the volume, so that a request which keeps stopping the watcher is given up.
 
-A marker (``.modelgen/inflight/<input name>``) is written when the model gets a request
-(``at_model``: a warm worker takes it, or its process is about to start) and removed
-when the request ends in any way except the watcher stopping. A marker that says "at
-the model" found at start-up therefore means the watcher stopped while the model had
-that request: killed, out of memory, or stopped by a signal (possibly sent by the
+A marker (``.modelgen/inflight/<input name>``) is written before a request's input is
+decoded (``begin``) and removed when the request ends in any way except the watcher
+stopping. A marker found at start-up therefore means the watcher stopped with that
+request in flight: killed, out of memory, or stopped by a signal (possibly sent by the
 model itself). Each start counts one more interruption for those bytes and leaves the
-marker at rest (``waiting``: not at the model), so that a stop while the request only
-waits for a busy warm worker, the model never having had it, is not counted: the
-count is kept, neither raised nor forgotten. At ``retry.MAX_INTERRUPTIONS`` the pipeline
-ends the request with an error instead of running it again, so one poisonous request
-cannot keep the watcher in a crash loop while the others wait.
-
-One marker write a request, when the model gets it, however long it waited for a worker
-(it used to be written when the request began and again on each side of its wait: in a
-drain, where every request waits, three writes where one does).
+marker at rest (``waiting``) until the request is begun again. A request that must wait
+for a busy warm worker says so (``waiting``, written only when it has to wait) until a
+worker takes it (``at_model``): a stop meanwhile, the model never having had it, is
+not counted, and its count is kept, neither raised nor forgotten. At
+``retry.MAX_INTERRUPTIONS`` the pipeline ends the request with an error instead of
+running it again, so one poisonous request (a model that kills the watcher, or an
+input whose decoding does) cannot keep the watcher in a crash loop while the others
+wait.
 
 Markers need no fsync: they only have to survive the process, not the machine (after
 a power cut the count restarts, which costs at most a few more attempts).
@@ -39,7 +37,8 @@ class _Marker(BaseModel):
     given_up: bool = False
     """These bytes were given up: kept as the memory of it, no longer counted or delayed at start."""
     waiting: bool = False
-    """At rest, not at the model (counted at a start, and not at the model again since): a stop is not counted."""
+    """Not in the watcher's hands now: waiting for a busy warm worker, or at rest since a start counted it (not
+    begun again since). A stop is not counted against it."""
 
 
 @dataclass(frozen=True)
@@ -65,19 +64,27 @@ def _write(layout: Layout, name: str, marker: _Marker) -> None:
 
 
 def begin(layout: Layout, req: Request, sha: str, mtime_ns: int) -> int:
-    """The interruptions so far of ``req``'s input published at ``mtime_ns`` with hash ``sha``; writes nothing.
+    """Record that ``req`` is in flight with the input published at ``mtime_ns`` with hash ``sha``.
 
-    Publishing the input again (even the same bytes: a new mtime) starts the count
-    afresh, as it does for a model failure (see ``retry``).
+    Returns the interruptions of that same publication so far. Publishing the input
+    again (even the same bytes: a new mtime) starts the count afresh, as it does for
+    a model failure (see ``retry``).
     """
-    old = _read(layout, layout.names.input(req.key))
-    return old.interruptions if old is not None and (old.input_sha256, old.input_mtime_ns) == (sha, mtime_ns) else 0
+    name = layout.names.input(req.key)
+    old = _read(layout, name)
+    same = old is not None and (old.input_sha256, old.input_mtime_ns) == (sha, mtime_ns)
+    if old is not None and same and old.given_up:
+        return old.interruptions
+    count = old.interruptions if old is not None and same else 0
+    _write(layout, name, _Marker(input_sha256=sha, input_mtime_ns=mtime_ns, interruptions=count))
+    return count
 
 
-def at_model(layout: Layout, req: Request, sha: str, mtime_ns: int, interruptions: int) -> None:
-    """The model gets ``req`` now (``begin`` returned ``interruptions``): a stop from here on counts against it."""
+def waiting(layout: Layout, req: Request, sha: str, mtime_ns: int, interruptions: int, waits: bool) -> None:
+    """``req`` (begun with ``begin``, which returned ``interruptions``) waits for a busy warm worker (``waits``), or
+    a worker took it after such a wait: a stop while it waits is not counted, and its count is kept."""
     _write(layout, layout.names.input(req.key),
-           _Marker(input_sha256=sha, input_mtime_ns=mtime_ns, interruptions=interruptions))
+           _Marker(input_sha256=sha, input_mtime_ns=mtime_ns, interruptions=interruptions, waiting=waits))
 
 
 def give_up(layout: Layout, req: Request) -> None:
@@ -94,7 +101,8 @@ def end(layout: Layout, req: Request) -> None:
 
 
 def count_interruptions(layout: Layout) -> list[Interrupted]:
-    """At start-up: every marker left at the model is one more interruption of its request; returns them all."""
+    """At start-up: every marker left in the watcher's hands is one more interruption of its request; returns them
+    all."""
     found: list[Interrupted] = []
     for entry in os.scandir(layout.inflight_dir):
         if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
@@ -106,7 +114,7 @@ def count_interruptions(layout: Layout) -> list[Interrupted]:
         if marker.given_up or marker.waiting:
             continue
         marker.interruptions += 1
-        marker.waiting = True  # at rest until the model has the request again
+        marker.waiting = True  # at rest until the request is begun again
         _write(layout, entry.name, marker)
         found.append(Interrupted(entry.name, marker.input_sha256, marker.interruptions))
     return found

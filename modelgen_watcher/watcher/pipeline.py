@@ -343,8 +343,8 @@ class Pipeline:
             running = Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at)
             self._running.started(req, running)
             try:
-                on_start = self._at_model(req, sha, snap.mtime_ns, interruptions, held)
-                report, scored = self._run_model(req, snap.data, on_start, held)
+                on_wait, on_start = self._waiting(req, sha, snap.mtime_ns, interruptions, held)
+                report, scored = self._run_model(req, snap.data, on_wait, on_start, held)
             finally:
                 self._running.finished(req)
             if held is not None and held.lost:
@@ -397,7 +397,7 @@ class Pipeline:
     def _claim(self, claims: Claims, req: Request, snap: fsio.Snapshot, bound: Logger) -> Held | Processed:
         """Shared mode: claim the request, and judge it again once claimed; the claim, or how the request ends."""
         got = claims.acquire(self.layout.names.input(req.key), sha=snap.sha256, mtime_ns=snap.mtime_ns,
-                             give_up_at=MAX_INTERRUPTIONS, waiting=True)
+                             give_up_at=MAX_INTERRUPTIONS)
         if isinstance(got, Taken):
             self.metrics.claims.labels(result="taken").inc()
             bound.debug("claim.taken", owner=got.owner, retry_after_s=round(got.retry_after, 3))
@@ -580,25 +580,37 @@ class Pipeline:
                 del self._first_seen[stale]
         return max(0.0, seen + self.settle - now)
 
-    def _at_model(
+    def _waiting(
         self, req: Request, sha: str, mtime_ns: int, interruptions: int, held: Held | None
-    ) -> Callable[[], None]:
-        """What a runner calls as the model gets ``req`` (``ModelJob.on_start``): from then on a stop counts against
-        it, in its in-flight marker, or in shared mode in its claim (made saying ``waiting``)."""
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
+        """What a runner calls when ``req`` must wait for a busy warm worker (``ModelJob.on_wait``) and when the
+        model gets it (``on_start``): noted in its in-flight marker, or in shared mode in its claim, only around an
+        actual wait (a request that need not wait costs no write here)."""
+        waited = False
 
-        def on_start() -> None:
+        def note(waits: bool) -> None:
             try:
                 if held is not None and self.claims is not None:
-                    self.claims.mark_waiting(held, False)
+                    self.claims.mark_waiting(held, waits)
                 else:
-                    inflight.at_model(self.layout, req, sha, mtime_ns, interruptions)
-            except (OSError, ClaimLost) as exc:  # then a stop at the model is not counted: at worst, more attempts
+                    inflight.waiting(self.layout, req, sha, mtime_ns, interruptions, waits)
+            except (OSError, ClaimLost) as exc:  # then a stop while it waits counts, as it did before it waited
                 log.warning("request.inflight_unwritten", key=req.key, error=str(exc))
 
-        return on_start
+        def on_wait() -> None:
+            nonlocal waited
+            waited = True
+            note(True)
+
+        def on_start() -> None:
+            if waited:
+                note(False)
+
+        return on_wait, on_start
 
     def _run_model(
-        self, req: Request, data: bytes, on_start: Callable[[], None] | None = None, held: Held | None = None
+        self, req: Request, data: bytes, on_wait: Callable[[], None] | None = None,
+        on_start: Callable[[], None] | None = None, held: Held | None = None,
     ) -> tuple[RunReport, ScoredRoute | None]:
         """Run the model on a private copy of ``data``; the scored route, or RequestFailed.
 
@@ -610,7 +622,7 @@ class Pipeline:
         snapshot = self.layout.tmp_dir / f"{MODEL_INPUT_PREFIX}{token}.json"
         output = self.layout.workspace / f"{MODEL_OUTPUT_PREFIX}{token}.json"
         job = ModelJob(snapshot, output, self.layout.workspace, req.key, self.model_timeout, input_data=data,
-                       on_start=on_start)
+                       on_wait=on_wait, on_start=on_start)
         report: RunReport | None = None
         try:
             if held is not None:

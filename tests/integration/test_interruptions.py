@@ -113,3 +113,35 @@ def test_an_ok_status_never_stands_without_its_result(daemon_factory, watch_dir)
         stop.set()
         thread.join(5)
     assert not violations, violations[:5]
+
+
+_DECODE_KILLER = '''\
+import os, signal
+import modelgen_watcher.watcher.pipeline as pipeline
+_decode = pipeline.decode_route
+def _killing(data, *args, **kwargs):
+    if b"kill_me_in_decode" in data:  # a crash of the watcher while it decodes this input (OOM, a fault in C)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _decode(data, *args, **kwargs)
+pipeline.decode_route = _killing
+'''
+
+
+def test_an_input_whose_decoding_kills_the_watcher_is_given_up_after_three_stops(watch_dir, tmp_path):
+    """The in-flight marker is written before the input is decoded: a watcher that dies decoding it counts that
+    stop like one at the model, and gives the request up at the third start, then serves the others."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_DECODE_KILLER)
+    env = {"PYTHONPATH": str(hook)}
+    poison = drop(watch_dir, {**route([""]), "kill_me_in_decode": True}, key="poison")
+    for start in range(3):
+        d = Daemon(watch_dir, env=env, log_path=tmp_path / f"d{start}.log").start(wait_ready=False)
+        assert d.proc is not None
+        assert d.proc.wait(60) == -signal.SIGKILL
+    last = Daemon(watch_dir, env=env, log_path=tmp_path / "last.log").start()
+    st = wait_final(watch_dir, "poison", sha(poison))
+    assert st["state"] == "error" and "stopped 3 times" in st["error"]["message"], st
+    good = drop(watch_dir, route(["turn-left"]), key="good")  # and the watcher goes on serving
+    assert wait_final(watch_dir, "good", sha(good))["state"] == "ok"
+    last.stop()

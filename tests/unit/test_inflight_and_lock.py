@@ -28,10 +28,8 @@ def _publish(layout: Layout, key: str) -> None:
 
 
 def _at_model(layout: Layout, req: Request, sha: str, mtime_ns: int) -> int:
-    """What the pipeline does for a request that reaches the model: the count so far, then the marker."""
-    count = inflight.begin(layout, req, sha, mtime_ns)
-    inflight.at_model(layout, req, sha, mtime_ns, count)
-    return count
+    """What the pipeline does for a request it begins: the marker, and the count so far."""
+    return inflight.begin(layout, req, sha, mtime_ns)
 
 
 def test_each_start_counts_one_interruption_of_the_same_publication(layout: Layout) -> None:
@@ -54,22 +52,35 @@ def test_new_bytes_or_a_new_publication_start_afresh(layout: Layout) -> None:
     assert inflight.begin(layout, req, "s2", 200) == 0  # other bytes
 
 
-def test_a_request_that_began_but_never_reached_the_model_writes_nothing(layout: Layout) -> None:
+def test_a_request_begun_is_counted_before_its_model_has_it(layout: Layout) -> None:
+    """Its input's decoding may be what stops the watcher: that counts too."""
     _publish(layout, "k")
     assert inflight.begin(layout, Request("k"), "s1", 100) == 0
-    assert not list(layout.inflight_dir.iterdir())
+    assert [i.interruptions for i in inflight.count_interruptions(layout)] == [1]
 
 
-def test_a_stop_before_the_model_has_it_again_is_not_counted_and_the_count_is_kept(layout: Layout) -> None:
+def test_a_stop_while_waiting_for_a_worker_is_not_counted_and_the_count_is_kept(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    _at_model(layout, req, "s1", 100)
-    inflight.count_interruptions(layout)  # one stop at the model
-    assert inflight.begin(layout, req, "s1", 100) == 1  # it waits for a busy worker...
-    assert inflight.count_interruptions(layout) == []  # ...and the watcher stops: not counted...
+    inflight.begin(layout, req, "s1", 100)
+    inflight.count_interruptions(layout)  # one stop
+    count = inflight.begin(layout, req, "s1", 100)
+    assert count == 1
+    inflight.waiting(layout, req, "s1", 100, count, True)
+    assert inflight.count_interruptions(layout) == []  # stopped while it waited: not counted...
     assert inflight.begin(layout, req, "s1", 100) == 1  # ...nor forgotten
-    inflight.at_model(layout, req, "s1", 100, 1)  # a worker took it: a stop counts again
+    inflight.waiting(layout, req, "s1", 100, 1, True)
+    inflight.waiting(layout, req, "s1", 100, 1, False)  # a worker took it: a stop counts again
     assert [i.interruptions for i in inflight.count_interruptions(layout)] == [2]
+
+
+def test_a_marker_counted_at_a_start_is_not_counted_again_until_begun_again(layout: Layout) -> None:
+    _publish(layout, "k")
+    req = Request("k")
+    inflight.begin(layout, req, "s1", 100)
+    assert [i.interruptions for i in inflight.count_interruptions(layout)] == [1]
+    assert inflight.count_interruptions(layout) == []  # stopped again before it was begun: another's doing
+    assert inflight.begin(layout, req, "s1", 100) == 1
 
 
 def test_an_ended_request_leaves_no_marker(layout: Layout) -> None:

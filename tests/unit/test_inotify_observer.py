@@ -29,6 +29,7 @@ from watchdog.observers.inotify_move_event_grouper import (
 )
 
 from modelgen_watcher.volume import inotify_observer
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(not inotify_observer._INTERNALS, reason="watchdog's internals are not 7.1's")
 
@@ -220,3 +221,21 @@ def test_with_a_notice_each_event_of_a_name_is_handed_over_as_read(tmp_path: Pat
         obs.join(5)
     assert notices == [(".tmp", False), (".tmp", True), ("a", True), ("b", True), ("last", False), ("last", True)]
     assert handled == []
+
+
+def test_a_direct_handler_that_raises_makes_the_event_source_dead(tmp_path: Path) -> None:
+    """Straight from watchdog's reading thread, a failing ``on_name`` must not leave a live-looking source that hears
+    nothing: the daemon checks ``is_alive`` and exits to be restarted."""
+    from modelgen_watcher.volume.events import EventSource
+
+    def on_name(name: str, complete: bool) -> None:
+        raise RuntimeError("a bug")
+
+    source = EventSource(tmp_path, on_name, mode="native", direct=True)
+    source.start()
+    try:
+        assert source.is_alive()
+        (tmp_path / "x").write_bytes(b"1")
+        wait_for(lambda: not source.is_alive(), 10, what="the source dead")
+    finally:
+        source.stop()
