@@ -71,15 +71,25 @@ class RunReport:
         return self.exit_code == 0 and not (self.timed_out or self.cancelled or self.launch_error)
 
 
+def announce_wait(job: ModelJob) -> None:
+    """Call ``job.on_wait``, if any, before the run waits for a busy warm worker (see ``_announce``)."""
+    _announce(job, job.on_wait, "runner.on_wait_failed")
+
+
 def announce_start(job: ModelJob) -> None:
-    """Call ``job.on_start``, if any, as the model gets the request; what it raises is logged, never let through
-    (a run must not be lost to its bookkeeping: the request then counts as it did before it reached the model)."""
-    if job.on_start is None:
+    """Call ``job.on_start``, if any, as the model gets the request (see ``_announce``)."""
+    _announce(job, job.on_start, "runner.on_start_failed")
+
+
+def _announce(job: ModelJob, callback: Callable[[], None] | None, event: str) -> None:
+    """Call one of ``job``'s callbacks; what it raises is logged, never let through (a run, or the worker slot it
+    holds, must not be lost to its bookkeeping: the request then counts as it did before)."""
+    if callback is None:
         return
     try:
-        job.on_start()
+        callback()
     except Exception as exc:  # noqa: BLE001 - whatever it is, the run goes on
-        log.warning("runner.on_start_failed", key=job.key, error=str(exc))
+        log.warning(event, key=job.key, error=str(exc))
 
 
 def discard(path: Path) -> None:

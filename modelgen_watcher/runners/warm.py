@@ -40,7 +40,7 @@ from ..logs import get_logger
 from ..volume import fsio
 from ..volume.names import MAX_RESULT_BYTES, WORKER_WORKSPACE_PREFIX
 from .argv import render, render_for_worker
-from .base import NO_OUTPUT, ModelJob, ModelLoadError, RunReport, announce_start, discard
+from .base import NO_OUTPUT, ModelJob, ModelLoadError, RunReport, announce_start, announce_wait, discard
 from .containment import Containment
 from .records import REQUEST_ID_SEP, RUN_ID_ENV
 from .tail import Tail
@@ -355,12 +355,9 @@ class WarmRunner:
             try:
                 n = self._idle.get_nowait()
             except queue.Empty:
-                if not told and job.on_wait is not None:
+                if not told:
                     told = True
-                    try:
-                        job.on_wait()
-                    except Exception as exc:  # noqa: BLE001 - a slot must never be lost to its bookkeeping
-                        log.warning("runner.on_wait_failed", key=job.key, error=str(exc))
+                    announce_wait(job)
                 n = self._idle.get()
             if n < 0:
                 self._idle.put(n)  # the stop's wake-up: passed on to the next waiter
