@@ -205,21 +205,20 @@ class Claims:
     # -- taking ---------------------------------------------------------------------
 
     def acquire(self, name: str, *, sha: str = "", mtime_ns: int = 0, lease: float | None = None,
-                give_up_at: int = 0, waiting: bool = False) -> Held | Taken:
+                give_up_at: int = 0) -> Held | Taken:
         """Claim ``name`` for the input published at ``mtime_ns`` with hash ``sha``: ``Held`` when this watcher
         now owns it, ``Taken`` when another live one does.
 
         A takeover of a claim for the same publication counts one more interruption; at
         ``give_up_at`` (0: never) the new claim says ``given_up``, and so does every later
         takeover of that publication. ``lease`` overrides the lease for this name (the
-        retention sweeper's claim lives as long as a sweep interval). ``waiting``: the claim is made saying its
-        request waits (``mark_waiting``).
+        retention sweeper's claim lives as long as a sweep interval).
         """
         lease_ns = int((self.lease if lease is None else lease) * 1e9)
         for _ in range(RACES):
             gens = self._generations(name)
             if not gens:
-                won = self._create(name, 1, sha, mtime_ns, None, give_up_at, waiting)
+                won = self._create(name, 1, sha, mtime_ns, None, give_up_at)
                 if won is not None:
                     return won
                 continue  # someone made generation 1 first: look at it
@@ -229,7 +228,7 @@ class Claims:
             taken = self._live(top, lease_ns)
             if taken is not None:
                 return taken
-            won = self._create(name, top.generation + 1, sha, mtime_ns, top, give_up_at, waiting)
+            won = self._create(name, top.generation + 1, sha, mtime_ns, top, give_up_at)
             if won is not None:
                 return won
         return Taken(self.lease + RETRY_SLACK, None)
@@ -248,7 +247,7 @@ class Claims:
         return Taken(remaining + min(RETRY_SLACK, lease_ns / 1e9 / 10), doc.watcher if doc else None)
 
     def _create(self, name: str, generation: int, sha: str, mtime_ns: int, previous: _Found | None,
-                give_up_at: int, waiting: bool) -> Held | None:
+                give_up_at: int) -> Held | None:
         """Create generation ``generation`` of ``name``; the claim when this watcher won it and owns the name."""
         before = previous.doc if previous is not None else None
         interruptions = 0
@@ -257,7 +256,7 @@ class Claims:
             interruptions = before.interruptions + (0 if before.given_up or before.waiting else 1)
             given_up = before.given_up or 0 < give_up_at <= interruptions
         doc = ClaimDoc(watcher=self.watcher, token=secrets.token_hex(8), input_sha256=sha, input_mtime_ns=mtime_ns,
-                       interruptions=interruptions, given_up=given_up, waiting=waiting)
+                       interruptions=interruptions, given_up=given_up)
         path = self._path(name, generation)
         if not fsio.create_exclusive(path, _encode(doc), self.temp_dir):
             return None
