@@ -27,6 +27,7 @@ import json
 import os
 import queue
 import secrets
+import select
 import selectors
 import signal
 import subprocess
@@ -34,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..logs import get_logger
 from ..volume import fsio
@@ -49,6 +50,8 @@ log = get_logger(__name__)
 
 _EOF = "eof"
 """What the reader thread queues when the worker's reply pipe ends: the worker is gone."""
+SEND_CHECK_EVERY = 0.05
+"""Seconds between a blocked send's checks for a stop (``_Worker.send``): its share of a stop's time."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class WorkerSpec:
 class _Worker:
     """One warm model process: its pipes, its reader thread, and what it has served."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], requests: IO[bytes], replies_fd: int, run_id: str,
+    def __init__(self, proc: subprocess.Popen[bytes], requests_fd: int, replies_fd: int, run_id: str,
                  workspace: Path) -> None:
         self.proc = proc
         self.run_id = run_id
@@ -78,7 +81,12 @@ class _Worker:
         self.request_id: str | None = None
         """The run id of the request in progress, which what it starts carries (``records.REQUEST_ID_SEP``)."""
         self.rss_kb = 0
-        self._requests = requests
+        os.set_blocking(requests_fd, False)  # a send is bounded: see ``send``
+        self._requests_fd = requests_fd
+        self._send_lock = threading.Lock()
+        """Held by a send; ``close_requests`` takes it to close the pipe only between sends."""
+        self._closing = threading.Event()
+        """Set by ``abandon`` and ``close_requests``: a send in progress gives up at its next check."""
         self._replies: queue.SimpleQueue[dict[str, Any] | str] = queue.SimpleQueue()
         self.out, self.err = Tail(), Tail()
         self._reader = threading.Thread(target=self._read, args=(replies_fd,), daemon=True,
@@ -150,14 +158,40 @@ class _Worker:
                     quick.unregister(key.fd)
 
 
-    def send(self, msg: dict[str, Any], payload: bytes | None = None) -> bool:
-        """A request, and the raw bytes that follow its line (``input_bytes``); False when the worker is gone."""
-        data = json.dumps(msg).encode() + b"\n"
-        try:
-            self._requests.write(data if payload is None else data + payload)
-            self._requests.flush()
-        except (OSError, ValueError):  # the worker is gone (broken pipe) or was retired (closed)
-            return False
+    def send(self, msg: dict[str, Any], payload: bytes | None, deadline: float) -> bool | None:
+        """A request, and the raw bytes that follow its line (``input_bytes``): True once written, False when the
+        worker is gone (broken pipe, retired, abandoned), None when ``deadline`` (``time.monotonic``) passed first.
+
+        Bounded, because an input larger than the pipe's buffer is written only as fast as the worker reads it:
+        a worker that stopped reading (hung, or dead while a process it forked still holds the pipe) would
+        otherwise hold the request, and the runner's stop, for ever. Its request then times out like a hung
+        model, and the worker's group is killed.
+        """
+        chunks = [memoryview(json.dumps(msg).encode() + b"\n")]
+        if payload:
+            chunks.append(memoryview(payload))
+        with self._send_lock:
+            if self._requests_fd < 0:
+                return False
+            poller: select.poll | None = None
+            for chunk in chunks:
+                while chunk:
+                    try:
+                        chunk = chunk[os.write(self._requests_fd, chunk):]
+                        continue
+                    except BlockingIOError:
+                        pass
+                    except OSError:  # the worker is gone (broken pipe)
+                        return False
+                    left = deadline - time.monotonic()
+                    if self._closing.is_set():
+                        return False
+                    if left <= 0:
+                        return None
+                    if poller is None:
+                        poller = select.poll()
+                        poller.register(self._requests_fd, select.POLLOUT)
+                    poller.poll(min(left, SEND_CHECK_EVERY) * 1000)
         return True
 
     def receive(self, timeout: float) -> dict[str, Any] | str | None:
@@ -169,11 +203,17 @@ class _Worker:
 
     def abandon(self) -> None:
         """Wake the request waiting on this worker as if the worker were gone (the runner is stopping)."""
+        self._closing.set()
         self._replies.put(_EOF)
 
     def close_requests(self) -> None:
-        with contextlib.suppress(OSError):
-            self._requests.close()
+        """Close the request pipe (a worker reading it exits by itself), once a send in progress has given up."""
+        self._closing.set()
+        with self._send_lock:
+            if self._requests_fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(self._requests_fd)
+                self._requests_fd = -1
 
 
 class _Replies:
@@ -415,7 +455,8 @@ class WarmRunner:
             worker.request_id = request_id
         announce_start(job)
         try:
-            reply = worker.receive(job.timeout) if worker.send(msg, job.input_data) else _EOF
+            sent = worker.send(msg, job.input_data, start + job.timeout)
+            reply = worker.receive(start + job.timeout - time.monotonic()) if sent else None if sent is None else _EOF
             while isinstance(reply, dict) and reply.get("id") != msg["id"]:  # a reply to an earlier, abandoned run
                 reply = worker.receive(start + job.timeout - time.monotonic())
         finally:
@@ -500,7 +541,7 @@ class WarmRunner:
                     )
                 except OSError as exc:
                     raise ModelLoadError(f"cannot start the model's interpreter {argv[0]!r}: {exc}") from exc
-                worker = _Worker(proc, os.fdopen(req_w, "wb"), rep_r, run_id, workspace)
+                worker = _Worker(proc, req_w, rep_r, run_id, workspace)
                 ours.clear()  # now the worker object's
                 self._live[proc.pid] = worker
         finally:

@@ -42,6 +42,8 @@ LOCK_FILE = "lock"
 WORKSPACE_DIR = "workspace"
 TMP_DIR = "tmp"
 INFLIGHT_DIR = "inflight"
+PARKED_DIR = "parked"
+"""In-flight markers of requests not in the watcher's hands (``watcher/inflight.py``)."""
 RUN_DIR = "run"
 WATCHERS_DIR = "watchers"
 """Shared mode: each watcher's heartbeat (``<id>.json``), metrics (``<id>.prom``) and private area (``<id>/``)."""
@@ -285,6 +287,12 @@ class Layout:
     def inflight_dir(self) -> Path:
         """The lone watcher's in-flight markers (shared watchers count interruptions in their claims)."""
         return self.state_dir / INFLIGHT_DIR
+
+    @property
+    def parked_dir(self) -> Path:
+        """The lone watcher's markers of requests not in its hands: waiting for a busy warm worker, or at rest since
+        a start counted them."""
+        return self.state_dir / PARKED_DIR
 
     @property
     def run_dir(self) -> Path:

@@ -184,7 +184,7 @@ class Daemon:
             (layout.workspace, MODEL_OUTPUT_PREFIX, None),
         ]
         if not self.shared:
-            stale_prefixes.append((layout.inflight_dir, WATCHER_TEMP_PREFIX, None))
+            stale_prefixes += [(d, WATCHER_TEMP_PREFIX, None) for d in (layout.inflight_dir, layout.parked_dir)]
         with os.scandir(layout.workspace) as entries:  # warm workers' own workspaces: their inputs and outputs too
             stale_prefixes += [
                 (Path(e.path), prefix, None)

@@ -2,14 +2,21 @@
 
 A marker (``.modelgen/inflight/<input name>``) is written before a request's input is
 decoded (``begin``) and removed when the request ends in any way except the watcher
-stopping. A marker found at start-up therefore means the watcher stopped with that
-request in flight: killed, out of memory, or stopped by a signal (possibly sent by the
-model itself). Each start counts one more interruption for those bytes and leaves the
-marker at rest (``waiting``) until the request is begun again. A request that must wait
-for a busy warm worker says so (``waiting``, written only when it has to wait) until a
-worker takes it (``at_model``): a stop meanwhile, the model never having had it, is
-not counted, and its count is kept, neither raised nor forgotten. At
-``retry.MAX_INTERRUPTIONS`` the pipeline ends the request with an error instead of
+stopping. A marker found there at start-up therefore means the watcher stopped with that
+request in its hands: killed, out of memory, or stopped by a signal (possibly sent by
+the model itself). Each start counts one more interruption for those bytes and parks
+the marker until the request is begun again.
+
+A parked marker (``.modelgen/parked/<input name>``) is a request not in the watcher's
+hands: at rest since a start counted it, or waiting for a busy warm worker (``park``
+when it has to wait, ``unpark`` when a worker takes it). A stop meanwhile, the model
+never having had it, is not counted, and its count is kept, neither raised nor
+forgotten. Parking is a rename, not a rewrite: in a drain nearly every request waits,
+and two rewrites of its marker cost the daemon a tenth of its time (``bench/drain.py``).
+Where a marker is in both places (a stop between the two steps of ``begin``), the one
+in ``inflight/`` is the newer.
+
+At ``retry.MAX_INTERRUPTIONS`` the pipeline ends the request with an error instead of
 running it again, so one poisonous request (a model that kills the watcher, or an
 input whose decoding does) cannot keep the watcher in a crash loop while the others
 wait.
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
@@ -37,8 +45,7 @@ class _Marker(BaseModel):
     given_up: bool = False
     """These bytes were given up: kept as the memory of it, no longer counted or delayed at start."""
     waiting: bool = False
-    """Not in the watcher's hands now: waiting for a busy warm worker, or at rest since a start counted it (not
-    begun again since). A stop is not counted against it."""
+    """Written by earlier versions for what is now a parked marker; read as parked."""
 
 
 @dataclass(frozen=True)
@@ -50,16 +57,16 @@ class Interrupted:
     interruptions: int
 
 
-def _read(layout: Layout, name: str) -> _Marker | None:
+def _read(directory: Path, name: str) -> _Marker | None:
     try:
-        return _Marker.model_validate_json(fsio.safe_read(layout.inflight_dir / name, MAX_DOCUMENT_BYTES).data)
+        return _Marker.model_validate_json(fsio.safe_read(directory / name, MAX_DOCUMENT_BYTES).data)
     except (OSError, fsio.UnsafeFile, ValidationError):
         return None
 
 
-def _write(layout: Layout, name: str, marker: _Marker) -> None:
+def _write(directory: Path, name: str, marker: _Marker) -> None:
     fsio.atomic_write(
-        layout.inflight_dir / name, marker.model_dump_json().encode(), temp_prefix=WATCHER_TEMP_PREFIX, durable=False
+        directory / name, marker.model_dump_json().encode(), temp_prefix=WATCHER_TEMP_PREFIX, durable=False
     )
 
 
@@ -71,50 +78,68 @@ def begin(layout: Layout, req: Request, sha: str, mtime_ns: int) -> int:
     a model failure (see ``retry``).
     """
     name = layout.names.input(req.key)
-    old = _read(layout, name)
+    old = parked = None
+    if (old := _read(layout.inflight_dir, name)) is None:
+        old = parked = _read(layout.parked_dir, name)
     same = old is not None and (old.input_sha256, old.input_mtime_ns) == (sha, mtime_ns)
     if old is not None and same and old.given_up:
         return old.interruptions
     count = old.interruptions if old is not None and same else 0
-    _write(layout, name, _Marker(input_sha256=sha, input_mtime_ns=mtime_ns, interruptions=count))
+    _write(layout.inflight_dir, name, _Marker(input_sha256=sha, input_mtime_ns=mtime_ns, interruptions=count))
+    if parked is not None:
+        fsio.remove_quietly(layout.parked_dir / name)
     return count
 
 
-def waiting(layout: Layout, req: Request, sha: str, mtime_ns: int, interruptions: int, waits: bool) -> None:
-    """``req`` (begun with ``begin``, which returned ``interruptions``) waits for a busy warm worker (``waits``), or
-    a worker took it after such a wait: a stop while it waits is not counted, and its count is kept."""
-    _write(layout, layout.names.input(req.key),
-           _Marker(input_sha256=sha, input_mtime_ns=mtime_ns, interruptions=interruptions, waiting=waits))
+def park(layout: Layout, req: Request) -> None:
+    """``req`` (begun) waits for a busy warm worker: a stop while it waits is not counted, and its count is kept."""
+    name = layout.names.input(req.key)
+    os.replace(layout.inflight_dir / name, layout.parked_dir / name)
+
+
+def unpark(layout: Layout, req: Request) -> None:
+    """A worker took ``req`` after it waited (``park``): a stop counts again."""
+    name = layout.names.input(req.key)
+    os.replace(layout.parked_dir / name, layout.inflight_dir / name)
 
 
 def give_up(layout: Layout, req: Request) -> None:
     """Keep the marker as the memory that this publication is given up; later starts leave it be."""
     name = layout.names.input(req.key)
-    old = _read(layout, name)
+    old = _read(layout.inflight_dir, name)
     if old is not None and not old.given_up:
-        _write(layout, name, old.model_copy(update={"given_up": True}))
+        _write(layout.inflight_dir, name, old.model_copy(update={"given_up": True}))
 
 
 def end(layout: Layout, req: Request) -> None:
-    """The request ended (any way but a stop of the watcher): forget it."""
-    fsio.remove_quietly(layout.inflight_dir / layout.names.input(req.key))
+    """The request ended (any way but a stop of the watcher): forget it, wherever its marker is."""
+    name = layout.names.input(req.key)
+    if not fsio.remove_quietly(layout.inflight_dir / name):
+        fsio.remove_quietly(layout.parked_dir / name)
 
 
 def count_interruptions(layout: Layout) -> list[Interrupted]:
-    """At start-up: every marker left in the watcher's hands is one more interruption of its request; returns them
-    all."""
+    """At start-up: every marker left in the watcher's hands is one more interruption of its request, and is parked;
+    returns them all. Markers whose input is gone are removed, as are parked ones that ``inflight/`` supersedes."""
     found: list[Interrupted] = []
-    for entry in os.scandir(layout.inflight_dir):
-        if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+    for name in _names(layout.inflight_dir):
+        marker = _read(layout.inflight_dir, name)
+        if marker is None or not os.path.lexists(layout.root / name):
+            fsio.remove_quietly(layout.inflight_dir / name)
             continue
-        marker = _read(layout, entry.name)
-        if marker is None or not os.path.lexists(layout.root / entry.name):
-            fsio.remove_quietly(layout.inflight_dir / entry.name)
-            continue
-        if marker.given_up or marker.waiting:
+        if marker.given_up or marker.waiting:  # ``waiting``: parked in place by an earlier version
             continue
         marker.interruptions += 1
-        marker.waiting = True  # at rest until the request is begun again
-        _write(layout, entry.name, marker)
-        found.append(Interrupted(entry.name, marker.input_sha256, marker.interruptions))
+        _write(layout.parked_dir, name, marker)  # at rest until the request is begun again
+        fsio.remove_quietly(layout.inflight_dir / name)
+        found.append(Interrupted(name, marker.input_sha256, marker.interruptions))
+    for name in _names(layout.parked_dir):
+        if not os.path.lexists(layout.root / name) or os.path.lexists(layout.inflight_dir / name):
+            fsio.remove_quietly(layout.parked_dir / name)
     return found
+
+
+def _names(directory: Path) -> list[str]:
+    """The markers in ``directory`` (files, temp files aside)."""
+    with os.scandir(directory) as entries:
+        return [e.name for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False)]

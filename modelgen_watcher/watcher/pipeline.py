@@ -197,8 +197,8 @@ class Pipeline:
         directories: tuple[Path, ...]
         seen: os.stat_result | None = None
         if self.claims is None:
-            # All four are in ``.modelgen``: while its inode and mtime are the same, none of them was removed,
-            # replaced or added since the last check, so one lstat a request does (all four, once a second).
+            # All of them are in ``.modelgen``: while its inode and mtime are the same, none was removed,
+            # replaced or added since the last check, so one lstat a request does (all of them, once a second).
             # Its lstat comes first: whatever changes during the checks changes it again for the next request.
             try:
                 seen = os.lstat(layout.state_dir)
@@ -208,7 +208,7 @@ class Pipeline:
                 ino, mtime_ns, until = self._prepared
                 if (seen.st_ino, seen.st_mtime_ns) == (ino, mtime_ns) and time.monotonic() < until:
                     return
-            directories = (layout.state_dir, layout.tmp_dir, layout.workspace, layout.inflight_dir)
+            directories = (layout.state_dir, layout.tmp_dir, layout.workspace, layout.inflight_dir, layout.parked_dir)
         else:
             fsio.ensure_private_dir(layout.state_dir)
             fsio.ensure_private_dir(layout.watchers_dir)
@@ -343,7 +343,7 @@ class Pipeline:
             running = Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at)
             self._running.started(req, running)
             try:
-                on_wait, on_start = self._waiting(req, sha, snap.mtime_ns, interruptions, held)
+                on_wait, on_start = self._waiting(req, held)
                 report, scored = self._run_model(req, snap.data, on_wait, on_start, held)
             finally:
                 self._running.finished(req)
@@ -580,30 +580,31 @@ class Pipeline:
                 del self._first_seen[stale]
         return max(0.0, seen + self.settle - now)
 
-    def _waiting(
-        self, req: Request, sha: str, mtime_ns: int, interruptions: int, held: Held | None
-    ) -> tuple[Callable[[], None], Callable[[], None]]:
+    def _waiting(self, req: Request, held: Held | None) -> tuple[Callable[[], None], Callable[[], None]]:
         """What a runner calls when ``req`` must wait for a busy warm worker (``ModelJob.on_wait``) and when the
-        model gets it (``on_start``): noted in its in-flight marker, or in shared mode in its claim, only around an
-        actual wait (a request that need not wait costs no write here)."""
-        waited = False
+        model gets it (``on_start``): its in-flight marker parked and back (``inflight``), or in shared mode its
+        claim marked, only around an actual wait (a request that need not wait costs nothing here)."""
+        waiting = False
 
-        def note(waits: bool) -> None:
+        def note(waits: bool) -> bool:
             try:
                 if held is not None and self.claims is not None:
                     self.claims.mark_waiting(held, waits)
+                elif waits:
+                    inflight.park(self.layout, req)
                 else:
-                    inflight.waiting(self.layout, req, sha, mtime_ns, interruptions, waits)
+                    inflight.unpark(self.layout, req)
             except (OSError, ClaimLost) as exc:  # then a stop while it waits counts, as it did before it waited
-                log.warning("request.inflight_unwritten", key=req.key, error=str(exc))
+                log.warning("request.inflight_unwritten", key=req.key, waiting=waits, error=str(exc))
+                return False
+            return True
 
         def on_wait() -> None:
-            nonlocal waited
-            waited = True
-            note(True)
+            nonlocal waiting
+            waiting = note(True)
 
         def on_start() -> None:
-            if waited:
+            if waiting:
                 note(False)
 
         return on_wait, on_start

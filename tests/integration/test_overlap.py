@@ -10,7 +10,6 @@ taking turns at the one worker would then be counted once and forgotten once, fo
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -49,9 +48,8 @@ def test_a_request_waiting_for_the_worker_when_the_watcher_is_killed_is_not_coun
         wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, what="the poison at the model")
         good = drop(watch_dir, route(["turn-left"]), key="good")
         wait_for(partial(_running, watch_dir, "good"), 10, what="the good request in flight, waiting for the worker")
-        marker = watch_dir / ".modelgen" / "inflight" / input_name("good")
-        wait_for(lambda: marker.exists() and json.loads(marker.read_text()).get("waiting"), 10,
-                 what="the good request's marker saying it waits")
+        marker = watch_dir / ".modelgen" / "parked" / input_name("good")
+        wait_for(marker.exists, 10, what="the good request's marker parked while it waits")
         wait_for(lambda: _died(d.proc), 30, what="the watcher killed by the poison's model")
         _kill_pids(pidfile)
         os.unlink(watch_dir / input_name("poison"))  # the operator removes the poison

@@ -25,6 +25,7 @@ from tests.helpers import (
     route,
     score_route,
     sha,
+    status_of,
     wait_final,
     wait_for,
 )
@@ -171,3 +172,61 @@ def test_a_request_waiting_for_the_busy_worker_is_not_timed_out_by_the_wait(daem
         assert st["state"] == "ok", st["error"]
     assert len(set(_pids(pidfile))) == 1  # one worker served them in turn
     assert not d.events("worker.replaced")
+
+
+_STOPS_AFTER_REPLY = (  # a worker that stops reading its requests after one that asks for it
+    "def create(ws, argv):\n"
+    "    import signal, threading\n"
+    "    score = fake_model.create(ws, argv)\n"
+    "    def run(job):\n"
+    "        score(job)\n"
+    "        if 'stop_reading' in open(job.input).read():  # stopped (as if hung) once its reply is out\n"
+    "            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGSTOP)).start()\n"
+    "    return run"
+)
+
+
+def _stopped(pid: int) -> bool:
+    """The process is stopped (state ``T``)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _big_route(size: int = 300_000) -> dict[str, Any]:
+    """A route with more bytes than a pipe holds (64 KiB), which the worker must read for the send to end."""
+    return {**route([""]), "padding": "x" * size}
+
+
+def test_a_big_input_for_a_worker_that_stopped_reading_times_out(daemon_factory, watch_dir, tmp_path):
+    """The send of an input larger than the pipe's buffer waits for the worker to read it: bounded by the model's
+    timeout, after which the worker's group is killed and a fresh worker serves the next request."""
+    pidfile = tmp_path / "pids"
+    d = daemon_factory("--runner", "entry", "--model-entry", _entry_file(tmp_path, _STOPS_AFTER_REPLY),
+                       "--model-cmd", fake_model_cmd("ok", "--pidfile", str(pidfile)), "--model-timeout", "2")
+    first = drop(watch_dir, {**route([""]), "stop_reading": True}, key="first")
+    assert wait_final(watch_dir, "first", sha(first))["state"] == "ok"
+    (worker,) = _pids(pidfile)
+    wait_for(lambda: _stopped(worker), 10, what="the worker stopped")
+    big = drop(watch_dir, _big_route(), key="big")
+    st = wait_final(watch_dir, "big", sha(big), timeout=30)
+    assert st["error"]["kind"] == "model_timeout"
+    wait_for(lambda: not pid_alive(worker), 15, what="the stopped worker killed")
+    nxt = drop(watch_dir, _big_route(), key="next")
+    assert wait_final(watch_dir, "next", sha(nxt), timeout=30)["state"] == "ok"
+    assert d.events("worker.replaced")
+
+
+def test_sigterm_while_a_big_input_waits_for_a_worker_that_stopped_reading(daemon_factory, watch_dir, tmp_path):
+    pidfile = tmp_path / "pids"
+    d = daemon_factory("--runner", "entry", "--model-entry", _entry_file(tmp_path, _STOPS_AFTER_REPLY),
+                       "--model-cmd", fake_model_cmd("ok", "--pidfile", str(pidfile)), "--model-timeout", "300")
+    first = drop(watch_dir, {**route([""]), "stop_reading": True}, key="first")
+    assert wait_final(watch_dir, "first", sha(first))["state"] == "ok"
+    (worker,) = _pids(pidfile)
+    wait_for(lambda: _stopped(worker), 10, what="the worker stopped")
+    drop(watch_dir, _big_route(), key="big")
+    wait_for(lambda: (status_of(watch_dir, "big") or {}).get("state") == "running", 10,
+             what="the big request being sent to the stopped worker")
+    code, took = d.stop()
+    assert code == 0 and took < 10
+    assert not pid_alive(worker)

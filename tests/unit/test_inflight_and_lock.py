@@ -18,7 +18,7 @@ from modelgen_watcher.watcher.lock import AlreadyRunning, WatchDirLock
 def layout(tmp_path: Path) -> Layout:
     lay = Layout(tmp_path / "data", Names())
     lay.root.mkdir()
-    for d in (lay.state_dir, lay.inflight_dir):
+    for d in (lay.state_dir, lay.inflight_dir, lay.parked_dir):
         fsio.ensure_private_dir(d)
     return lay
 
@@ -66,12 +66,44 @@ def test_a_stop_while_waiting_for_a_worker_is_not_counted_and_the_count_is_kept(
     inflight.count_interruptions(layout)  # one stop
     count = inflight.begin(layout, req, "s1", 100)
     assert count == 1
-    inflight.waiting(layout, req, "s1", 100, count, True)
+    inflight.park(layout, req)
     assert inflight.count_interruptions(layout) == []  # stopped while it waited: not counted...
     assert inflight.begin(layout, req, "s1", 100) == 1  # ...nor forgotten
-    inflight.waiting(layout, req, "s1", 100, 1, True)
-    inflight.waiting(layout, req, "s1", 100, 1, False)  # a worker took it: a stop counts again
+    inflight.park(layout, req)
+    inflight.unpark(layout, req)  # a worker took it: a stop counts again
     assert [i.interruptions for i in inflight.count_interruptions(layout)] == [2]
+
+
+def test_a_request_that_waited_and_ended_leaves_no_marker(layout: Layout) -> None:
+    _publish(layout, "k")
+    req = Request("k")
+    inflight.begin(layout, req, "s1", 100)
+    inflight.park(layout, req)
+    inflight.end(layout, req)  # ended without reaching the model (its worker could not be started)
+    assert not any(layout.parked_dir.iterdir()) and not any(layout.inflight_dir.iterdir())
+    assert inflight.begin(layout, req, "s1", 100) == 0
+
+
+def test_a_marker_in_the_watchers_hands_supersedes_a_parked_one(layout: Layout) -> None:
+    """A stop between ``begin``'s write and its removal of the parked copy: the newer marker counts, once."""
+    _publish(layout, "k")
+    req = Request("k")
+    inflight.begin(layout, req, "s1", 100)
+    inflight.count_interruptions(layout)  # parked with 1
+    name = layout.names.input("k")
+    (layout.inflight_dir / name).write_bytes((layout.parked_dir / name).read_bytes())  # begun, parked copy left
+    assert [i.interruptions for i in inflight.count_interruptions(layout)] == [2]
+    assert sorted(p.name for p in layout.parked_dir.iterdir()) == [name]
+    assert inflight.begin(layout, req, "s1", 100) == 2
+
+
+def test_a_marker_parked_in_place_by_an_earlier_version_is_not_counted(layout: Layout) -> None:
+    _publish(layout, "k")
+    name = layout.names.input("k")
+    (layout.inflight_dir / name).write_text(
+        '{"input_sha256": "s1", "input_mtime_ns": 100, "interruptions": 2, "waiting": true}')
+    assert inflight.count_interruptions(layout) == []
+    assert inflight.begin(layout, Request("k"), "s1", 100) == 2
 
 
 def test_a_marker_counted_at_a_start_is_not_counted_again_until_begun_again(layout: Layout) -> None:
@@ -104,10 +136,14 @@ def test_a_given_up_publication_is_neither_counted_nor_run_again(layout: Layout)
 
 
 def test_a_marker_whose_input_is_gone_is_dropped(layout: Layout) -> None:
-    _publish(layout, "k")
-    _at_model(layout, Request("k"), "s1", 100)
-    layout.input("k").unlink()
+    for key in ("k", "parked"):
+        _publish(layout, key)
+        _at_model(layout, Request(key), "s1", 100)
+    inflight.park(layout, Request("parked"))
+    for key in ("k", "parked"):
+        layout.input(key).unlink()
     assert inflight.count_interruptions(layout) == []
+    assert not any(layout.parked_dir.iterdir()) and not any(layout.inflight_dir.iterdir())
     assert not list(layout.inflight_dir.iterdir())
 
 
