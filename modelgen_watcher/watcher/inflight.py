@@ -11,8 +11,9 @@ A parked marker (``.modelgen/parked/<input name>``) is a request not in the watc
 hands: at rest since a start counted it, or waiting for a busy warm worker (``park``
 when it has to wait, ``unpark`` when a worker takes it). A stop meanwhile, the model
 never having had it, is not counted, and its count is kept, neither raised nor
-forgotten. Parking is a rename, not a rewrite: in a drain nearly every request waits,
-and two rewrites of its marker cost the daemon a tenth of its time (``bench/drain.py``).
+forgotten. Parking is a rename, not a rewrite (a temp file written and renamed): in a
+drain nearly every request waits, so its marker moves twice; a rename and back cost
+half as much as two rewrites.
 Where a marker is in both places (a stop between the two steps of ``begin``), the one
 in ``inflight/`` is the newer.
 
