@@ -281,15 +281,35 @@ def _run(score: Score, msg: dict[str, Any], out: _Tail, err: _Tail, started: flo
     return _done(msg, started, code, out.text(), err.text())
 
 
+def _take_cpus(cpus: str) -> None:
+    """Run on ``cpus``, not only on the one CPU the watcher runs its own threads on, which this process inherited:
+    before the model loads, so its threads (BLAS, its pools) and the processes it starts are not confined."""
+    try:
+        os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
+    except (AttributeError, OSError, ValueError) as exc:
+        print("modelgen-host: cannot run on CPUs {}: {}".format(cpus, exc), file=sys.stderr, flush=True)
+
+
+def _cpus() -> list[int] | None:
+    """The CPUs this process may run on (None where the system does not say)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelgen-host", description="A warm model worker (see the module doc).")
     parser.add_argument("--entry", required=True)
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--requests", type=int, required=True, help="fd the watcher writes requests to")
     parser.add_argument("--replies", type=int, required=True, help="fd this host writes replies to")
+    parser.add_argument("--cpus", help="the CPUs this worker takes back before the model loads, comma-separated")
     parser.add_argument("argv", nargs="*", help="the model command, rendered for this worker")
     args = parser.parse_args(argv)
     faulthandler.enable()  # a crash in C code leaves its traceback on stderr, which the watcher keeps
+    if args.cpus:
+        _take_cpus(args.cpus)
     for fd in (args.requests, args.replies):  # a program the model starts must not inherit the protocol
         os.set_inheritable(fd, False)
     requests = os.fdopen(args.requests, "rb")
@@ -308,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         detail = traceback.format_exc()[-8000:]
         send({"type": "failed", "error": f"{type(exc).__name__}: {exc}", "detail": detail})
         return 1
-    send({"type": "ready", "pid": os.getpid(), "python": platform.python_version()})
+    send({"type": "ready", "pid": os.getpid(), "python": platform.python_version(), "cpus": _cpus()})
     for line in requests:
         msg = json.loads(line)
         if msg.get("type") == "stop":

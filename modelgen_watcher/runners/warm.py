@@ -272,13 +272,16 @@ class WarmRunner:
     """
 
     def __init__(self, spec: WorkerSpec, *, workspace: Path, workers: int = 1, kill_grace: float = 3.0,
-                 start_timeout: float = 60.0, max_requests: int = 0, max_rss: int = 0) -> None:
+                 start_timeout: float = 60.0, max_requests: int = 0, max_rss: int = 0,
+                 model_cpus: frozenset[int] | None = None) -> None:
         self.spec = spec
         self.workspace = workspace
         self.kill_grace = kill_grace
         self.start_timeout = start_timeout
         self.max_requests = max_requests
         self.max_rss = max_rss
+        self.model_cpus = model_cpus
+        """The CPUs each worker takes back before it loads the model (the daemon's threads run on one of them)."""
         self._lock = threading.Lock()
         self._slots: list[_Worker | None] = [None] * workers
         self._idle: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -527,7 +530,8 @@ class WarmRunner:
         ours = {req_w, rep_r}  # the ends we keep; the worker's two are closed here once it has them
         run_id = secrets.token_hex(16)
         argv = [*self.spec.python, str(self.spec.host), "--entry", self.spec.entry, "--workspace", str(workspace),
-                "--requests", str(req_r), "--replies", str(rep_w), "--",
+                "--requests", str(req_r), "--replies", str(rep_w),
+                *(["--cpus", ",".join(map(str, sorted(self.model_cpus)))] if self.model_cpus else []), "--",
                 *render_for_worker(self.spec.template, workspace)]
         try:
             with self._lock:
@@ -550,7 +554,7 @@ class WarmRunner:
         self._containment.record(proc.pid, run_id)
         hello = worker.receive(self.start_timeout)
         if isinstance(hello, dict) and hello.get("type") == "ready":
-            log.info("worker.ready", slot=n, pid=proc.pid, python=hello.get("python"))
+            log.info("worker.ready", slot=n, pid=proc.pid, python=hello.get("python"), cpus=hello.get("cpus"))
             return worker
         self._retire(worker, kill=True)
         if isinstance(hello, dict) and hello.get("type") == "failed":

@@ -32,7 +32,7 @@ from ..volume.names import (
 from ..volume.retry import ONCE_ATTEMPTS
 from ..volume.scan import RESCAN, InputScanner, Signature
 from ..volume.schemas import Health, WatcherHealth, utc_now_iso
-from . import inflight, peers, retention
+from . import affinity, inflight, peers, retention
 from .lock import AlreadyRunning, WatchDirLock
 from .metrics import WatcherMetrics
 from .outcomes import Outcome
@@ -72,10 +72,11 @@ def _content_changed(old: Signature | None, new: Signature) -> bool:
 
 
 def build_pipeline(
-    settings: WatcherSettings, layout: Layout, metrics: WatcherMetrics | None = None, readiness: Readiness | None = None
+    settings: WatcherSettings, layout: Layout, metrics: WatcherMetrics | None = None,
+    readiness: Readiness | None = None, model_cpus: frozenset[int] | None = None,
 ) -> tuple[Pipeline, ModelRunner]:
     """The pipeline and runner one settings object describes (shared by ``run`` and ``score``)."""
-    runner = runners.create(settings, layout.workspace, settings.workers)
+    runner = runners.create(settings, layout.workspace, settings.workers, model_cpus=model_cpus)
     pipeline = Pipeline(
         layout,
         runner,
@@ -98,7 +99,10 @@ class Daemon:
         self.layout = Layout(settings.watch_dir.resolve(), settings.names, self.watcher_id)
         self.metrics = WatcherMetrics(shared=settings.shared)
         self.readiness = Readiness()
-        self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics, self.readiness)
+        self.model_cpus = affinity.model_cpus(settings)
+        """Set when the daemon runs its threads on one of these CPUs and its warm workers on all (``affinity``)."""
+        self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics, self.readiness,
+                                                    self.model_cpus)
         self.claims: Claims | None = None
         """Shared mode's claims, with the volume's clock they are judged by; None for the lone watcher."""
         self._now: Callable[[], float] = time.time
@@ -502,6 +506,10 @@ class Daemon:
             return self._serve()
 
     def _serve(self) -> int:
+        if self.model_cpus is not None:  # before the daemon starts a thread: each inherits it
+            cpu = affinity.pin_threads(self.model_cpus)
+            if cpu is not None:
+                log.info("daemon.cpu", cpu=cpu, model_cpus=sorted(self.model_cpus))
         self._prepare()
         self.scheduler.start()
         if self.settings.once:

@@ -161,18 +161,30 @@ def test_a_full_volume_is_retried_and_red_until_space_is_freed(small_volume):
         d.stop()
 
 
+def _remount(volume: Path, mode: str) -> None:
+    """``mount -o remount,<mode>``, again while the kernel says the volume is busy: a file of the daemon's (a
+    heartbeat, a status) open for writing at that instant makes a remount read-only fail, as it would an
+    operator's."""
+    def remounted() -> bool:
+        done = subprocess.run(["mount", "-o", f"remount,{mode}", str(volume)], capture_output=True, text=True)
+        assert done.returncode == 0 or "busy" in done.stderr, done.stderr
+        return done.returncode == 0
+
+    wait_for(remounted, 10, what=f"the volume remounted {mode}")
+
+
 def test_a_read_only_volume_is_retried_and_red_until_it_is_writable(small_volume):
     d, watch_dir = _slow_daemon(small_volume)
     try:
         raw = drop(watch_dir, route([""]), key="ro")
         wait_for(lambda: (status_of(watch_dir, "ro") or {}).get("state") == "running", 10, what="the model running")
-        subprocess.run(["mount", "-o", "remount,ro", str(small_volume)], check=True)
+        _remount(small_volume, "ro")
         try:
             wait_for(lambda: len([r for r in d.runs("ro") if r.get("retried")]) >= 2, 30, what="failed tries")
             healthy, message = health_of(watch_dir)
             assert not healthy and "read-only" in message
         finally:
-            subprocess.run(["mount", "-o", "remount,rw", str(small_volume)], check=True)
+            _remount(small_volume, "rw")
         _wait_ok(watch_dir, "ro", raw)
         wait_for(lambda: health_of(watch_dir)[0], 10, what="healthy again")
     finally:

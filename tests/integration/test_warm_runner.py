@@ -120,7 +120,10 @@ def test_the_model_side_runs_on_python_3_7(daemon_factory, watch_dir):
     raw = drop(watch_dir, route(["", "turn-left"]), key="old")
     st = wait_final(watch_dir, "old", sha(raw))
     assert st["state"] == "ok", st["error"]
-    assert wait_for(lambda: d.events("worker.ready"), 10)[0]["python"].startswith("3.7.")
+    ready = wait_for(lambda: d.events("worker.ready"), 10)[0]
+    assert ready["python"].startswith("3.7.")
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 1:  # the daemon runs on one of them
+        assert ready["cpus"] == sorted(os.sched_getaffinity(0))
 
 
 def _entry_file(tmp_path: Path, body: str) -> str:

@@ -33,6 +33,7 @@ FLAGS = {
         "--model-name", "--kill-grace", "--max-input-bytes", "--workers", "--observer", "--poll-interval",
         "--debounce", "--settle", "--rescan-interval", "--retention", "--once", "--log-format", "--log-level",
         *WARM_FLAGS, *SHARED_FLAGS, "--claim-lease",
+        "--daemon-cpu",  # added with warm runners' drain rate: the daemon's threads on one CPU
     },
     "health": {"--watch-dir", "--max-age", *SHARED_FLAGS},  # it prints one line and logs nothing: no log flags
     "score": {

@@ -1,0 +1,60 @@
+"""``--daemon-cpu``: with warm workers the daemon's threads share one CPU, and the model keeps every CPU.
+
+Checked where a user would look: the CPUs each thread of the daemon may run on
+(``/proc``), and those the model's own run reports.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import drop, fake_model_args, route, sha, wait_final
+
+ALLOWED = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+pytestmark = pytest.mark.skipif(len(ALLOWED) < 2, reason="one CPU allowed here: there is nothing to pin")
+
+
+def _thread_cpus(pid: int) -> set[tuple[int, ...]]:
+    """The distinct CPU sets of the process's threads."""
+    return {tuple(sorted(os.sched_getaffinity(int(tid)))) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def _runs_cpus(cpufile: Path) -> list[list[int]]:
+    return [[int(c) for c in line.split(",")] for line in cpufile.read_text().split()]
+
+
+def _score_one(watch_dir: Path, key: str) -> None:
+    raw = drop(watch_dir, route(["turn-left"]), key=key)
+    st = wait_final(watch_dir, key, sha(raw))
+    assert st["state"] == "ok", st["error"]
+
+
+@pytest.mark.parametrize("runner", ["entry", "fork"])
+def test_warm_workers_the_daemon_on_one_cpu_the_model_on_all(daemon_factory, watch_dir, tmp_path, runner):
+    cpufile = tmp_path / "cpus"
+    d = daemon_factory(*fake_model_args("ok", "--cpufile", str(cpufile), runner=runner), "--workers", "2")
+    _score_one(watch_dir, "a")
+    assert d.proc is not None
+    (pinned,) = _thread_cpus(d.proc.pid)
+    assert len(pinned) == 1 and pinned[0] in ALLOWED, f"the daemon's threads may run on {pinned}"
+    (event,) = d.events("daemon.cpu")
+    assert event["cpu"] == pinned[0] and event["model_cpus"] == ALLOWED
+    assert _runs_cpus(cpufile) == [ALLOWED]  # the model's run, in a warm worker or a forked child
+    assert [e["cpus"] for e in d.events("worker.ready")] == [ALLOWED, ALLOWED]
+
+
+@pytest.mark.parametrize("args", [["--daemon-cpu", "off"], []], ids=["off", "process-per-request"])
+def test_otherwise_the_daemon_keeps_every_cpu(daemon_factory, watch_dir, tmp_path, args):
+    """``off``; and a process per request, which would inherit the daemon's one CPU."""
+    cpufile = tmp_path / "cpus"
+    runner = "entry" if args else "subprocess"
+    d = daemon_factory(*fake_model_args("ok", "--cpufile", str(cpufile), runner=runner), *args)
+    _score_one(watch_dir, "a")
+    assert d.proc is not None
+    assert _thread_cpus(d.proc.pid) == {tuple(ALLOWED)}
+    assert not d.events("daemon.cpu")
+    assert _runs_cpus(cpufile) == [ALLOWED]
