@@ -148,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load(WatcherSettings, args)
     logs.configure(settings.log_format, settings.log_level)
     try:
-        code = Daemon(settings).run()
+        code = Daemon(settings, owns_process=True).run()
     except (AlreadyRunning, UnsafeFile) as exc:
         print(f"modelgen-watcher: {exc}", file=sys.stderr)
         return EXIT_FAIL

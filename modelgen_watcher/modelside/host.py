@@ -1,8 +1,10 @@
 """The model's side of a warm runner: load a model once, then score request after request.
 
 Started by the watcher as ``python3 host.py --entry MODULE_OR_PATH:FACTORY --workspace DIR
---requests FD --replies FD -- ARG...``, on the model's own interpreter. Standard library
-only, Python 3.7+: nothing of the watcher is imported here.
+--requests FD --replies FD [--cpus LIST] -- ARG...``, on the model's own interpreter.
+Standard library only, Python 3.7+: nothing of the watcher is imported here. ``--cpus``:
+the CPUs to take back before the model loads, when the watcher runs its own threads on
+one of them (``watcher/affinity.py``).
 
 The entry is a factory, called once: ``factory(workspace, argv)`` returns a callable that
 scores one request, ``score(job)``, where ``job`` has ``input``, ``output``,
@@ -13,7 +15,7 @@ this request, if one is set). It must write ``job.output``; raising (or
 The protocol is JSON, one object a line, on two pipes of their own (``--requests``,
 ``--replies``), so nothing the model prints can be mistaken for it:
 
-- host -> watcher, once: ``{"type": "ready", "pid", "python"}`` or
+- host -> watcher, once: ``{"type": "ready", "pid", "python", "cpus"}`` or
   ``{"type": "failed", "error", "detail"}`` (the factory raised: the model cannot load);
 - watcher -> host: ``{"type": "run", "id", "input", "output", "output_name",
   "workspace", "key", "argv", "env", "input_bytes", "max_output"}`` (``env``: variables

@@ -184,7 +184,7 @@ class _Worker:
                     except OSError:  # the worker is gone (broken pipe)
                         return False
                     left = deadline - time.monotonic()
-                    if self._closing.is_set():
+                    if self._closing.is_set() or _exited(self.proc.pid):  # a process it forked may hold the pipe
                         return False
                     if left <= 0:
                         return None
@@ -214,6 +214,14 @@ class _Worker:
                 with contextlib.suppress(OSError):
                     os.close(self._requests_fd)
                 self._requests_fd = -1
+
+
+def _exited(pid: int) -> bool:
+    """The process has ended (left unreaped: its exit code is still read, and its group id still ours)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 class _Replies:
@@ -457,11 +465,12 @@ class WarmRunner:
             self._jobs[n] = job
             worker.request_id = request_id
         announce_start(job)
+        deadline = time.monotonic() + job.timeout  # the model's time: from now, a fresh worker's loading aside
         try:
-            sent = worker.send(msg, job.input_data, start + job.timeout)
-            reply = worker.receive(start + job.timeout - time.monotonic()) if sent else None if sent is None else _EOF
+            sent = worker.send(msg, job.input_data, deadline)
+            reply = worker.receive(deadline - time.monotonic()) if sent else None if sent is None else _EOF
             while isinstance(reply, dict) and reply.get("id") != msg["id"]:  # a reply to an earlier, abandoned run
-                reply = worker.receive(start + job.timeout - time.monotonic())
+                reply = worker.receive(deadline - time.monotonic())
         finally:
             with self._lock:
                 self._busy.pop(n, None)

@@ -6,10 +6,10 @@ written). Where the threads run on different CPUs, each release wakes a waiting 
 another CPU, and the releasing one, back from its call a microsecond later, must wait
 and be woken in turn: two cross-CPU wake-ups for nearly every system call of a request.
 On one CPU the waiter cannot run before the releasing thread is back, and takes the lock
-again at once. In a drain of 2,000 requests on tmpfs (``bench/drain.py``), the daemon's
-CPU a request went from 1.15 to 0.8 ms and its rate from about 830 to 1,200 a second, with one
-warm worker or two. The lock lets the daemon use about one CPU whatever it does, so
-one is all it gives up.
+again at once. Draining 2,000 requests on tmpfs with two warm workers, the daemon's
+CPU a request went from 1.25 to 0.8 ms and its rate from about 770 to 1,150 a second
+(1.5x; with one worker, 800 to 1,060). The lock lets the daemon use about one CPU
+whatever it does, so one is all it gives up.
 
 Only with warm runners (``entry``, ``fork``): their model processes are our host
 (``modelside/host.py``), which takes back every CPU the daemon had (``--cpus``) before
@@ -17,9 +17,10 @@ it loads the model, so the model's own threads (BLAS, its pools) and what it for
 confined. A process per request (``subprocess``) would inherit the pin, so the daemon
 is not pinned then.
 
-The CPU is the one the daemon was running on when it pinned itself: the kernel's own
-choice, so daemons started side by side (shared mode, one node) spread as the kernel
-spread them.
+Only a daemon that is its process (the ``run`` command): one run in a thread of another
+program (``Daemon.run``) leaves that program's threads alone. Not in shared mode: several
+watchers on one machine, each pinned where it started, could share one CPU for good.
+The CPU is the one the daemon was running on when it pinned itself, the kernel's choice.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ log = get_logger(__name__)
 
 def model_cpus(settings: WatcherSettings) -> frozenset[int] | None:
     """The CPUs the model's processes keep when the daemon runs its own threads on one of them; None when it does not
-    (``--daemon-cpu off``, a process per request, one CPU allowed, or no affinity calls on this system)."""
-    if settings.daemon_cpu == "off" or settings.runner_kind == "subprocess" or not hasattr(os, "sched_setaffinity"):
+    (``--daemon-cpu off``, a process per request, shared mode, one CPU allowed, or no affinity calls here)."""
+    if (settings.daemon_cpu == "off" or settings.runner_kind == "subprocess" or settings.shared
+            or not hasattr(os, "sched_setaffinity")):
         return None
     allowed = frozenset(os.sched_getaffinity(0))
     return allowed if len(allowed) > 1 else None

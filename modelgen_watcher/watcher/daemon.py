@@ -93,13 +93,15 @@ def build_pipeline(
 class Daemon:
     """One watcher on one directory. ``run()`` blocks until ``request_stop()`` or a signal."""
 
-    def __init__(self, settings: WatcherSettings) -> None:
+    def __init__(self, settings: WatcherSettings, *, owns_process: bool = False) -> None:
+        """``owns_process``: the daemon is this process (the ``run`` command), and may run all its threads on one
+        CPU (``affinity``); a daemon run in a thread of another program leaves that program's threads alone."""
         self.settings = settings
         self.watcher_id = settings.effective_watcher_id if settings.shared else None
         self.layout = Layout(settings.watch_dir.resolve(), settings.names, self.watcher_id)
         self.metrics = WatcherMetrics(shared=settings.shared)
         self.readiness = Readiness()
-        self.model_cpus = affinity.model_cpus(settings)
+        self.model_cpus = affinity.model_cpus(settings) if owns_process else None
         """Set when the daemon runs its threads on one of these CPUs and its warm workers on all (``affinity``)."""
         self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics, self.readiness,
                                                     self.model_cpus)

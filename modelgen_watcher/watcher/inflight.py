@@ -131,11 +131,13 @@ def count_interruptions(layout: Layout) -> list[Interrupted]:
         if marker.given_up or marker.waiting:  # ``waiting``: parked in place by an earlier version
             continue
         marker.interruptions += 1
+        # Parked first, then counted there: a stop between the two loses this count rather than counting it twice.
+        os.replace(layout.inflight_dir / name, layout.parked_dir / name)
         _write(layout.parked_dir, name, marker)  # at rest until the request is begun again
-        fsio.remove_quietly(layout.inflight_dir / name)
         found.append(Interrupted(name, marker.input_sha256, marker.interruptions))
     for name in _names(layout.parked_dir):
-        if not os.path.lexists(layout.root / name) or os.path.lexists(layout.inflight_dir / name):
+        superseded = os.path.lexists(layout.inflight_dir / name)
+        if superseded or not os.path.lexists(layout.root / name) or _read(layout.parked_dir, name) is None:
             fsio.remove_quietly(layout.parked_dir / name)
     return found
 

@@ -7,10 +7,13 @@ Checked where a user would look: the CPUs each thread of the daemon may run on
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
+from modelgen_watcher.settings import WatcherSettings
+from modelgen_watcher.watcher.daemon import Daemon
 from tests.helpers import drop, fake_model_args, route, sha, wait_final
 
 ALLOWED = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -58,3 +61,26 @@ def test_otherwise_the_daemon_keeps_every_cpu(daemon_factory, watch_dir, tmp_pat
     assert _thread_cpus(d.proc.pid) == {tuple(ALLOWED)}
     assert not d.events("daemon.cpu")
     assert _runs_cpus(cpufile) == [ALLOWED]
+
+
+def test_shared_mode_keeps_every_cpu(daemon_factory, watch_dir, tmp_path):
+    """Several shared watchers on one machine, each pinned where it started, could share one CPU for good."""
+    d = daemon_factory(*fake_model_args("ok", runner="entry"), "--shared", "--watcher-id", "w1")
+    _score_one(watch_dir, "a")
+    assert d.proc is not None
+    assert _thread_cpus(d.proc.pid) == {tuple(ALLOWED)}
+
+
+def test_a_daemon_run_in_a_thread_leaves_its_programs_cpus(watch_dir):
+    """``Daemon.run`` in a thread of another program (an embedder, a test): that program's threads are not pinned."""
+    settings = WatcherSettings(watch_dir=watch_dir, log_format="json", runner="entry")
+    daemon = Daemon(settings)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        _score_one(watch_dir, "a")
+        assert _thread_cpus(os.getpid()) == {tuple(ALLOWED)}
+    finally:
+        daemon.request_stop()
+        thread.join(15)
+    assert not thread.is_alive()

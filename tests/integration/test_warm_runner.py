@@ -233,3 +233,51 @@ def test_sigterm_while_a_big_input_waits_for_a_worker_that_stopped_reading(daemo
     code, took = d.stop()
     assert code == 0 and took < 10
     assert not pid_alive(worker)
+
+
+_DIES_READING = (  # a worker that dies as it reads a request for key "die", while a process it forked holds its pipes
+    "def create(ws, argv):\n"
+    "    import json, signal\n"
+    "    if os.fork() == 0:  # a helper forked at load time (a fork-based pool, say): it inherits every fd\n"
+    "        time.sleep(600)\n"
+    "        os._exit(0)\n"
+    "    loads = json.loads\n"
+    "    def dying_loads(text, *a, **k):\n"
+    "        msg = loads(text, *a, **k)\n"
+    "        if isinstance(msg, dict) and msg.get('key') == 'die':\n"
+    "            os.kill(os.getpid(), signal.SIGKILL)\n"
+    "        return msg\n"
+    "    json.loads = dying_loads\n"
+    "    return fake_model.create(ws, argv)"
+)
+
+
+def test_a_worker_that_dies_while_its_big_input_is_sent_fails_the_request_at_once(daemon_factory, watch_dir, tmp_path):
+    """The send notices the death (the pipe stays open, held by the worker's helper): ``model_failed`` saying how
+    the worker ended, not a wait for ``--model-timeout``; the helper goes with the worker's group."""
+    d = daemon_factory("--runner", "entry", "--model-entry", _entry_file(tmp_path, _DIES_READING),
+                       "--model-cmd", fake_model_cmd("ok"), "--model-timeout", "300")
+    big = drop(watch_dir, _big_route(), key="die")
+    st = wait_final(watch_dir, "die", sha(big), timeout=60)
+    assert st["error"]["kind"] == "model_failed"
+    assert "ended during the request (killed by signal 9)" in st["error"]["message"], st["error"]["message"]
+    nxt = drop(watch_dir, route([""]), key="next")
+    assert wait_final(watch_dir, "next", sha(nxt), timeout=60)["state"] == "ok"
+    assert d.events("worker.replaced")
+
+
+def test_loading_a_worker_again_is_not_the_models_time(daemon_factory, watch_dir, tmp_path):
+    """A worker that died while idle is loaded again for the next request, in that request's thread: its model's
+    timeout starts once the fresh worker takes the request, as for any request."""
+    pidfile = tmp_path / "pids"
+    entry = _entry_file(tmp_path, "def create(ws, argv):\n    time.sleep(2)\n    return fake_model.create(ws, argv)")
+    daemon_factory("--runner", "entry", "--model-entry", entry,
+                   "--model-cmd", fake_model_cmd("ok", "--pidfile", str(pidfile)), "--model-timeout", "1")
+    first = drop(watch_dir, route([""]), key="a")
+    assert wait_final(watch_dir, "a", sha(first), timeout=30)["state"] == "ok"
+    (worker,) = _pids(pidfile)
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(worker), 10, what="the killed worker gone")
+    second = drop(watch_dir, route(["turn-left"]), key="b")
+    st = wait_final(watch_dir, "b", sha(second), timeout=30)
+    assert st["state"] == "ok", st["error"]

@@ -135,6 +135,14 @@ def test_a_given_up_publication_is_neither_counted_nor_run_again(layout: Layout)
     assert inflight.begin(layout, req, "s1", 300) == 0  # published again: a fresh try
 
 
+def test_an_unreadable_parked_marker_is_dropped(layout: Layout) -> None:
+    _publish(layout, "k")
+    (layout.parked_dir / layout.names.input("k")).write_text("{not json")
+    assert inflight.count_interruptions(layout) == []
+    assert not any(layout.parked_dir.iterdir())
+    assert inflight.begin(layout, Request("k"), "s1", 100) == 0
+
+
 def test_a_marker_whose_input_is_gone_is_dropped(layout: Layout) -> None:
     for key in ("k", "parked"):
         _publish(layout, key)
