@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,14 @@ class RunReport:
 def announce_wait(job: ModelJob) -> None:
     """Call ``job.on_wait``, if any, before the run waits for a busy warm worker (see ``_announce``)."""
     _announce(job, job.on_wait, "runner.on_wait_failed")
+
+
+def signal_name(signum: int) -> str:
+    """``SIGKILL`` for 9, as an operator reads it; ``signal 99`` for a number no signal has here."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def announce_start(job: ModelJob) -> None:

@@ -41,7 +41,16 @@ from ..logs import get_logger
 from ..volume import fsio
 from ..volume.names import MAX_RESULT_BYTES, WORKER_WORKSPACE_PREFIX
 from .argv import render, render_for_worker
-from .base import NO_OUTPUT, ModelJob, ModelLoadError, RunReport, announce_start, announce_wait, discard
+from .base import (
+    NO_OUTPUT,
+    ModelJob,
+    ModelLoadError,
+    RunReport,
+    announce_start,
+    announce_wait,
+    discard,
+    signal_name,
+)
 from .containment import Containment
 from .records import REQUEST_ID_SEP, RUN_ID_ENV
 from .tail import Tail
@@ -661,7 +670,7 @@ def _discard_run(local: ModelJob, input_given: bool) -> None:
 
 
 def _exit_words(code: int) -> str:
-    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return f"killed by {signal_name(-code)}" if code < 0 else f"exit code {code}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

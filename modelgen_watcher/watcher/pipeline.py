@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..logs import Logger, get_logger
-from ..runners.base import NO_OUTPUT, ModelJob, ModelRunner, RunReport, discard
+from ..runners.base import NO_OUTPUT, ModelJob, ModelRunner, RunReport, discard, signal_name
 from ..volume import fsio
 from ..volume.claims import RETRY_SLACK, ClaimLost, Claims, Held, Taken
 from ..volume.decoding import DecodeError, Stage, decode_route, decode_scored
@@ -106,12 +105,7 @@ def _tail_lines(text: str, lines: int = DETAIL_LINES) -> str | None:
 
 
 def _exit_description(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
+    return f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"
 
 
 def failure_from_report(report: RunReport, timeout: float) -> RequestFailed | None:

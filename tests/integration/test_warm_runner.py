@@ -260,7 +260,7 @@ def test_a_worker_that_dies_while_its_big_input_is_sent_fails_the_request_at_onc
     big = drop(watch_dir, _big_route(), key="die")
     st = wait_final(watch_dir, "die", sha(big), timeout=60)
     assert st["error"]["kind"] == "model_failed"
-    assert "ended during the request (killed by signal 9)" in st["error"]["message"], st["error"]["message"]
+    assert "ended during the request (killed by SIGKILL)" in st["error"]["message"], st["error"]["message"]
     nxt = drop(watch_dir, route([""]), key="next")
     assert wait_final(watch_dir, "next", sha(nxt), timeout=60)["state"] == "ok"
     assert d.events("worker.replaced")
