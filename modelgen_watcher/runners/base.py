@@ -77,14 +77,6 @@ def announce_wait(job: ModelJob) -> None:
     _announce(job, job.on_wait, "runner.on_wait_failed")
 
 
-def signal_name(signum: int) -> str:
-    """``SIGKILL`` for 9, as an operator reads it; ``signal 99`` for a number no signal has here."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
 def announce_start(job: ModelJob) -> None:
     """Call ``job.on_start``, if any, as the model gets the request (see ``_announce``)."""
     _announce(job, job.on_start, "runner.on_start_failed")
@@ -99,6 +91,14 @@ def _announce(job: ModelJob, callback: Callable[[], None] | None, event: str) ->
         callback()
     except Exception as exc:  # noqa: BLE001 - whatever it is, the run goes on
         log.warning(event, key=job.key, error=str(exc))
+
+
+def signal_name(signum: int) -> str:
+    """``SIGKILL`` for 9, as an operator reads it; ``signal 99`` for a number no signal has here."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def discard(path: Path) -> None:

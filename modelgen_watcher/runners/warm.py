@@ -193,7 +193,8 @@ class _Worker:
                     except OSError:  # the worker is gone (broken pipe)
                         return False
                     left = deadline - time.monotonic()
-                    if self._closing.is_set() or _exited(self.proc.pid):  # a process it forked may hold the pipe
+                    # Given up, or the worker ended (a process it forked may still hold the pipe open):
+                    if self._closing.is_set() or _exit_code(self.proc.pid, 0.0) is not _STILL_RUNNING:
                         return False
                     if left <= 0:
                         return None
@@ -223,14 +224,6 @@ class _Worker:
                 with contextlib.suppress(OSError):
                     os.close(self._requests_fd)
                 self._requests_fd = -1
-
-
-def _exited(pid: int) -> bool:
-    """The process has ended (left unreaped: its exit code is still read, and its group id still ours)."""
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
 
 
 class _Replies:
