@@ -13,9 +13,8 @@ when it has to wait, ``unpark`` when a worker takes it). A stop meanwhile, the m
 never having had it, is not counted, and its count is kept, neither raised nor
 forgotten. Parking is a rename, not a rewrite (a temp file written and renamed): in a
 drain nearly every request waits, so its marker moves twice; a rename and back cost
-half as much as two rewrites.
-Where a marker is in both places (a stop between the two steps of ``begin``), the one
-in ``inflight/`` is the newer.
+half as much as two rewrites. Where a marker is in both places (a stop between the two
+steps of ``begin``), the one in ``inflight/`` is the newer.
 
 At ``retry.MAX_INTERRUPTIONS`` the pipeline ends the request with an error instead of
 running it again, so one poisonous request (a model that kills the watcher, or an
@@ -79,7 +78,7 @@ def begin(layout: Layout, req: Request, sha: str, mtime_ns: int) -> int:
     a model failure (see ``retry``).
     """
     name = layout.names.input(req.key)
-    old = parked = None
+    parked = None
     if (old := _read(layout.inflight_dir, name)) is None:
         old = parked = _read(layout.parked_dir, name)
     same = old is not None and (old.input_sha256, old.input_mtime_ns) == (sha, mtime_ns)
