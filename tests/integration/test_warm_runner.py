@@ -200,16 +200,23 @@ def _big_route(size: int = 300_000) -> dict[str, Any]:
     return {**route([""]), "padding": "x" * size}
 
 
-def test_a_big_input_for_a_worker_that_stopped_reading_times_out(daemon_factory, watch_dir, tmp_path):
-    """The send of an input larger than the pipe's buffer waits for the worker to read it: bounded by the model's
-    timeout, after which the worker's group is killed and a fresh worker serves the next request."""
+def _a_worker_that_stopped_reading(daemon_factory, watch_dir: Path, tmp_path: Path, *, model_timeout: float):
+    """A daemon whose one warm worker served a request and then stopped (SIGSTOP, as if hung); it and the pid."""
     pidfile = tmp_path / "pids"
     d = daemon_factory("--runner", "entry", "--model-entry", _entry_file(tmp_path, _STOPS_AFTER_REPLY),
-                       "--model-cmd", fake_model_cmd("ok", "--pidfile", str(pidfile)), "--model-timeout", "2")
+                       "--model-cmd", fake_model_cmd("ok", "--pidfile", str(pidfile)),
+                       "--model-timeout", str(model_timeout))
     first = drop(watch_dir, {**route([""]), "stop_reading": True}, key="first")
     assert wait_final(watch_dir, "first", sha(first))["state"] == "ok"
     (worker,) = _pids(pidfile)
     wait_for(lambda: _stopped(worker), 10, what="the worker stopped")
+    return d, worker
+
+
+def test_a_big_input_for_a_worker_that_stopped_reading_times_out(daemon_factory, watch_dir, tmp_path):
+    """The send of an input larger than the pipe's buffer waits for the worker to read it: bounded by the model's
+    timeout, after which the worker's group is killed and a fresh worker serves the next request."""
+    d, worker = _a_worker_that_stopped_reading(daemon_factory, watch_dir, tmp_path, model_timeout=2)
     big = drop(watch_dir, _big_route(), key="big")
     st = wait_final(watch_dir, "big", sha(big), timeout=30)
     assert st["error"]["kind"] == "model_timeout"
@@ -220,13 +227,7 @@ def test_a_big_input_for_a_worker_that_stopped_reading_times_out(daemon_factory,
 
 
 def test_sigterm_while_a_big_input_waits_for_a_worker_that_stopped_reading(daemon_factory, watch_dir, tmp_path):
-    pidfile = tmp_path / "pids"
-    d = daemon_factory("--runner", "entry", "--model-entry", _entry_file(tmp_path, _STOPS_AFTER_REPLY),
-                       "--model-cmd", fake_model_cmd("ok", "--pidfile", str(pidfile)), "--model-timeout", "300")
-    first = drop(watch_dir, {**route([""]), "stop_reading": True}, key="first")
-    assert wait_final(watch_dir, "first", sha(first))["state"] == "ok"
-    (worker,) = _pids(pidfile)
-    wait_for(lambda: _stopped(worker), 10, what="the worker stopped")
+    d, worker = _a_worker_that_stopped_reading(daemon_factory, watch_dir, tmp_path, model_timeout=300)
     drop(watch_dir, _big_route(), key="big")
     wait_for(lambda: (status_of(watch_dir, "big") or {}).get("state") == "running", 10,
              what="the big request being sent to the stopped worker")
