@@ -274,9 +274,10 @@ def _decode(line: bytes) -> dict[str, Any] | str:
 class WarmRunner:
     """A pool of warm workers behind the ``ModelRunner`` interface (see the module docstring).
 
-    Every worker is tracked in ``_live`` from the moment it is started until it is
-    retired: the orphan sweep spares it (a worker still loading the model is not a
-    leftover), and ``stop()`` ends it, whatever it is doing. A slot's index is in
+    Every worker is tracked in ``_live`` from the moment it is started until its
+    retirement has reaped it: the orphan sweep spares it (a worker still loading the
+    model, or one exiting on its own once retired, is not a leftover), and ``stop()``
+    ends it, whatever it is doing. A slot's index is in
     ``_idle`` whenever no request holds it and no replacement is being started for it;
     every path out of ``run()`` gives it back or hands it to the replacement.
     """
@@ -298,6 +299,8 @@ class WarmRunner:
         for n in range(workers):
             self._idle.put(n)
         self._live: dict[int, _Worker] = {}
+        self._finishing: set[int] = set()
+        """Workers whose ``_finish`` has begun: a second caller (``stop()`` meeting a retirement) leaves it."""
         self._busy: dict[int, _Worker] = {}
         self._jobs: dict[int, ModelJob] = {}
         """The job each busy slot serves (``cancel`` finds it here)."""
@@ -383,7 +386,7 @@ class WarmRunner:
         """
         with self._lock:
             self._stopped = True
-            workers = list(self._live.values())
+            workers = [w for pid, w in self._live.items() if pid not in self._finishing]  # the rest: retiring
             self._cancelled.update(self._busy)
             busy = list(self._busy.values())
             self._slots = [None] * len(self._slots)
@@ -611,15 +614,20 @@ class WarmRunner:
         """Wait for the worker's exit until ``deadline``, KILL its group (the leader still unreaped, so the group
         id is still ours), reap it, and forget it. Only the first caller does (``stop()`` and a worker's own
         retirement can meet here): the group id is never signalled after the leader is reaped."""
+        pid = worker.proc.pid
         with self._lock:
-            if self._live.pop(worker.proc.pid, None) is None:
+            if pid not in self._live or pid in self._finishing:
                 return
+            self._finishing.add(pid)
         if not _exited_by(worker.proc.pid, deadline):
             _signal_group(worker.pgid, signal.SIGKILL)
             _exited_by(worker.proc.pid, time.monotonic() + self.kill_grace)
         _signal_group(worker.pgid, signal.SIGKILL)  # what is left in its group goes with it
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.proc.wait(self.kill_grace)
+        with self._lock:  # only now: until it is reaped, the sweep would take a worker still exiting for a stray
+            self._live.pop(pid, None)
+            self._finishing.discard(pid)
         self._containment.unrecord(worker.pgid, worker.run_id)
 
 

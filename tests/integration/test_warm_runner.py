@@ -144,6 +144,23 @@ def test_a_worker_still_loading_is_not_taken_for_a_leftover(daemon_factory, watc
     assert not d.events("model.escaped")
 
 
+def test_a_retired_worker_may_take_its_time_to_exit(daemon_factory, watch_dir, tmp_path):
+    """A worker retired after its share runs its exit handlers to the end, and is not reported as a stray
+    (before: the heartbeat's sweep killed it mid-exit, logging ``model.escaped``)."""
+    saved = tmp_path / "saved"
+    entry = _entry_file(tmp_path, "import atexit\n"
+                        "def create(ws, argv):\n"
+                        f"    atexit.register(lambda: (time.sleep(1.0), open({str(saved)!r}, 'a').write('x')))\n"
+                        "    return fake_model.create(ws, argv)")
+    d = daemon_factory("--runner", "entry", "--model-entry", entry, "--model-cmd", fake_model_cmd("ok"),
+                       "--worker-max-requests", "1", env={"MODELGEN_HEARTBEAT_INTERVAL": "0.1"})
+    for i in range(2):
+        raw = drop(watch_dir, route([""], lat0=31 + i / 100), key=f"r{i}")
+        assert wait_final(watch_dir, f"r{i}", sha(raw), timeout=60)["state"] == "ok"
+    assert wait_for(lambda: saved.exists() and saved.read_text() == "xx", 30)
+    assert not d.events("model.escaped")
+
+
 def test_a_worker_that_exits_during_a_request_fails_it_plainly(daemon_factory, watch_dir, tmp_path):
     """``os._exit(0)`` in a ported script: the request fails saying so, and a fresh worker serves the next one."""
     entry = _entry_file(tmp_path, "def create(ws, argv):\n"
