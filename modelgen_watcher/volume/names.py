@@ -42,8 +42,11 @@ LOCK_FILE = "lock"
 WORKSPACE_DIR = "workspace"
 TMP_DIR = "tmp"
 INFLIGHT_DIR = "inflight"
+INFLIGHT_SLOT_PREFIX = "slot-"
+"""The in-flight records in ``inflight/``: ``slot-<n>``, one per request in the watcher's hands, rewritten in
+place (``watcher/inflight.py``); any other name there is a marker of an earlier version, named by its input."""
 PARKED_DIR = "parked"
-"""In-flight markers of requests not in the watcher's hands (``watcher/inflight.py``)."""
+"""Markers of requests at rest since a start counted them, or given up (``watcher/inflight.py``)."""
 RUN_DIR = "run"
 WATCHERS_DIR = "watchers"
 """Shared mode: each watcher's heartbeat (``<id>.json``), metrics (``<id>.prom``) and private area (``<id>/``)."""
@@ -285,13 +288,13 @@ class Layout:
 
     @property
     def inflight_dir(self) -> Path:
-        """The lone watcher's in-flight markers (shared watchers count interruptions in their claims)."""
+        """The lone watcher's in-flight records (shared watchers count interruptions in their claims)."""
         return self.state_dir / INFLIGHT_DIR
 
     @property
     def parked_dir(self) -> Path:
-        """The lone watcher's markers of requests not in its hands: waiting for a busy warm worker, or at rest since
-        a start counted them."""
+        """The lone watcher's markers of requests not in its hands: at rest since a start counted them, or given
+        up."""
         return self.state_dir / PARKED_DIR
 
     @property

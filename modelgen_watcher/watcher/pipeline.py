@@ -14,7 +14,7 @@ every rename that publishes (result, status, a ``running`` status too) is fenced
 claim (``claims.Claims.fence``), and the claim is released when the request ends. A
 request another live watcher holds ends ``claimed``, one whose claim was taken over
 while it ran ends ``lost``: both are looked at again once the other watcher's lease
-could have run out. The claim's ``interruptions`` replace the in-flight markers.
+could have run out. The claim's ``interruptions`` replace the in-flight records.
 """
 
 from __future__ import annotations
@@ -172,6 +172,8 @@ class Pipeline:
         self._first_seen: dict[tuple[Request, str], float] = {}
         self._first_seen_lock = threading.Lock()
         self._running = RunningStatuses(self._write_status)
+        self._slots = inflight.Slots(layout)
+        """The lone watcher's in-flight records, one per request in hand."""
         self.claims: Claims | None = None
         """Shared mode: who serves which request (the daemon sets it); None for the lone watcher."""
         self.now: Callable[[], float] = time.time
@@ -300,7 +302,8 @@ class Pipeline:
         started_at = utc_now_iso()
         sha: str | None = None
         bound = log.bind(key=req.key, input_sha256=None)
-        in_flight = keep_marker = False
+        keep_claim = False
+        record: inflight.InFlight | None = None
         held: Held | None = None
         try:
             snap = self._snapshot(req)
@@ -320,13 +323,13 @@ class Pipeline:
                 held = claimed
                 interruptions, given_up = held.doc.interruptions, held.doc.given_up
             else:
-                interruptions = inflight.begin(self.layout, req, sha, snap.mtime_ns)
-                in_flight = True
+                record = inflight.begin(self.layout, self._slots, req, sha, snap.mtime_ns)
+                interruptions = record.interruptions
                 given_up = interruptions >= MAX_INTERRUPTIONS
             if given_up:
-                keep_marker = True  # the marker (or the claim) is the memory that these bytes are poisonous
-                if held is None:
-                    inflight.give_up(self.layout, req)
+                keep_claim = True  # the claim (or a parked marker) is the memory that these bytes are poisonous
+                if record is not None:
+                    record.give_up()
                 raise RequestFailed(
                     ErrorKind.model_failed,
                     f"the watcher{'s' if held else ''} stopped {interruptions} times while serving these bytes "
@@ -337,17 +340,19 @@ class Pipeline:
             running = Status(state=State.running, key=req.key, input_sha256=sha, started_at=started_at)
             self._running.started(req, running)
             try:
-                on_wait, on_start = self._waiting(req, held)
+                on_wait, on_start = self._waiting(req, record, held)
                 report, scored = self._run_model(req, snap.data, on_wait, on_start, held)
             finally:
                 self._running.finished(req)
             if held is not None and held.lost:
                 raise ClaimLost(f"another watcher took over {held.name}")
             if report.cancelled:
-                # A stop with this request at its model counts, whoever sent the signal (its marker, or its
+                # A stop with this request at its model counts, whoever sent the signal (its record, or its
                 # claim left to expire, says it was at the model); one that found it still waiting for a warm
-                # worker does not, and keeps its count (a marker at rest, or a claim that still says waiting).
-                keep_marker = True
+                # worker does not, and keeps its count (a record parked, or a claim that still says waiting).
+                keep_claim = True
+                if record is not None:
+                    record.keep()
                 self._leave_running(req, running, bound)
                 bound.info("request.interrupted", outcome="cancelled", reason="shutdown; redone at next start")
                 return Processed(Outcome.cancelled)
@@ -380,13 +385,13 @@ class Pipeline:
             info = ErrorInfo(kind=ErrorKind.io_error, message=f"cannot write to the watch dir: {exc}")
             return self._fail(req, sha, started_at, t0, info, bound, volume_fault=trouble is not None)
         finally:
-            if in_flight and not keep_marker:
+            if record is not None:
                 try:
-                    inflight.end(self.layout, req)
+                    record.end()  # a kept record stays (a stop), a given-up one's slot is cleared
                 except OSError:
                     pass  # counted as one interruption at the next start; harmless
             if held is not None:
-                self._unclaim(held, req, keep=keep_marker, bound=bound)
+                self._unclaim(held, req, keep=keep_claim, bound=bound)
 
     def _claim(self, claims: Claims, req: Request, snap: fsio.Snapshot, bound: Logger) -> Held | Processed:
         """Shared mode: claim the request, and judge it again once claimed; the claim, or how the request ends."""
@@ -574,9 +579,11 @@ class Pipeline:
                 del self._first_seen[stale]
         return max(0.0, seen + self.settle - now)
 
-    def _waiting(self, req: Request, held: Held | None) -> tuple[Callable[[], None], Callable[[], None]]:
+    def _waiting(
+        self, req: Request, record: inflight.InFlight | None, held: Held | None
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
         """What a runner calls when ``req`` must wait for a busy warm worker (``ModelJob.on_wait``) and when the
-        model gets it (``on_start``): its in-flight marker parked and back (``inflight``), or in shared mode its
+        model gets it (``on_start``): its in-flight record parked and back (``inflight``), or in shared mode its
         claim marked, only around an actual wait (a request that need not wait costs nothing here)."""
         waiting = False
 
@@ -584,10 +591,10 @@ class Pipeline:
             try:
                 if held is not None and self.claims is not None:
                     self.claims.mark_waiting(held, waits)
-                elif waits:
-                    inflight.park(self.layout, req)
-                else:
-                    inflight.unpark(self.layout, req)
+                elif record is not None and waits:
+                    record.park()
+                elif record is not None:
+                    record.unpark()
             except (OSError, ClaimLost) as exc:  # then a stop while it waits counts, as it did before it waited
                 log.warning("request.inflight_unwritten", key=req.key, waiting=waits, error=str(exc))
                 return False

@@ -57,8 +57,7 @@ def expire(layout: Layout, max_age: float, busy: Callable[[Request], bool], now:
         # Input first: once it is gone nothing will recreate the outputs. Then the status
         # before the result, so an ``ok`` status never stands without its result.
         req = layout.names.input(key)
-        for path in (layout.input(key), layout.status(key), layout.result(key), layout.inflight_dir / req,
-                     layout.parked_dir / req):
+        for path in (layout.input(key), layout.status(key), layout.result(key), layout.parked_dir / req):
             try:
                 if path.is_file() and not path.is_symlink():
                     fsio.remove_quietly(path)

@@ -2,7 +2,7 @@
 
 A ``running`` status is news for a reader ("your request is with the model"), not a
 record: after a stop or a crash, a request is redone because its status is missing,
-``running`` or names other bytes (``retry.judge``), and its in-flight marker counts
+``running`` or names other bytes (``retry.judge``), and its in-flight record counts
 the interruption (``inflight``). Writing it before every run cost a warm worker's
 request a fifth of the daemon's time (a temp file, a rename into the watch dir, its
 event) for a status replaced a few milliseconds later. So a run's ``running`` status

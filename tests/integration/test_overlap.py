@@ -10,6 +10,7 @@ taking turns at the one worker would then be counted once and forgotten once, fo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -34,6 +35,15 @@ def _running(watch_dir: Path, key: str) -> bool:
     return (status_of(watch_dir, key) or {}).get("state") == "running"
 
 
+def _parked_in_a_slot(watch_dir: Path, name: str) -> bool:
+    """``name`` is recorded in flight, waiting for a worker (``watcher/inflight.py``'s slots)."""
+    for slot in (watch_dir / ".modelgen" / "inflight").glob("slot-*"):
+        line = slot.read_bytes().split(b"\n", 1)[0].strip()
+        if line and (record := json.loads(line))["name"] == name and record["waiting"]:
+            return True
+    return False
+
+
 def _died(proc: subprocess.Popen[bytes] | None) -> bool:
     assert proc is not None
     return proc.poll() is not None
@@ -48,8 +58,8 @@ def test_a_request_waiting_for_the_worker_when_the_watcher_is_killed_is_not_coun
         wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, what="the poison at the model")
         good = drop(watch_dir, route(["turn-left"]), key="good")
         wait_for(partial(_running, watch_dir, "good"), 10, what="the good request in flight, waiting for the worker")
-        marker = watch_dir / ".modelgen" / "parked" / input_name("good")
-        wait_for(marker.exists, 10, what="the good request's marker parked while it waits")
+        wait_for(partial(_parked_in_a_slot, watch_dir, input_name("good")), 10,
+                 what="the good request's record parked while it waits")
         wait_for(lambda: _died(d.proc), 30, what="the watcher killed by the poison's model")
         _kill_pids(pidfile)
         os.unlink(watch_dir / input_name("poison"))  # the operator removes the poison

@@ -1,4 +1,4 @@
-"""In-flight markers (the crash counter) and the watch dir lock, on real temp directories."""
+"""In-flight records (the crash counter) and the watch dir lock, on real temp directories."""
 
 from __future__ import annotations
 
@@ -27,132 +27,206 @@ def _publish(layout: Layout, key: str) -> None:
     layout.input(key).write_bytes(b"{}")
 
 
-def _at_model(layout: Layout, req: Request, sha: str, mtime_ns: int) -> int:
-    """What the pipeline does for a request it begins: the marker, and the count so far."""
-    return inflight.begin(layout, req, sha, mtime_ns)
+def _begin(layout: Layout, req: Request, sha: str, mtime_ns: int) -> inflight.InFlight:
+    """What the pipeline does for a request it begins, in a watcher life of its own (fresh slots)."""
+    return inflight.begin(layout, inflight.Slots(layout), req, sha, mtime_ns)
+
+
+def _count(layout: Layout, req: Request, sha: str, mtime_ns: int) -> int:
+    return _begin(layout, req, sha, mtime_ns).interruptions
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
 
 
 def test_each_start_counts_one_interruption_of_the_same_publication(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    assert _at_model(layout, req, "s1", 100) == 0
+    assert _count(layout, req, "s1", 100) == 0
     for expected in (1, 2, 3):
-        found = inflight.count_interruptions(layout)  # a start with the marker still there
+        found = inflight.count_interruptions(layout)  # a start with the record still there
         assert [(i.name, i.interruptions) for i in found] == [("gps_input_route.k.json", expected)]
-        assert _at_model(layout, req, "s1", 100) == expected
+        assert _files(layout.inflight_dir) == []  # moved to a parked marker
+        assert _count(layout, req, "s1", 100) == expected
+
+
+def test_a_request_in_hand_is_a_slot_rewritten_in_place(layout: Layout) -> None:
+    """One file per request in hand, reused by the next: begin, park, unpark and end create or remove nothing."""
+    _publish(layout, "k")
+    slots = inflight.Slots(layout)
+    first = inflight.begin(layout, slots, Request("k"), "s1", 100)
+    (slot,) = layout.inflight_dir.iterdir()
+    inode = slot.stat().st_ino
+    first.park()
+    first.unpark()
+    first.end()
+    second = inflight.begin(layout, slots, Request("k"), "s1", 200)
+    assert _files(layout.inflight_dir) == [slot.name] and slot.stat().st_ino == inode
+    assert b"s1" in slot.read_bytes()
+    second.end()
+    assert slot.read_bytes().strip() == b"" and inflight.count_interruptions(layout) == []
+    assert _files(layout.inflight_dir) == []
+
+
+def test_requests_in_hand_at_once_have_a_slot_each(layout: Layout) -> None:
+    slots = inflight.Slots(layout)
+    for key in ("a", "b", "c"):
+        _publish(layout, key)
+        inflight.begin(layout, slots, Request(key), f"s-{key}", 100)
+    assert len(_files(layout.inflight_dir)) == 3
+    found = inflight.count_interruptions(layout)
+    assert sorted(i.input_sha256 for i in found) == ["s-a", "s-b", "s-c"]
 
 
 def test_new_bytes_or_a_new_publication_start_afresh(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    _at_model(layout, req, "s1", 100)
+    _begin(layout, req, "s1", 100)
     inflight.count_interruptions(layout)
-    assert _at_model(layout, req, "s1", 200) == 0  # the same bytes published again
+    assert _count(layout, req, "s1", 200) == 0  # the same bytes published again
     inflight.count_interruptions(layout)
-    assert inflight.begin(layout, req, "s2", 200) == 0  # other bytes
+    assert _count(layout, req, "s2", 200) == 0  # other bytes
 
 
 def test_a_request_begun_is_counted_before_its_model_has_it(layout: Layout) -> None:
     """Its input's decoding may be what stops the watcher: that counts too."""
     _publish(layout, "k")
-    assert inflight.begin(layout, Request("k"), "s1", 100) == 0
+    assert _count(layout, Request("k"), "s1", 100) == 0
     assert [i.interruptions for i in inflight.count_interruptions(layout)] == [1]
 
 
 def test_a_stop_while_waiting_for_a_worker_is_not_counted_and_the_count_is_kept(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    inflight.begin(layout, req, "s1", 100)
+    _begin(layout, req, "s1", 100)
     inflight.count_interruptions(layout)  # one stop
-    count = inflight.begin(layout, req, "s1", 100)
-    assert count == 1
-    inflight.park(layout, req)
+    record = _begin(layout, req, "s1", 100)
+    assert record.interruptions == 1
+    record.park()
     assert inflight.count_interruptions(layout) == []  # stopped while it waited: not counted...
-    assert inflight.begin(layout, req, "s1", 100) == 1  # ...nor forgotten
-    inflight.park(layout, req)
-    inflight.unpark(layout, req)  # a worker took it: a stop counts again
+    record = _begin(layout, req, "s1", 100)
+    assert record.interruptions == 1  # ...nor forgotten
+    record.park()
+    record.unpark()  # a worker took it: a stop counts again
     assert [i.interruptions for i in inflight.count_interruptions(layout)] == [2]
 
 
-def test_a_request_that_waited_and_ended_leaves_no_marker(layout: Layout) -> None:
+def test_a_request_that_waited_and_ended_leaves_nothing_to_count(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    inflight.begin(layout, req, "s1", 100)
-    inflight.park(layout, req)
-    inflight.end(layout, req)  # ended without reaching the model (its worker could not be started)
-    assert not any(layout.parked_dir.iterdir()) and not any(layout.inflight_dir.iterdir())
-    assert inflight.begin(layout, req, "s1", 100) == 0
+    record = _begin(layout, req, "s1", 100)
+    record.park()
+    record.end()  # ended without reaching the model (its worker could not be started)
+    assert inflight.count_interruptions(layout) == []
+    assert _files(layout.parked_dir) == [] and _files(layout.inflight_dir) == []
+    assert _count(layout, req, "s1", 100) == 0
 
 
-def test_a_marker_in_the_watchers_hands_supersedes_a_parked_one(layout: Layout) -> None:
-    """A stop between ``begin``'s write and its removal of the parked copy: the newer marker counts, once."""
+def test_a_kept_record_is_counted_at_the_next_start(layout: Layout) -> None:
+    """A stop with the request at its model: the record stays (``end`` after ``keep`` clears nothing)."""
+    _publish(layout, "k")
+    record = _begin(layout, Request("k"), "s1", 100)
+    record.keep()
+    record.end()
+    assert [i.interruptions for i in inflight.count_interruptions(layout)] == [1]
+
+
+def test_a_record_in_the_watchers_hands_supersedes_a_parked_marker(layout: Layout) -> None:
+    """A stop between ``begin``'s write and its removal of the parked marker: the newer record counts, once."""
     _publish(layout, "k")
     req = Request("k")
-    inflight.begin(layout, req, "s1", 100)
+    _begin(layout, req, "s1", 100)
     inflight.count_interruptions(layout)  # parked with 1
     name = layout.names.input("k")
-    (layout.inflight_dir / name).write_bytes((layout.parked_dir / name).read_bytes())  # begun, parked copy left
+    parked = (layout.parked_dir / name).read_bytes()
+    _begin(layout, req, "s1", 100)  # in a slot with 1...
+    (layout.parked_dir / name).write_bytes(parked)  # ...its parked marker left
     assert [i.interruptions for i in inflight.count_interruptions(layout)] == [2]
-    assert sorted(p.name for p in layout.parked_dir.iterdir()) == [name]
-    assert inflight.begin(layout, req, "s1", 100) == 2
+    assert _files(layout.parked_dir) == [name]
+    assert _count(layout, req, "s1", 100) == 2
 
 
-def test_a_marker_parked_in_place_by_an_earlier_version_is_not_counted(layout: Layout) -> None:
+def test_a_stop_while_a_start_counts_does_not_count_twice(layout: Layout) -> None:
+    """The parked marker is written before the record goes: a start stopped between the two counts it again."""
     _publish(layout, "k")
-    name = layout.names.input("k")
-    (layout.inflight_dir / name).write_text(
+    _begin(layout, Request("k"), "s1", 100)
+    (slot,) = layout.inflight_dir.iterdir()
+    record = slot.read_bytes()
+    inflight.count_interruptions(layout)
+    slot.write_bytes(record)  # as if that start had stopped before removing it
+    assert [i.interruptions for i in inflight.count_interruptions(layout)] == [1]
+
+
+def test_markers_of_an_earlier_version_are_read(layout: Layout) -> None:
+    """Named by their input in ``inflight/``: one in hand is counted; one parked in place or given up is kept."""
+    for key in ("held", "waited", "poison"):
+        _publish(layout, key)
+    (layout.inflight_dir / layout.names.input("held")).write_text(
+        '{"input_sha256": "s1", "input_mtime_ns": 100, "interruptions": 1}')
+    (layout.inflight_dir / layout.names.input("waited")).write_text(
         '{"input_sha256": "s1", "input_mtime_ns": 100, "interruptions": 2, "waiting": true}')
-    assert inflight.count_interruptions(layout) == []
-    assert inflight.begin(layout, Request("k"), "s1", 100) == 2
+    (layout.inflight_dir / layout.names.input("poison")).write_text(
+        '{"input_sha256": "s1", "input_mtime_ns": 100, "interruptions": 3, "given_up": true}')
+    assert [(i.name, i.interruptions) for i in inflight.count_interruptions(layout)] == [
+        (layout.names.input("held"), 2)]
+    assert _files(layout.inflight_dir) == []
+    assert _count(layout, Request("held"), "s1", 100) == 2
+    assert _count(layout, Request("waited"), "s1", 100) == 2
+    assert _begin(layout, Request("poison"), "s1", 100).given_up
 
 
-def test_a_marker_counted_at_a_start_is_not_counted_again_until_begun_again(layout: Layout) -> None:
+def test_a_record_counted_at_a_start_is_not_counted_again_until_begun_again(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    inflight.begin(layout, req, "s1", 100)
+    _begin(layout, req, "s1", 100)
     assert [i.interruptions for i in inflight.count_interruptions(layout)] == [1]
     assert inflight.count_interruptions(layout) == []  # stopped again before it was begun: another's doing
-    assert inflight.begin(layout, req, "s1", 100) == 1
+    assert _count(layout, req, "s1", 100) == 1
 
 
-def test_an_ended_request_leaves_no_marker(layout: Layout) -> None:
+def test_an_ended_request_leaves_nothing_to_count(layout: Layout) -> None:
     _publish(layout, "k")
-    _at_model(layout, Request("k"), "s1", 100)
-    inflight.end(layout, Request("k"))
+    _begin(layout, Request("k"), "s1", 100).end()
     assert inflight.count_interruptions(layout) == []
 
 
 def test_a_given_up_publication_is_neither_counted_nor_run_again(layout: Layout) -> None:
     _publish(layout, "k")
     req = Request("k")
-    _at_model(layout, req, "s1", 100)
+    _begin(layout, req, "s1", 100)
     for _ in range(3):
         inflight.count_interruptions(layout)
-        _at_model(layout, req, "s1", 100)
-    inflight.give_up(layout, req)
+        record = _begin(layout, req, "s1", 100)
+    record.give_up()
+    record.end()
     assert inflight.count_interruptions(layout) == []
-    assert inflight.begin(layout, req, "s1", 100) == 3  # still given up
-    assert inflight.begin(layout, req, "s1", 300) == 0  # published again: a fresh try
+    again = _begin(layout, req, "s1", 100)
+    assert again.given_up and again.interruptions == 3  # still given up
+    assert _files(layout.inflight_dir) == []  # takes no slot
+    assert _count(layout, req, "s1", 300) == 0  # published again: a fresh try
 
 
-def test_an_unreadable_parked_marker_is_dropped(layout: Layout) -> None:
+def test_an_unreadable_parked_marker_or_record_is_dropped(layout: Layout) -> None:
     _publish(layout, "k")
     (layout.parked_dir / layout.names.input("k")).write_text("{not json")
+    (layout.inflight_dir / "slot-7").write_text("{not json")
+    (layout.inflight_dir / "slot-8").write_text('{"input_sha256": "s1", "name": "../../etc/passwd"}')
     assert inflight.count_interruptions(layout) == []
-    assert not any(layout.parked_dir.iterdir())
-    assert inflight.begin(layout, Request("k"), "s1", 100) == 0
+    assert _files(layout.parked_dir) == [] and _files(layout.inflight_dir) == []
+    assert _count(layout, Request("k"), "s1", 100) == 0
 
 
-def test_a_marker_whose_input_is_gone_is_dropped(layout: Layout) -> None:
+def test_a_record_whose_input_is_gone_is_dropped(layout: Layout) -> None:
+    slots = inflight.Slots(layout)
     for key in ("k", "parked"):
         _publish(layout, key)
-        _at_model(layout, Request(key), "s1", 100)
-    inflight.park(layout, Request("parked"))
+    inflight.begin(layout, slots, Request("k"), "s1", 100)
+    inflight.begin(layout, slots, Request("parked"), "s1", 100).park()
     for key in ("k", "parked"):
         layout.input(key).unlink()
     assert inflight.count_interruptions(layout) == []
-    assert not any(layout.parked_dir.iterdir()) and not any(layout.inflight_dir.iterdir())
-    assert not list(layout.inflight_dir.iterdir())
+    assert _files(layout.parked_dir) == [] and _files(layout.inflight_dir) == []
 
 
 def test_a_second_lock_on_the_same_dir_is_refused(layout: Layout) -> None:
