@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -136,6 +136,70 @@ def _write_and_rename(
         raise
     if durable and sync_dir:
         fsync_dir(path.parent)
+
+
+def atomic_write_all(
+    writes: Sequence[tuple[Path, bytes]],
+    *,
+    temp_prefix: str,
+    temp_dir: Path,
+    before_replace: Callable[[], None] | None = None,
+) -> None:
+    """Replace each path with its data, in order, as ``atomic_write`` would one after another (``durable``, no
+    directory fsync), but flushed together: every temp file is written, and its writeback started, before the
+    first fsync; all are fsynced before the first rename.
+
+    Why: on a journalled file system each fsync waits for a journal commit. With the later files' blocks
+    already under writeback, the first fsync's commit carries them, and the fsyncs after it find nothing left
+    to commit: a result and its status cost one commit instead of two (0.93 to 0.63 ms a pair alone on a
+    journalled ext4; two warm workers drain about 1.15x the requests a second). What a reader sees is the
+    same: each file replaced by a rename of a complete, flushed file, the first before the second.
+
+    Temp files go in ``temp_dir``, falling back to beside their target as ``atomic_write`` does (``temp_dir``
+    missing, or on another file system). ``before_replace`` is called before each rename.
+    """
+    temps: list[Path] = []
+    renamed = 0
+    try:
+        fds: list[int] = []
+        try:
+            for path, data in writes:
+                tmp = temp_dir / temp_name(temp_prefix, path.name)
+                try:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+                except FileNotFoundError:  # ``temp_dir`` removed by hand: beside the target
+                    tmp = path.parent / temp_name(temp_prefix, path.name)
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+                temps.append(tmp)
+                fds.append(fd)
+                _write_all(fd, data)
+                if _START_WRITEBACK is not None and len(fds) > 1:  # the first is flushed by its own fsync next
+                    _START_WRITEBACK(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            for fd in fds:
+                os.fsync(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        for (path, data), tmp in zip(writes, temps, strict=True):
+            if before_replace is not None:
+                before_replace()
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _unlink_missing_ok(tmp)  # ``temp_dir`` is on another file system: this one beside its target
+                _write_and_rename(path, data, path.parent / temp_name(temp_prefix, path.name), True, False, None)
+            renamed += 1
+    except BaseException:
+        for tmp in temps[renamed:]:
+            _unlink_missing_ok(tmp)
+        raise
+
+
+_START_WRITEBACK: Callable[[int, int, int, int], None] | None = getattr(os, "posix_fadvise", None)
+"""``posix_fadvise(DONTNEED)`` starts the writeback of a file's dirty pages without waiting for it (Linux);
+absent on macOS, where the files are flushed by their fsyncs alone."""
 
 
 def write_new(path: Path, data: bytes) -> None:

@@ -219,10 +219,10 @@ class Pipeline:
 
     # -- publishing -------------------------------------------------------
 
-    def _publish(self, req: Request, path: Path, doc: BaseModel, *, durable: bool = True) -> None:
-        """Write one of ``req``'s published files: its temp in ``.modelgen/tmp/`` (one event in the watch dir),
-        fsynced (``durable``) and renamed into place once the fence (shared mode) says the request is still
-        this watcher's.
+    def _publish(self, req: Request, *docs: tuple[Path, BaseModel], durable: bool = True) -> None:
+        """Write ``req``'s published files, in order: each one's temp in ``.modelgen/tmp/`` (one event in the
+        watch dir), fsynced (``durable``; together, ``fsio.atomic_write_all``) and renamed into place once the
+        fence (shared mode) says the request is still this watcher's.
 
         The rename itself is not made durable (no fsync of the directory): a publication a power cut takes
         back is redone by the start-up catch-up, which runs every input whose status is missing, names
@@ -230,39 +230,43 @@ class Pipeline:
         fsync of the temp file buys is that no rename that survives points to bytes that did not: a result
         is never empty or partial, whatever the file system kept.
         """
-        fsio.atomic_write(
-            path,
-            fsio.dump_json(doc),
-            temp_prefix=WATCHER_TEMP_PREFIX,
-            durable=durable,
-            sync_dir=False,
-            temp_dir=self.layout.tmp_dir,
-            before_replace=self._fence(req),
-        )
+        fence = self._fence(req)
+        if durable:
+            writes = [(path, fsio.dump_json(doc)) for path, doc in docs]
+            fsio.atomic_write_all(writes, temp_prefix=WATCHER_TEMP_PREFIX, temp_dir=self.layout.tmp_dir,
+                                  before_replace=fence)
+            return
+        for path, doc in docs:
+            fsio.atomic_write(path, fsio.dump_json(doc), temp_prefix=WATCHER_TEMP_PREFIX, durable=False,
+                              temp_dir=self.layout.tmp_dir, before_replace=fence)
 
     def _write_status(self, req: Request, status: Status) -> None:
         """Publish a status; only a final one is fsynced: ``running`` is news for a reader, not a record
         (see ``running``), and a request is served again at start without it."""
-        self._publish(req, self.layout.status(req.key), status, durable=status.state is not State.running)
+        self._publish(req, (self.layout.status(req.key), status), durable=status.state is not State.running)
 
     def _write_final(
         self, req: Request, sha: str | None, started_at: str, t0: float, error: ErrorInfo | None = None
     ) -> int:
-        """The ok or error status that ends a request; returns its duration in ms."""
-        duration_ms = int((time.monotonic() - t0) * 1000)
-        self._write_status(
-            req,
-            Status(
-                state=State.ok if error is None else State.error,
-                key=req.key,
-                input_sha256=sha,
-                started_at=started_at,
-                finished_at=utc_now_iso(),
-                duration_ms=duration_ms,
-                error=error,
-            ),
+        """Publish the ok or error status that ends a request; returns its duration in ms."""
+        status = self._final_status(req, sha, started_at, t0, error)
+        self._write_status(req, status)
+        return status.duration_ms
+
+    @staticmethod
+    def _final_status(
+        req: Request, sha: str | None, started_at: str, t0: float, error: ErrorInfo | None = None
+    ) -> Status:
+        """The ok or error status that ends a request, its duration counted until now."""
+        return Status(
+            state=State.ok if error is None else State.error,
+            key=req.key,
+            input_sha256=sha,
+            started_at=started_at,
+            finished_at=utc_now_iso(),
+            duration_ms=int((time.monotonic() - t0) * 1000),
+            error=error,
         )
-        return duration_ms
 
     def disown(self) -> None:
         """The watch dir is another watcher's now: publish nothing more, not even a cancelled run's status."""
@@ -364,9 +368,10 @@ class Pipeline:
                 duration_ms=int(report.duration_s * 1000),
                 scored_at=utc_now_iso(),
             )
-            # The result first, then its status: a reader that sees ``ok`` finds the result in place.
-            self._publish(req, self.layout.result(req.key), scored)
-            duration_ms = self._write_final(req, sha, started_at, t0)
+            # The result first, then its status, flushed together: a reader that sees ``ok`` finds the result.
+            status = self._final_status(req, sha, started_at, t0)
+            self._publish(req, (self.layout.result(req.key), scored), (self.layout.status(req.key), status))
+            duration_ms = status.duration_ms
             self.readiness.clear(VOLUME, "a request was published")
             bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)
             return Processed(Outcome.ok)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from modelgen_watcher.volume.fsio import UnsafeFile, atomic_write, read_json_file, safe_read
+from modelgen_watcher.volume.fsio import UnsafeFile, atomic_write, atomic_write_all, read_json_file, safe_read
 
 
 def _umask() -> int:
@@ -72,6 +72,64 @@ def test_atomic_write_temp_dir_on_another_file_system_writes_beside_the_target(t
         atomic_write(target, b"data", temp_dir=temps)  # the rename fails with EXDEV, then redone here
         assert target.read_bytes() == b"data"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+        assert list(temps.iterdir()) == []
+    finally:
+        shutil.rmtree(temps)
+
+
+def test_atomic_write_all_replaces_each_in_order_with_its_fence_before_each(tmp_path: Path) -> None:
+    temps = tmp_path / "tmp"
+    temps.mkdir()
+    first, second = tmp_path / "result.json", tmp_path / "status.json"
+    second.write_bytes(b"old status")
+    seen: list[tuple[bool, bytes]] = []
+
+    def fence() -> None:  # what each rename finds: the result already in place before the status's
+        seen.append((first.exists(), second.read_bytes()))
+
+    atomic_write_all([(first, b"result"), (second, b"status")], temp_prefix=".t-", temp_dir=temps,
+                     before_replace=fence)
+    assert (first.read_bytes(), second.read_bytes()) == (b"result", b"status")
+    assert seen == [(False, b"old status"), (True, b"old status")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json", "status.json", "tmp"]
+    assert list(temps.iterdir()) == []
+
+
+def test_atomic_write_all_replaces_nothing_when_a_fence_refuses_and_leaves_no_temp(tmp_path: Path) -> None:
+    temps = tmp_path / "tmp"
+    temps.mkdir()
+    calls = []
+
+    def fence() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("lost the claim")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_all([(tmp_path / "a", b"1"), (tmp_path / "b", b"2")], temp_prefix=".t-", temp_dir=temps,
+                         before_replace=fence)
+    assert (tmp_path / "a").read_bytes() == b"1" and not (tmp_path / "b").exists()  # the first was published
+    assert list(temps.iterdir()) == []
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(OSError):  # cannot replace a directory
+        atomic_write_all([(tmp_path / "c", b"3"), (tmp_path / "taken", b"4")], temp_prefix=".t-", temp_dir=temps)
+    assert list(temps.iterdir()) == []
+
+
+def test_atomic_write_all_without_its_temp_dir_writes_beside_the_targets(tmp_path: Path) -> None:
+    atomic_write_all([(tmp_path / "a", b"1"), (tmp_path / "b", b"2")], temp_prefix=".t-",
+                     temp_dir=tmp_path / "removed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_atomic_write_all_temp_dir_on_another_file_system_writes_beside_the_targets(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system other than the temp dir's")
+    temps = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        atomic_write_all([(tmp_path / "a", b"1"), (tmp_path / "b", b"2")], temp_prefix=".t-", temp_dir=temps)
+        assert [(p.name, p.read_bytes()) for p in sorted(tmp_path.iterdir())] == [("a", b"1"), ("b", b"2")]
         assert list(temps.iterdir()) == []
     finally:
         shutil.rmtree(temps)
