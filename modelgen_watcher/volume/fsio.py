@@ -144,6 +144,7 @@ def atomic_write_all(
     temp_prefix: str,
     temp_dir: Path,
     before_replace: Callable[[], None] | None = None,
+    withdraw: Path | None = None,
 ) -> None:
     """Replace each path with its data, in order, as ``atomic_write`` would one after another (``durable``, no
     directory fsync), but flushed together: every temp file is written, and its writeback started, before the
@@ -156,7 +157,10 @@ def atomic_write_all(
     same: each file replaced by a rename of a complete, flushed file, the first before the second.
 
     Temp files go in ``temp_dir``, falling back to beside their target as ``atomic_write`` does (``temp_dir``
-    missing, or on another file system). ``before_replace`` is called before each rename.
+    missing, or on another file system). ``before_replace`` is called before each rename. ``withdraw``, if
+    present, is removed after the first ``before_replace``, just before the first rename: a file that must not
+    stand beside the first new one while the next is renamed (the watcher's status of other bytes, beside
+    their new result: a reader would take that result for those bytes' own).
     """
     temps: list[Path] = []
     renamed = 0
@@ -183,6 +187,8 @@ def atomic_write_all(
         for (path, data), tmp in zip(writes, temps, strict=True):
             if before_replace is not None:
                 before_replace()
+            if withdraw is not None and not renamed:
+                _unlink_missing_ok(withdraw)
             try:
                 os.replace(tmp, path)
             except OSError as exc:

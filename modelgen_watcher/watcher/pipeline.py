@@ -219,10 +219,13 @@ class Pipeline:
 
     # -- publishing -------------------------------------------------------
 
-    def _publish(self, req: Request, *docs: tuple[Path, BaseModel], durable: bool = True) -> None:
+    def _publish(
+        self, req: Request, *docs: tuple[Path, BaseModel], durable: bool = True, withdraw: Path | None = None
+    ) -> None:
         """Write ``req``'s published files, in order: each one's temp in ``.modelgen/tmp/`` (one event in the
         watch dir), fsynced (``durable``; together, ``fsio.atomic_write_all``) and renamed into place once the
-        fence (shared mode) says the request is still this watcher's.
+        fence (shared mode) says the request is still this watcher's; ``withdraw`` is removed just before the
+        first rename (``fsio.atomic_write_all``).
 
         The rename itself is not made durable (no fsync of the directory): a publication a power cut takes
         back is redone by the start-up catch-up, which runs every input whose status is missing, names
@@ -234,7 +237,7 @@ class Pipeline:
         if durable:
             writes = [(path, fsio.dump_json(doc)) for path, doc in docs]
             fsio.atomic_write_all(writes, temp_prefix=WATCHER_TEMP_PREFIX, temp_dir=self.layout.tmp_dir,
-                                  before_replace=fence)
+                                  before_replace=fence, withdraw=withdraw)
             return
         for path, doc in docs:
             fsio.atomic_write(path, fsio.dump_json(doc), temp_prefix=WATCHER_TEMP_PREFIX, durable=False,
@@ -369,8 +372,11 @@ class Pipeline:
                 scored_at=utc_now_iso(),
             )
             # The result first, then its status, flushed together: a reader that sees ``ok`` finds the result.
+            # The status there until then (``ok`` for other bytes, most often) is withdrawn before the result
+            # goes in: for the moment between the two renames, it would say the new result was those bytes'.
             status = self._final_status(req, sha, started_at, t0)
-            self._publish(req, (self.layout.result(req.key), scored), (self.layout.status(req.key), status))
+            status_path = self.layout.status(req.key)
+            self._publish(req, (self.layout.result(req.key), scored), (status_path, status), withdraw=status_path)
             duration_ms = status.duration_ms
             self.readiness.clear(VOLUME, "a request was published")
             bound.info("request.done", outcome="ok", duration_ms=duration_ms, model_ms=scored.meta.duration_ms)

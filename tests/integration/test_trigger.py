@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 
-from tests.helpers import drop, encode, input_name, must_result, route, sha, wait_final
+from tests.helpers import drop, encode, input_name, must_result, result_name, route, sha, status_name, wait_final
 
 
 def assert_scored(watch_dir, key, raw):
@@ -117,3 +118,41 @@ def test_same_content_rewritten_is_not_rescored(daemon, watch_dir):
     assert_scored(watch_dir, "marker", marker)
     daemon.wait_runs("marker")
     assert len(daemon.runs("same")) == 1
+
+
+def test_a_reader_never_sees_an_ok_status_beside_a_newer_result(daemon, watch_dir):
+    """While one key is published again and again, no stable ``ok`` status ever stands beside a result of other
+    bytes (before: the old status stood there between the new result's rename and its own, 432 times in a
+    26-s kill loop). The reader reads as ``bench/killloop.py`` does: status, result, status."""
+    status, result = watch_dir / status_name("again"), watch_dir / result_name("again")
+    stop = threading.Event()
+    seen = {"stable_ok": 0, "mismatched": 0}
+
+    def read(path):
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def reader():
+        while not stop.is_set():
+            s1, res, s2 = read(status), read(result), read(status)
+            if s1 is None or s1 != s2 or res is None:
+                continue
+            st = json.loads(s1)
+            if st["state"] == "ok":
+                seen["stable_ok"] += 1
+                seen["mismatched"] += json.loads(res)["meta"]["input_sha256"] != st["input_sha256"]
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(25):
+            raw = drop(watch_dir, route(["turn-left"], lat0=31.0 + i / 1000), key="again")
+            assert_scored(watch_dir, "again", raw)
+            drop(watch_dir, route(["turn-right"], lat0=32.0 + i / 1000), key="again")  # not waited for
+    finally:
+        stop.set()
+        thread.join()
+    assert seen["stable_ok"] > 0
+    assert seen["mismatched"] == 0, seen

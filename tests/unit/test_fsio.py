@@ -95,6 +95,20 @@ def test_atomic_write_all_replaces_each_in_order_with_its_fence_before_each(tmp_
     assert list(temps.iterdir()) == []
 
 
+def test_atomic_write_all_withdraws_a_file_just_before_the_first_rename(tmp_path: Path) -> None:
+    """The status of other bytes goes after the first fence, before the new result goes in (and comes back new)."""
+    temps = tmp_path / "tmp"
+    temps.mkdir()
+    result, status = tmp_path / "result.json", tmp_path / "status.json"
+    result.write_bytes(b"old result")
+    status.write_bytes(b"old status")
+    seen: list[tuple[bytes, bool]] = []
+    atomic_write_all([(result, b"new result"), (status, b"new status")], temp_prefix=".t-", temp_dir=temps,
+                     before_replace=lambda: seen.append((result.read_bytes(), status.exists())), withdraw=status)
+    assert seen == [(b"old result", True), (b"new result", False)]
+    assert (result.read_bytes(), status.read_bytes()) == (b"new result", b"new status")
+
+
 def test_atomic_write_all_replaces_nothing_when_a_fence_refuses_and_leaves_no_temp(tmp_path: Path) -> None:
     temps = tmp_path / "tmp"
     temps.mkdir()
