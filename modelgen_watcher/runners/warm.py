@@ -299,8 +299,10 @@ class WarmRunner:
         for n in range(workers):
             self._idle.put(n)
         self._live: dict[int, _Worker] = {}
-        self._finishing: set[int] = set()
+        self._finishing: set[_Worker] = set()
         """Workers whose ``_finish`` has begun: a second caller (``stop()`` meeting a retirement) leaves it."""
+        self._finished = threading.Condition(self._lock)
+        """Notified as each finishing worker is forgotten: ``stop()`` waits for the retirements under way."""
         self._busy: dict[int, _Worker] = {}
         self._jobs: dict[int, ModelJob] = {}
         """The job each busy slot serves (``cancel`` finds it here)."""
@@ -386,7 +388,7 @@ class WarmRunner:
         """
         with self._lock:
             self._stopped = True
-            workers = [w for pid, w in self._live.items() if pid not in self._finishing]  # the rest: retiring
+            workers = [w for w in self._live.values() if w not in self._finishing]  # the rest: retiring
             self._cancelled.update(self._busy)
             busy = list(self._busy.values())
             self._slots = [None] * len(self._slots)
@@ -398,6 +400,8 @@ class WarmRunner:
         deadline = time.monotonic() + self.kill_grace
         for w in workers:
             self._finish(w, deadline)
+        with self._finished:  # retirements under way end within their own kill grace (KILL after it)
+            self._finished.wait_for(lambda: not self._finishing, 2 * self.kill_grace + 1.0)
         for _ in range(len(self._slots)):  # wake runs waiting for a worker: they see the stop
             self._idle.put(-1)
 
@@ -616,9 +620,9 @@ class WarmRunner:
         retirement can meet here): the group id is never signalled after the leader is reaped."""
         pid = worker.proc.pid
         with self._lock:
-            if pid not in self._live or pid in self._finishing:
+            if self._live.get(pid) is not worker or worker in self._finishing:
                 return
-            self._finishing.add(pid)
+            self._finishing.add(worker)
         if not _exited_by(worker.proc.pid, deadline):
             _signal_group(worker.pgid, signal.SIGKILL)
             _exited_by(worker.proc.pid, time.monotonic() + self.kill_grace)
@@ -626,8 +630,10 @@ class WarmRunner:
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.proc.wait(self.kill_grace)
         with self._lock:  # only now: until it is reaped, the sweep would take a worker still exiting for a stray
-            self._live.pop(pid, None)
-            self._finishing.discard(pid)
+            if self._live.get(pid) is worker:  # not a new worker that was given the same pid since
+                del self._live[pid]
+            self._finishing.discard(worker)
+            self._finished.notify_all()
         self._containment.unrecord(worker.pgid, worker.run_id)
 
 

@@ -6,6 +6,7 @@ every input they read goes through `safe_read`, so the guarantees live in one pl
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -178,12 +179,12 @@ def atomic_write_all(
                 fds.append(fd)
                 _write_all(fd, data)
                 if _START_WRITEBACK is not None and len(fds) > 1:  # the first is flushed by its own fsync next
-                    _START_WRITEBACK(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    with contextlib.suppress(OSError):  # a hint: the fsync below flushes it all the same
+                        _START_WRITEBACK(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             for fd in fds:
                 os.fsync(fd)
         finally:
-            for fd in fds:
-                os.close(fd)
+            _close_all(fds)
         for (path, data), tmp in zip(writes, temps, strict=True):
             if before_replace is not None:
                 before_replace()
@@ -191,16 +192,29 @@ def atomic_write_all(
                 _unlink_missing_ok(withdraw)
             try:
                 os.replace(tmp, path)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
+            except OSError as exc:  # ``temp_dir`` on another file system, or removed since: redone beside the target
+                if exc.errno not in (errno.EXDEV, errno.ENOENT) or tmp.parent == path.parent:
                     raise
-                _unlink_missing_ok(tmp)  # ``temp_dir`` is on another file system: this one beside its target
-                _write_and_rename(path, data, path.parent / temp_name(temp_prefix, path.name), True, False, None)
+                _unlink_missing_ok(tmp)
+                _write_and_rename(path, data, path.parent / temp_name(temp_prefix, path.name), True, False,
+                                  before_replace)
             renamed += 1
     except BaseException:
         for tmp in temps[renamed:]:
             _unlink_missing_ok(tmp)
         raise
+
+
+def _close_all(fds: list[int]) -> None:
+    """Close every fd, even when one close fails; the first failure is raised after."""
+    failed: OSError | None = None
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 _START_WRITEBACK: Callable[[int, int, int, int], None] | None = getattr(os, "posix_fadvise", None)

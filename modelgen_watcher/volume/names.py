@@ -43,7 +43,7 @@ WORKSPACE_DIR = "workspace"
 TMP_DIR = "tmp"
 INFLIGHT_DIR = "inflight"
 INFLIGHT_SLOT_PREFIX = "slot-"
-"""The in-flight records in ``inflight/``: ``slot-<n>``, one per request in the watcher's hands, rewritten in
+"""The in-flight records in ``inflight/``: ``slot-<life>-<n>``, one per request in the watcher's hands, rewritten in
 place (``watcher/inflight.py``); any other name there is a marker of an earlier version, named by its input."""
 PARKED_DIR = "parked"
 """Markers of requests at rest since a start counted them, or given up (``watcher/inflight.py``)."""

@@ -7,7 +7,7 @@ hands: killed, out of memory, or stopped by a signal (possibly sent by the model
 Each start counts one more interruption for those bytes and parks a marker of it until
 the request is begun again.
 
-The records are slots: files ``.modelgen/inflight/slot-<n>``, one per request in hand
+The records are slots: files ``.modelgen/inflight/slot-<life>-<n>``, one per request in hand
 (as many as the watcher has requests in flight at once), each rewritten in place. A
 request that has to wait for a busy warm worker is marked so in its slot (``park``) and
 back (``unpark``): a stop meanwhile, the model never having had it, is not counted, and
@@ -108,24 +108,40 @@ def _put(slot: Path, marker: _Marker | None) -> None:
 
 
 class Slots:
-    """The slot files of one watcher: a free one is reused, a new one made when all are in use."""
+    """The slot files of one watcher's life: a free one is reused, a new one made when all are in use.
+
+    Their names carry a token of this life (``slot-<token>-<n>``): a watcher that lost its watch dir to
+    another (``disown``) and still ends a request clears its own slot, never the new watcher's.
+    """
 
     def __init__(self, layout: Layout) -> None:
         self._dir = layout.inflight_dir
+        self._token = fsio.unique_token()
         self._lock = threading.Lock()
         self._free: list[Path] = []
         self._made = 0
+        self._held: dict[str, tuple[Path, _Marker]] = {}
+        """Records left in their slots for good, by input name: a give-up whose parked marker could not be
+        written. ``begin`` reads them before ``parked/``."""
 
     def take(self) -> Path:
         with self._lock:
             if self._free:
                 return self._free.pop()
             self._made += 1
-            return self._dir / f"{INFLIGHT_SLOT_PREFIX}{self._made - 1}"
+            return self._dir / f"{INFLIGHT_SLOT_PREFIX}{self._token}-{self._made - 1}"
 
     def give_back(self, slot: Path) -> None:
         with self._lock:
             self._free.append(slot)
+
+    def hold(self, name: str, slot: Path, marker: _Marker) -> None:
+        with self._lock:
+            self._held[name] = (slot, marker)
+
+    def unhold(self, name: str) -> tuple[Path, _Marker] | None:
+        with self._lock:
+            return self._held.pop(name, None)
 
 
 class InFlight:
@@ -162,10 +178,23 @@ class InFlight:
             _put(self._slot, self._marker)
 
     def give_up(self) -> None:
-        """Keep a parked marker as the memory that this publication is given up; later starts leave it be."""
-        if not self._marker.given_up:
-            self._marker.given_up = True
+        """Keep a parked marker as the memory that this publication is given up; later starts leave it be.
+
+        The slot says so first, in place (that holds even on a full volume): when the marker cannot be
+        written, the slot stays as the memory, for ``begin`` in this life and for the next start to park.
+        """
+        if self._marker.given_up:
+            return
+        self._marker.given_up = True
+        if self._slot is not None:
+            _put(self._slot, self._marker)
+        try:
             _write(self._layout.parked_dir / self._name, self._marker)
+        except OSError:
+            if self._slot is not None:
+                self._slots.hold(self._name, self._slot, self._marker)
+                self._slot = None  # ``end`` leaves it
+            raise
 
     def keep(self) -> None:
         """The watcher stops with the request in hand: its record stays for the next start to count (or not)."""
@@ -190,13 +219,16 @@ def begin(layout: Layout, slots: Slots, req: Request, sha: str, mtime_ns: int) -
     model failure (see ``retry``). A publication given up is not recorded again.
     """
     name = layout.names.input(req.key)
-    old = _read(layout.parked_dir / name)
+    held = slots.unhold(name)
+    old = held[1] if held is not None else _read(layout.parked_dir / name)
     same = old is not None and (old.input_sha256, old.input_mtime_ns) == (sha, mtime_ns)
     if old is not None and same and old.given_up:
+        if held is not None:
+            slots.hold(name, *held)  # still the only memory of it
         return InFlight(layout, slots, name, old, None)
     marker = _Marker(input_sha256=sha, input_mtime_ns=mtime_ns, interruptions=old.interruptions if same and old else 0,
                      name=name)
-    slot = slots.take()
+    slot = held[0] if held is not None else slots.take()
     try:
         _put(slot, marker)
     except BaseException:
@@ -211,6 +243,7 @@ def count_interruptions(layout: Layout) -> list[Interrupted]:
     """At start-up: every record left in the watcher's hands is one more interruption of its request, and is
     parked; returns them all. ``inflight/`` is left empty. Records and markers whose input is gone are removed."""
     found: list[Interrupted] = []
+    records: list[tuple[Path, str, _Marker]] = []
     for entry in _names(layout.inflight_dir):
         path = layout.inflight_dir / entry
         marker = _read(path)
@@ -220,6 +253,9 @@ def count_interruptions(layout: Layout) -> list[Interrupted]:
         if marker is None or not _plain(name) or not os.path.lexists(layout.root / name):
             fsio.remove_quietly(path)
             continue
+        records.append((path, name, marker))
+    # Given-up records last: where a request has two (a give-up, then a later try of it), the memory wins.
+    for path, name, marker in sorted(records, key=lambda record: record[2].given_up):
         counted = not (marker.given_up or marker.waiting)
         if counted:
             marker.interruptions += 1

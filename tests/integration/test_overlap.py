@@ -38,8 +38,11 @@ def _running(watch_dir: Path, key: str) -> bool:
 def _parked_in_a_slot(watch_dir: Path, name: str) -> bool:
     """``name`` is recorded in flight, waiting for a worker (``watcher/inflight.py``'s slots)."""
     for slot in (watch_dir / ".modelgen" / "inflight").glob("slot-*"):
-        line = slot.read_bytes().split(b"\n", 1)[0].strip()
-        if line and (record := json.loads(line))["name"] == name and record["waiting"]:
+        try:  # read while the daemon may rewrite it: a torn read is "not yet"
+            record = json.loads(slot.read_bytes().split(b"\n", 1)[0])
+        except (OSError, ValueError):
+            continue
+        if record.get("name") == name and record.get("waiting"):
             return True
     return False
 

@@ -127,6 +127,7 @@ def test_a_reader_never_sees_an_ok_status_beside_a_newer_result(daemon, watch_di
     status, result = watch_dir / status_name("again"), watch_dir / result_name("again")
     stop = threading.Event()
     seen = {"stable_ok": 0, "mismatched": 0}
+    failures: list[BaseException] = []
 
     def read(path):
         try:
@@ -135,14 +136,17 @@ def test_a_reader_never_sees_an_ok_status_beside_a_newer_result(daemon, watch_di
             return None
 
     def reader():
-        while not stop.is_set():
-            s1, res, s2 = read(status), read(result), read(status)
-            if s1 is None or s1 != s2 or res is None:
-                continue
-            st = json.loads(s1)
-            if st["state"] == "ok":
-                seen["stable_ok"] += 1
-                seen["mismatched"] += json.loads(res)["meta"]["input_sha256"] != st["input_sha256"]
+        try:
+            while not stop.is_set():
+                s1, res, s2 = read(status), read(result), read(status)
+                if s1 is None or s1 != s2 or res is None:
+                    continue
+                st = json.loads(s1)
+                if st["state"] == "ok":
+                    seen["stable_ok"] += 1
+                    seen["mismatched"] += json.loads(res)["meta"]["input_sha256"] != st["input_sha256"]
+        except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost with the thread
+            failures.append(exc)
 
     thread = threading.Thread(target=reader)
     thread.start()
@@ -154,5 +158,6 @@ def test_a_reader_never_sees_an_ok_status_beside_a_newer_result(daemon, watch_di
     finally:
         stop.set()
         thread.join()
+    assert not failures, failures
     assert seen["stable_ok"] > 0
     assert seen["mismatched"] == 0, seen

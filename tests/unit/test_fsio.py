@@ -109,7 +109,7 @@ def test_atomic_write_all_withdraws_a_file_just_before_the_first_rename(tmp_path
     assert (result.read_bytes(), status.read_bytes()) == (b"new result", b"new status")
 
 
-def test_atomic_write_all_replaces_nothing_when_a_fence_refuses_and_leaves_no_temp(tmp_path: Path) -> None:
+def test_atomic_write_all_stops_where_a_fence_refuses_and_leaves_no_temp(tmp_path: Path) -> None:
     temps = tmp_path / "tmp"
     temps.mkdir()
     calls = []

@@ -207,6 +207,33 @@ def test_a_given_up_publication_is_neither_counted_nor_run_again(layout: Layout)
     assert _count(layout, req, "s1", 300) == 0  # published again: a fresh try
 
 
+def test_a_give_up_that_cannot_write_its_marker_is_kept_in_its_slot(layout: Layout) -> None:
+    """No parked marker can be made (here: ``parked/`` gone): the slot says given up, stays, and is the memory."""
+    _publish(layout, "k")
+    req = Request("k")
+    slots = inflight.Slots(layout)
+    record = inflight.begin(layout, slots, req, "s1", 100)
+    layout.parked_dir.rmdir()
+    with pytest.raises(OSError):
+        record.give_up()
+    record.end()  # the pipeline's ``finally``: leaves it
+    again = inflight.begin(layout, slots, req, "s1", 100)  # a retry in the same life
+    assert again.given_up
+    fsio.ensure_private_dir(layout.parked_dir)
+    assert inflight.count_interruptions(layout) == []  # the next start: parked as given up, not counted
+    assert _begin(layout, req, "s1", 100).given_up
+
+
+def test_a_later_life_does_not_clear_an_earlier_lifes_slot(layout: Layout) -> None:
+    """Each life's slots have names of their own: a disowned watcher ending its request leaves the new one's."""
+    for key in ("old", "new"):
+        _publish(layout, key)
+    old = inflight.begin(layout, inflight.Slots(layout), Request("old"), "s1", 100)
+    inflight.begin(layout, inflight.Slots(layout), Request("new"), "s2", 100)
+    old.end()
+    assert [i.input_sha256 for i in inflight.count_interruptions(layout)] == ["s2"]
+
+
 def test_an_unreadable_parked_marker_or_record_is_dropped(layout: Layout) -> None:
     _publish(layout, "k")
     (layout.parked_dir / layout.names.input("k")).write_text("{not json")
