@@ -400,8 +400,8 @@ class WarmRunner:
         deadline = time.monotonic() + self.kill_grace
         for w in workers:
             self._finish(w, deadline)
-        with self._finished:  # retirements under way end within their own kill grace (KILL after it)
-            self._finished.wait_for(lambda: not self._finishing, 2 * self.kill_grace + 1.0)
+        with self._finished:  # retirements begun before the stop are KILLed by this deadline too: a second more
+            self._finished.wait_for(lambda: not self._finishing, max(0.0, deadline + 1.0 - time.monotonic()))
         for _ in range(len(self._slots)):  # wake runs waiting for a worker: they see the stop
             self._idle.put(-1)
 

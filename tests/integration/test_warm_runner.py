@@ -161,6 +161,23 @@ def test_a_retired_worker_may_take_its_time_to_exit(daemon_factory, watch_dir, t
     assert not d.events("model.escaped")
 
 
+def test_a_stop_waits_for_a_retirement_under_way(daemon_factory, watch_dir, tmp_path):
+    """SIGTERM just after a worker was retired, while it runs a 1-s exit handler: the daemon exits after it has
+    ended (before: the daemon exited at once and left the retired worker running)."""
+    entry = _entry_file(tmp_path, "import atexit\n"
+                        "def create(ws, argv):\n"
+                        "    atexit.register(time.sleep, 1.0)\n"
+                        "    return fake_model.create(ws, argv)")
+    d = daemon_factory("--runner", "entry", "--model-entry", entry, "--model-cmd", fake_model_cmd("ok"),
+                       "--worker-max-requests", "1")
+    raw = drop(watch_dir, route([""]), key="one")
+    assert wait_final(watch_dir, "one", sha(raw))["state"] == "ok"
+    retired = wait_for(lambda: d.events("worker.replaced"), 10, what="the worker retired")[0]["pid"]
+    rc, _ = d.stop()
+    assert rc == 0
+    assert not pid_alive(retired)
+
+
 def test_a_worker_that_exits_during_a_request_fails_it_plainly(daemon_factory, watch_dir, tmp_path):
     """``os._exit(0)`` in a ported script: the request fails saying so, and a fresh worker serves the next one."""
     entry = _entry_file(tmp_path, "def create(ws, argv):\n"
