@@ -44,7 +44,8 @@ def create(
         )
     from .subprocess import SubprocessRunner
 
-    return SubprocessRunner(settings.command_template, cwd=settings.model_cwd, kill_grace=settings.kill_grace)
+    return SubprocessRunner(settings.command_template, cwd=settings.model_cwd, kill_grace=settings.kill_grace,
+                            workers=workers)
 
 
 def worker_spec(settings: ModelSettings) -> WorkerSpec:

@@ -18,6 +18,12 @@ How, in order of a run:
 - While a model runs, its group is recorded under ``.modelgen/run/`` (see ``records``),
   so a daemon started after this one was SIGKILLed stops it.
 
+With ``workers`` above 1, the runs at once each get a workspace of their own,
+``<workspace>/w<n>``, seeded with the shared one's files when first made, as warm workers
+do: a model that rewrites a cache there in place (upstream's pickle) would otherwise read
+it half-written while another run rewrites it. The run's output is written there, and
+read back (with the daemon's guards) and removed by the runner.
+
 Without ``start()`` (the one-shot ``score`` command) the runner still kills the group
 and never holds a pipe or a thread past the run, but does not chase escaped
 descendants or keep records. Where Linux's pidfd, /proc or prctl are missing, exits are
@@ -26,8 +32,10 @@ polled and containment falls back to the process group.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import queue
 import secrets
 import selectors
 import signal
@@ -40,8 +48,9 @@ from typing import IO
 
 from ..logs import get_logger
 from ..volume import fsio
+from ..volume.names import MAX_RESULT_BYTES, WORKER_WORKSPACE_PREFIX
 from .argv import render
-from .base import ModelJob, RunReport, announce_start, discard
+from .base import NO_OUTPUT, ModelJob, RunReport, announce_start, discard
 from .containment import Containment
 from .records import RUN_ID_ENV
 from .tail import Tail
@@ -180,10 +189,17 @@ class SubprocessRunner:
     overlap = 0
     """``--workers`` models at once: no pool of its own to queue further requests on."""
 
-    def __init__(self, template: list[str], cwd: Path | None = None, kill_grace: float = 3.0) -> None:
+    def __init__(self, template: list[str], cwd: Path | None = None, kill_grace: float = 3.0,
+                 workers: int = 1) -> None:
         self.template = template
         self.cwd = cwd
         self.kill_grace = kill_grace
+        self._spaces: queue.SimpleQueue[int] | None = None
+        """With ``workers`` above 1: the free indexes of the runs' own workspaces (see the module docstring)."""
+        if workers > 1:
+            self._spaces = queue.SimpleQueue()
+            for n in range(workers):
+                self._spaces.put(n)
         self._lock = threading.Lock()
         self._running: dict[str, _Run] = {}
         self._stopped = False
@@ -199,6 +215,40 @@ class SubprocessRunner:
 
     def run(self, job: ModelJob) -> RunReport:
         """Run the model to completion, timeout or cancellation; nothing it started survives the return."""
+        try:
+            n = self._spaces.get_nowait() if self._spaces is not None else None
+        except queue.Empty:  # more runs at once than ``workers``: the shared workspace, as with one
+            n = None
+        if n is None:
+            return self._run_in(job)
+        assert self._spaces is not None
+        try:
+            return self._run_in_own_workspace(job, n)
+        finally:
+            self._spaces.put(n)
+
+    def _run_in_own_workspace(self, job: ModelJob, n: int) -> RunReport:
+        """``job`` in workspace ``n``; its output read back here, and removed, whatever the run did."""
+        try:
+            workspace = fsio.seed_dir(job.workspace / f"{WORKER_WORKSPACE_PREFIX}{n}", job.workspace)
+        except (OSError, fsio.UnsafeFile) as exc:
+            return RunReport(exit_code=None, duration_s=0.0, launch_error=f"the run's workspace cannot be used: {exc}")
+        local = dataclasses.replace(job, workspace=workspace, output_path=workspace / job.output_name)
+        try:
+            report = self._run_in(local)
+            if not report.succeeded:
+                return report
+            try:
+                output = fsio.safe_read(local.output_path, MAX_RESULT_BYTES).data
+            except FileNotFoundError:
+                return dataclasses.replace(report, output_error=NO_OUTPUT)
+            except (fsio.UnsafeFile, OSError) as exc:
+                return dataclasses.replace(report, output_error=str(exc))
+            return dataclasses.replace(report, output=output)
+        finally:
+            discard(local.output_path)
+
+    def _run_in(self, job: ModelJob) -> RunReport:
         start = time.monotonic()
         announce_start(job)
         if job.input_data is not None:  # the model's own copy of the bytes (OSError: the volume's trouble)

@@ -56,9 +56,8 @@ def python3_on_path(tmp_path, monkeypatch):
 
 
 def test_upstream_command_line_unchanged(daemon_factory, watch_dir, checkout, python3_on_path):
-    # One worker: two processes per request at once would share the workspace, and upstream's model rewrites
-    # its cache there in place, so one can read it half-written (docs/runners.md, "Workspaces").
-    d = daemon_factory("--model-cmd", UPSTREAM_CMD, "--model-cwd", str(checkout), env=python3_on_path)
+    d = daemon_factory("--model-cmd", UPSTREAM_CMD, "--model-cwd", str(checkout), "--workers", "2",
+                       env=python3_on_path)
     raws: dict[str | None, bytes] = {k: drop(watch_dir, route(["", "turn-left", ""]), key=k) for k in ("u1", "u2")}
     raws[None] = drop(watch_dir, route(["turn-left"]))  # the legacy name, no key
     for key, raw in raws.items():
@@ -69,9 +68,23 @@ def test_upstream_command_line_unchanged(daemon_factory, watch_dir, checkout, py
         assert res["meta"]["model"] == "model.py"
     assert [p["score"] for p in must_result(watch_dir, "u1")["routes"][0]] == [0.939394, 0.911523, 0.939394]
     assert must_result(watch_dir, None)["totalScores"] == [0.911523]
-    assert (watch_dir / ".modelgen" / "workspace" / "human_read_dectree.pkl").exists()  # its cache persists
-    assert not list((watch_dir / ".modelgen" / "workspace").glob("modelgen-out-*"))  # outputs cleaned up
+    workspace = watch_dir / ".modelgen" / "workspace"
+    assert list(workspace.glob("w*/human_read_dectree.pkl"))  # its cache persists, in each run's own workspace
+    assert not list(workspace.glob("**/modelgen-out-*"))  # outputs cleaned up
     assert d.proc.poll() is None
+
+
+def test_two_processes_at_once_never_share_a_cache_rewritten_in_place(daemon_factory, watch_dir, checkout,
+                                                                      python3_on_path):
+    """Upstream's model rewrites its cache in place on every run: with two at once in one workspace, one could
+    read it half-written (before: a request failed now and then). Each run at once has a workspace of its own."""
+    daemon_factory("--model-cmd", UPSTREAM_CMD, "--model-cwd", str(checkout), "--workers", "2", env=python3_on_path)
+    raws = {f"c{i}": drop(watch_dir, route(["", "turn-left"], lat0=30 + i / 100), key=f"c{i}") for i in range(40)}
+    for key, raw in raws.items():
+        st = wait_final(watch_dir, key, sha(raw))
+        assert st["state"] == "ok", st
+    caches = sorted(p.parent.name for p in (watch_dir / ".modelgen" / "workspace").glob("*/human_read_dectree.pkl"))
+    assert caches in (["w0"], ["w0", "w1"])
 
 
 def test_upstream_traceback_becomes_model_failed(daemon_factory, watch_dir, checkout, python3_on_path):
