@@ -11,12 +11,24 @@ from typing import Protocol
 
 from ..logs import get_logger
 from ..volume import fsio
+from ..volume.names import MAX_RESULT_BYTES
 
 log = get_logger(__name__)
 
 
 NO_OUTPUT = "no output file"
 """``RunReport.output_error`` when the model wrote nothing."""
+
+
+def read_output(path: Path) -> bytes | str:
+    """A model's output file, read with the daemon's guards (a regular file, never through a symlink, at most
+    the result's size limit), or why it cannot be: ``NO_OUTPUT`` when there is none."""
+    try:
+        return fsio.safe_read(path, MAX_RESULT_BYTES).data
+    except FileNotFoundError:
+        return NO_OUTPUT
+    except (fsio.UnsafeFile, OSError) as exc:
+        return str(exc)
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,9 @@ from typing import IO
 
 from ..logs import get_logger
 from ..volume import fsio
-from ..volume.names import MAX_RESULT_BYTES, WORKER_WORKSPACE_PREFIX
+from ..volume.names import WORKER_WORKSPACE_PREFIX
 from .argv import render
-from .base import NO_OUTPUT, ModelJob, RunReport, announce_start, discard
+from .base import ModelJob, RunReport, announce_start, discard, read_output
 from .containment import Containment
 from .records import RUN_ID_ENV
 from .tail import Tail
@@ -238,12 +238,9 @@ class SubprocessRunner:
             report = self._run_in(local)
             if not report.succeeded:
                 return report
-            try:
-                output = fsio.safe_read(local.output_path, MAX_RESULT_BYTES).data
-            except FileNotFoundError:
-                return dataclasses.replace(report, output_error=NO_OUTPUT)
-            except (fsio.UnsafeFile, OSError) as exc:
-                return dataclasses.replace(report, output_error=str(exc))
+            output = read_output(local.output_path)
+            if isinstance(output, str):
+                return dataclasses.replace(report, output_error=output)
             return dataclasses.replace(report, output=output)
         finally:
             discard(local.output_path)

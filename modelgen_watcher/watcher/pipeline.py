@@ -29,13 +29,12 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..logs import Logger, get_logger
-from ..runners.base import NO_OUTPUT, ModelJob, ModelRunner, RunReport, discard, signal_name
+from ..runners.base import NO_OUTPUT, ModelJob, ModelRunner, RunReport, discard, read_output, signal_name
 from ..volume import fsio
 from ..volume.claims import RETRY_SLACK, ClaimLost, Claims, Held, Taken
 from ..volume.decoding import DecodeError, Stage, decode_route, decode_scored
 from ..volume.documents import read_result, read_status
 from ..volume.names import (
-    MAX_RESULT_BYTES,
     MODEL_INPUT_PREFIX,
     MODEL_OUTPUT_PREFIX,
     WATCHER_TEMP_PREFIX,
@@ -673,12 +672,10 @@ def _read_output(output: Path, report: RunReport) -> bytes | RequestFailed:
         return report.output
     problem = report.output_error
     if problem is None:
-        try:
-            return fsio.safe_read(output, MAX_RESULT_BYTES).data
-        except FileNotFoundError:
-            problem = NO_OUTPUT
-        except (fsio.UnsafeFile, OSError) as exc:
-            problem = str(exc)
+        read = read_output(output)
+        if isinstance(read, bytes):
+            return read
+        problem = read
     if problem == NO_OUTPUT:
         return RequestFailed(
             ErrorKind.invalid_output,
