@@ -121,7 +121,7 @@ def atomic_write(
 def _write_and_rename(
     path: Path, data: bytes, tmp: Path, durable: bool, sync_dir: bool, before_replace: Callable[[], None] | None
 ) -> None:
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+    fd = _create_new(tmp)
     try:
         try:
             _write_all(fd, data)
@@ -171,10 +171,10 @@ def atomic_write_all(
             for path, data in writes:
                 tmp = temp_dir / temp_name(temp_prefix, path.name)
                 try:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+                    fd = _create_new(tmp)
                 except FileNotFoundError:  # ``temp_dir`` removed by hand: beside the target
                     tmp = path.parent / temp_name(temp_prefix, path.name)
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+                    fd = _create_new(tmp)
                 temps.append(tmp)
                 fds.append(fd)
                 _write_all(fd, data)
@@ -228,7 +228,7 @@ def write_new(path: Path, data: bytes) -> None:
     For a private file that nobody reads until this returns (the model's snapshot of
     an input): the atomic rename buys nothing there.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+    fd = _create_new(path)
     try:
         _write_all(fd, data)
     except BaseException:
@@ -302,6 +302,11 @@ def seed_dir(path: Path, source: Path) -> Path:
         if entry.is_file(follow_symlinks=False) and not entry.name.startswith(("modelgen-", ".")):
             shutil.copy2(entry.path, path / entry.name)
     return path
+
+
+def _create_new(path: Path) -> int:
+    """Open a new file for writing: never an existing one, never through a symlink (a temp file, a snapshot)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
 
 
 def _write_all(fd: int, data: bytes) -> None:
