@@ -8,6 +8,7 @@ import shutil
 import stat
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,19 +63,26 @@ def test_atomic_write_missing_temp_dir_writes_beside_the_target(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 
-def test_atomic_write_temp_dir_on_another_file_system_writes_beside_the_target(tmp_path: Path) -> None:
+@pytest.fixture
+def temps_elsewhere(tmp_path: Path) -> Iterator[Path]:
+    """A temp dir on another file system than ``tmp_path``'s (a directory in /dev/shm), or the test is skipped."""
     shm = Path("/dev/shm")
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs /dev/shm on a file system other than the temp dir's")
     temps = Path(tempfile.mkdtemp(dir=shm))
     try:
-        target = tmp_path / "out.json"
-        atomic_write(target, b"data", temp_dir=temps)  # the rename fails with EXDEV, then redone here
-        assert target.read_bytes() == b"data"
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
-        assert list(temps.iterdir()) == []
+        yield temps
     finally:
         shutil.rmtree(temps)
+
+
+def test_atomic_write_temp_dir_on_another_file_system_writes_beside_the_target(
+        tmp_path: Path, temps_elsewhere: Path) -> None:
+    target = tmp_path / "out.json"
+    atomic_write(target, b"data", temp_dir=temps_elsewhere)  # the rename fails with EXDEV, then redone here
+    assert target.read_bytes() == b"data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    assert list(temps_elsewhere.iterdir()) == []
 
 
 def test_atomic_write_all_replaces_each_in_order_with_its_fence_before_each(tmp_path: Path) -> None:
@@ -136,17 +144,11 @@ def test_atomic_write_all_without_its_temp_dir_writes_beside_the_targets(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
-def test_atomic_write_all_temp_dir_on_another_file_system_writes_beside_the_targets(tmp_path: Path) -> None:
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("needs /dev/shm on a file system other than the temp dir's")
-    temps = Path(tempfile.mkdtemp(dir=shm))
-    try:
-        atomic_write_all([(tmp_path / "a", b"1"), (tmp_path / "b", b"2")], temp_prefix=".t-", temp_dir=temps)
-        assert [(p.name, p.read_bytes()) for p in sorted(tmp_path.iterdir())] == [("a", b"1"), ("b", b"2")]
-        assert list(temps.iterdir()) == []
-    finally:
-        shutil.rmtree(temps)
+def test_atomic_write_all_temp_dir_on_another_file_system_writes_beside_the_targets(
+        tmp_path: Path, temps_elsewhere: Path) -> None:
+    atomic_write_all([(tmp_path / "a", b"1"), (tmp_path / "b", b"2")], temp_prefix=".t-", temp_dir=temps_elsewhere)
+    assert [(p.name, p.read_bytes()) for p in sorted(tmp_path.iterdir())] == [("a", b"1"), ("b", b"2")]
+    assert list(temps_elsewhere.iterdir()) == []
 
 
 def test_safe_read_returns_bytes_and_sha256(tmp_path: Path) -> None:
