@@ -103,11 +103,12 @@ class Held:
         self.name = name
         self.generation = generation
         self.doc = doc
-        self.raw = _encode(doc)
-        """The claim's bytes as written: what the fence compares with the file (no parsing on the hot path)."""
-        self.accepted: tuple[bytes, ...] = (self.raw,)
-        """What the file may hold while it is ours: ``raw``, and during a rewrite (``mark_waiting``) the new bytes
-        too, so that a renewal from another thread meanwhile never takes the rewrite for a takeover."""
+        self.accepted: tuple[bytes, ...] = (_encode(doc),)
+        """Every version of the claim this watcher wrote (at most two: ``waiting`` or not), any of which the file
+        may hold while it is ours: the fence compares bytes (no parsing on the hot path). It only grows: a check
+        on another thread (a renewal, a running status's fence) that read the file just before a rewrite's
+        rename may compare after it, and must still know those bytes for its own. No other claim can hold
+        them: the token is this claim's alone."""
         self.path = path
         self.previous = previous
         """What the claim taken over said (None for a fresh one, or one that could not be read)."""
@@ -299,8 +300,8 @@ class Claims:
             if exc.errno == errno.ELOOP:
                 return False
             raise
-        try:
-            return os.read(fd, max(len(raw) for raw in held.accepted) + 1) in held.accepted
+        try:  # a rewrite may add a longer version meanwhile: the margin reads it whole
+            return os.read(fd, max(len(raw) for raw in held.accepted) + 64) in held.accepted
         except IsADirectoryError:
             return False
         finally:
@@ -350,15 +351,11 @@ class Claims:
         claim, same token, fenced like a publication; ClaimLost if it is not its own any more."""
         doc = held.doc.model_copy(update={"waiting": waits})
         raw = _encode(doc)
-        held.accepted = (held.raw, raw)
-        try:
-            fsio.atomic_write(held.path, raw, temp_prefix=".", temp_dir=self.temp_dir, durable=False,
-                              before_replace=functools.partial(self.fence, held))
-        except BaseException:
-            held.accepted = (held.raw,)
-            raise
-        held.doc, held.raw = doc, raw
-        held.accepted = (raw,)
+        if raw not in held.accepted:
+            held.accepted = (*held.accepted, raw)  # before the rename: from then on the file may hold either
+        fsio.atomic_write(held.path, raw, temp_prefix=".", temp_dir=self.temp_dir, durable=False,
+                          before_replace=functools.partial(self.fence, held))
+        held.doc = doc
 
     def keep(self, held: Held) -> None:
         """Stop renewing ``held`` and leave its file in place: it expires by itself.

@@ -315,3 +315,38 @@ def test_a_takeover_while_the_request_only_waited_for_a_worker_counts_nothing(vo
     volume.age(f"{NAME}.2", LEASE + 1)
     assert held(c.acquire(NAME, sha="s1", mtime_ns=10)).doc.interruptions == 1
     assert volume.files() == [f"{NAME}.3"]
+
+
+def test_a_check_from_another_thread_during_a_waiting_rewrite_never_finds_the_claim_lost(volume: Volume) -> None:
+    """The running status's fence and the heartbeat's renewal run on their own threads while the request's thread
+    rewrites the claim (``mark_waiting``): a check that read the file just before a rename and compares after it
+    must still know the bytes for its own (a spurious loss cancels a live run and lets a second watcher score)."""
+    import sys
+
+    a = volume.watcher("a")
+    claim = held(a.acquire(NAME, sha="s1", mtime_ns=10))
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            while not stop.is_set():
+                a.fence(claim)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's thread
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over as often as it goes: between a read and its comparison too
+    checker = threading.Thread(target=check)
+    checker.start()
+    try:
+        for i in range(10000):
+            if failures:
+                break
+            a.mark_waiting(claim, i % 2 == 0)
+    finally:
+        stop.set()
+        checker.join()
+        sys.setswitchinterval(interval)
+    assert failures == []
+    assert a.renew() == [] and not claim.lost
