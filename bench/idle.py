@@ -49,8 +49,11 @@ from _harness import (
     cpu_ticks,
     make_route,
     markdown_table,
+    mib,
+    peak_rss_kib,
     progress,
     read_json,
+    rss_kib,
     stop_on_sigterm,
     verdict,
 )
@@ -157,6 +160,7 @@ def bench_idle(procs: Processes, watch: Path, size: int, observer: str, window: 
         rescans_before = daemon.metric("modelgen_rescans_total") or 0.0
         progress(f"idle, {observer}, {size} finished: measuring for {window:g} s")
         idle = measure_idle(daemon.pid, window)
+        rss, peak = rss_kib(daemon.pid), peak_rss_kib(daemon.pid)
         daemon.alive()
         time.sleep(2.5)  # one more heartbeat, so the metrics file counts the window's rescans
         rescans = (daemon.metric("modelgen_rescans_total") or 0.0) - rescans_before
@@ -176,6 +180,7 @@ def bench_idle(procs: Processes, watch: Path, size: int, observer: str, window: 
         f"{size:,}",
         f"{idle.percent:.3f}",
         f"{idle.percent * 10:.2f}",
+        f"{mib(rss)} ({mib(peak)})",
         "-" if target is None else f"< {target:g} %: {verdict(idle.percent < target and not runs)}",
         "; ".join(notes),
     ]
@@ -205,14 +210,16 @@ def main(argv: list[str] | None = None) -> int:
             for observer in observers:
                 rows.append(bench_idle(procs, watch, size, observer, args.window))
             sweeps.append(f"{size:,} finished requests: {sweep_cost(watch)}")
-    header = ["observer", "finished requests", "idle CPU % of a core", "ms CPU per s", "target", "notes"]
-    print(markdown_table(header, rows, right={1, 2, 3}))
+    header = ["observer", "finished requests", "idle CPU % of a core", "ms CPU per s", "daemon RSS (peak)", "target",
+              "notes"]
+    print(markdown_table(header, rows, right={1, 2, 3, 4}))
     print()
     print(
         f"Idle CPU of the daemon over {args.window:g} s per row, after its start-up catch-up, default settings "
         f"(rescan 10 s, heartbeat 2 s, polling 1 s, retention 7 days). {os.cpu_count()} CPUs, load average "
         f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after, Python {sys.version.split()[0]}, "
-        f"{time.monotonic() - t_start:.0f} s. Each window starts after the "
+        f"{time.monotonic() - t_start:.0f} s. Daemon RSS: ``VmRSS`` at the end of the window (``VmHWM``, the peak "
+        "since its start, in brackets): what a directory's finished requests cost in memory. Each window starts after the "
         "first rescan, which comes with the retention sweep of start-up; the sweeps after it, hourly, are not "
         "in any window:"
     )

@@ -110,9 +110,10 @@ def _insert(name: str, part: str) -> str:
     return f"{stem}.{part}{suffix}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Request:
-    """One request on the volume; ``key`` is None for the legacy single-user name."""
+    """One request on the volume; ``key`` is None for the legacy single-user name. Slots: a scanner keeps one
+    per input in the directory."""
 
     key: str | None
 
@@ -166,6 +167,16 @@ class Names:
         if not _KEY_RE.fullmatch(key):
             return Rejected(name, f"key {key!r} does not match {KEY_PATTERN}")
         return Request(key)
+
+    @cached_property
+    def _input_head(self) -> str:
+        return _split_suffix(self.input_name)[0] + "."
+
+    def may_be_input(self, name: str) -> bool:
+        """False for a name ``parse`` answers None for, found with two string tests (True for a few more, which
+        ``parse`` tells apart): what a scanner keeps of a directory of tens of thousands of results and
+        statuses."""
+        return name.startswith(self._input_head) or name == self.input_name
 
     def request_file(self, name: str) -> tuple[str | None, bool] | None:
         """(key, is_input) when ``name`` is a request's input (True) or its status (False), else None.
