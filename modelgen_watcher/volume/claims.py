@@ -300,7 +300,7 @@ class Claims:
             if exc.errno == errno.ELOOP:
                 return False
             raise
-        try:  # a rewrite may add a longer version meanwhile: the margin reads it whole
+        try:  # a margin over the longest version known: a read too short could only say "not ours"
             return os.read(fd, max(len(raw) for raw in held.accepted) + 64) in held.accepted
         except IsADirectoryError:
             return False

@@ -113,6 +113,9 @@ class InputScanner:
         """The last listing: every name in the directory that may be an input (``Names.may_be_input``), with its
         inode number. Only those: results and statuses, twice as many, would triple its memory (a directory
         keeping 30,000 finished requests: 16 MiB for every name, 5 for these)."""
+        self._count = 0
+        """How many names the last listing found, of every kind: a periodic listing that finds another count
+        (a new result or status too, such as the watcher's own) shows times that did not move."""
         self._hot: dict[str, float] = {}
         """Input name -> monotonic time until which it is checked at every scan."""
         self._turns: deque[str] = deque()
@@ -136,8 +139,14 @@ class InputScanner:
         """
         with self._times.listing(), os.scandir(self._root) as entries:
             may_be_input = self.names.may_be_input
-            listing = {entry.name: entry.inode() for entry in entries if may_be_input(entry.name)}
+            listing: dict[str, int] = {}
+            count = 0
+            for entry in entries:
+                count += 1
+                if may_be_input(entry.name):
+                    listing[entry.name] = entry.inode()
         previous, self._listing = self._listing, listing
+        counted, self._count = self._count, count
         fresh: AbstractSet[tuple[str, int]]
         removed: AbstractSet[str]
         if everything:
@@ -166,7 +175,7 @@ class InputScanner:
         for name in removed:
             if self._known.pop(name, None) is not None:
                 self._hot.pop(name, None)
-        if periodic and (removed or fresh) and not self._always_list:
+        if periodic and (removed or fresh or count != counted) and not self._always_list:
             self._always_list = True
             log.warning("scan.dir_times_unreliable", watch_dir=self._root,
                         reason="names changed while the directory's mtime and ctime stayed; listing it at every scan")

@@ -338,15 +338,16 @@ def test_a_check_from_another_thread_during_a_waiting_rewrite_never_finds_the_cl
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # hand the GIL over as often as it goes: between a read and its comparison too
     checker = threading.Thread(target=check)
-    checker.start()
     try:
+        checker.start()
         for i in range(10000):
             if failures:
                 break
             a.mark_waiting(claim, i % 2 == 0)
     finally:
         stop.set()
-        checker.join()
+        if checker.is_alive():
+            checker.join()
         sys.setswitchinterval(interval)
     assert failures == []
     assert a.renew() == [] and not claim.lost

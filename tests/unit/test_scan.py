@@ -150,3 +150,17 @@ def test_a_directory_whose_times_never_move_is_listed_at_every_scan_once_that_sh
     assert [changed(s) for s in scans] == [[]] * (RELIST_EVERY - 1) + [[input_name("unseen")]]
     write(tmp_path, input_name("next"))
     assert changed(scanner.scan()) == [input_name("next")]  # from then on, at every scan
+
+
+def test_results_appearing_while_the_times_stay_show_them_unreliable_too(tmp_path):
+    """The scanner keeps only input names, yet the watcher's own results and statuses, appearing while the
+    directory's times stay, show the times for what they are: the next new input is found at the next scan."""
+    scanner = InputScanner(tmp_path, Names(), Pace(1000, RELIST_EVERY))
+    scanner._times = FrozenTimes(tmp_path)
+    scanner.scan(everything=True)
+    write(tmp_path, result_name("k1"))
+    write(tmp_path, Names().status("k1"))
+    for _ in range(RELIST_EVERY):  # the periodic listing among them finds two names more
+        assert changed(scanner.scan()) == []
+    write(tmp_path, input_name("next"))
+    assert changed(scanner.scan()) == [input_name("next")]
