@@ -21,16 +21,32 @@ Only a daemon that is its process (the ``run`` command): one run in a thread of 
 program (``Daemon.run``) leaves that program's threads alone. Not in shared mode: several
 watchers on one machine, each pinned where it started, could share one CPU for good.
 The CPU is the one the daemon was running on when it pinned itself, the kernel's choice.
+
+A pinned daemon cannot be moved by the kernel, so it moves itself (``Pin.check``, at
+every heartbeat): when other processes kept its CPU at least half busy over two
+heartbeats in a row (a process pinned there, or a neighbour in a container that shares
+the machine's CPUs) while another CPU it may use was busy at least a quarter less, its
+threads go to the least busy one (``daemon.cpu_moved``). Two workers scoring on two
+CPUs load both alike: that moves nothing. Figures from ``/proc/stat`` (each CPU's busy
+time) and ``/proc/self/stat`` (the daemon's own, which is not "other").
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from ..logs import get_logger
 from ..settings import WatcherSettings
 
 log = get_logger(__name__)
+
+BUSY_BY_OTHERS = 0.5
+"""Share of its CPU's time that other processes took, over one heartbeat, for the daemon to look for another CPU."""
+LESS_BUSY_BY = 0.25
+"""How much less busy (share of its time) another CPU must have been for the daemon to move there."""
+CHECKS_IN_A_ROW = 2
+"""Heartbeats in a row that must find the CPU crowded: one busy second of a neighbour moves nothing."""
 
 
 def model_cpus(settings: WatcherSettings) -> frozenset[int] | None:
@@ -78,3 +94,86 @@ def _current_cpu() -> int | None:
         return int(fields[36])
     except (OSError, IndexError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """Clock ticks since boot: each CPU's (busy, total) from ``/proc/stat``, and this process's own CPU time."""
+
+    cpus: dict[int, tuple[int, int]]
+    own: int
+
+
+def read_cpu_times() -> CpuTimes | None:
+    """Now's ``CpuTimes``; None where ``/proc`` does not say (then nothing moves)."""
+    cpus: dict[int, tuple[int, int]] = {}
+    try:
+        with open("/proc/stat", "rb") as fh:
+            for line in fh:
+                if not line.startswith(b"cpu") or line.startswith(b"cpu "):
+                    continue
+                name, *fields = line.split()
+                ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+                total = sum(ticks)
+                cpus[int(name[3:])] = (total - ticks[3] - ticks[4], total)
+        with open("/proc/self/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        own = int(fields[11]) + int(fields[12])  # utime, stime: the same ticks as /proc/stat's
+    except (OSError, ValueError, IndexError):
+        return None
+    return CpuTimes(cpus, own)
+
+
+def better_cpu(before: CpuTimes, after: CpuTimes, cpu: int, allowed: frozenset[int]) -> int | None:
+    """The CPU of ``allowed`` to move to from ``cpu``, the daemon's, judged on the time between two readings; None to
+    stay. Moves when other processes took at least ``BUSY_BY_OTHERS`` of ``cpu``'s time and the least busy other CPU
+    was busy at least ``LESS_BUSY_BY`` less than that."""
+    def busy(n: int) -> float | None:
+        if n not in before.cpus or n not in after.cpus:
+            return None
+        total = after.cpus[n][1] - before.cpus[n][1]
+        return (after.cpus[n][0] - before.cpus[n][0]) / total if total > 0 else None
+
+    ours = busy(cpu)
+    total = after.cpus.get(cpu, (0, 0))[1] - before.cpus.get(cpu, (0, 0))[1]
+    if ours is None or total <= 0:
+        return None
+    by_others = ours - max(0, after.own - before.own) / total
+    if by_others < BUSY_BY_OTHERS:
+        return None
+    candidates = [(b, n) for n in sorted(allowed - {cpu}) if (b := busy(n)) is not None]
+    if not candidates:
+        return None
+    least, target = min(candidates)
+    return target if least + LESS_BUSY_BY <= by_others else None
+
+
+class Pin:
+    """The CPU the daemon's threads run on, moved at a heartbeat when others crowd it (see the module docstring)."""
+
+    def __init__(self, cpu: int, allowed: frozenset[int]) -> None:
+        self.cpu = cpu
+        self.allowed = allowed
+        self._last = read_cpu_times()
+        self._crowded = 0
+
+    def check(self) -> int | None:
+        """Called at every heartbeat; the new CPU when the daemon moved (logged), else None."""
+        now = read_cpu_times()
+        before, self._last = self._last, now
+        if before is None or now is None:
+            return None
+        target = better_cpu(before, now, self.cpu, self.allowed)
+        self._crowded = self._crowded + 1 if target is not None else 0
+        if target is None or self._crowded < CHECKS_IN_A_ROW:
+            return None
+        self._crowded = 0
+        try:
+            _set_all({target})
+        except OSError as exc:  # a cpuset changed under us: stay, and say so
+            log.warning("daemon.cpu_unmoved", cpu=self.cpu, to=target, error=str(exc))
+            return None
+        log.info("daemon.cpu_moved", cpu=target, was=self.cpu,
+                 reason="other processes kept its CPU busy while this one was less so")
+        self.cpu = target
+        return target

@@ -103,6 +103,8 @@ class Daemon:
         self.readiness = Readiness()
         self.model_cpus = affinity.model_cpus(settings) if owns_process else None
         """Set when the daemon runs its threads on one of these CPUs and its warm workers on all (``affinity``)."""
+        self._pin: affinity.Pin | None = None
+        """The daemon's CPU once pinned, moved when other processes crowd it."""
         self.pipeline, self.runner = build_pipeline(settings, self.layout, self.metrics, self.readiness,
                                                     self.model_cpus)
         self.claims: Claims | None = None
@@ -461,6 +463,8 @@ class Daemon:
                 except OSError as exc:
                     log.error("daemon.io_error", chore=chore.__name__, error=str(exc))
         self.runner.reap_orphans()
+        if self._pin is not None:
+            self._pin.check()
         self._probe_volume()
         self._log_quiet_refusals()
         self._heartbeat()
@@ -512,6 +516,7 @@ class Daemon:
             cpu = affinity.pin_threads(self.model_cpus)
             if cpu is not None:
                 log.info("daemon.cpu", cpu=cpu, model_cpus=sorted(self.model_cpus))
+                self._pin = affinity.Pin(cpu, self.model_cpus)
         self._prepare()
         self.scheduler.start()
         if self.settings.once:

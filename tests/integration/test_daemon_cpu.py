@@ -7,14 +7,17 @@ Checked where a user would look: the CPUs each thread of the daemon may run on
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from modelgen_watcher.settings import WatcherSettings
+from modelgen_watcher.watcher.affinity import read_cpu_times
 from modelgen_watcher.watcher.daemon import Daemon
-from tests.helpers import drop, fake_model_args, route, sha, wait_final
+from tests.helpers import drop, fake_model_args, route, sha, wait_final, wait_for
 
 ALLOWED = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
@@ -45,9 +48,39 @@ def test_warm_workers_the_daemon_on_one_cpu_the_model_on_all(daemon_factory, wat
     (pinned,) = _thread_cpus(d.proc.pid)
     assert len(pinned) == 1 and pinned[0] in ALLOWED, f"the daemon's threads may run on {pinned}"
     (event,) = d.events("daemon.cpu")
-    assert event["cpu"] == pinned[0] and event["model_cpus"] == ALLOWED
+    assert event["model_cpus"] == ALLOWED
+    assert (d.events("daemon.cpu_moved") or [event])[-1]["cpu"] == pinned[0]  # moved only if another crowded it
     assert _runs_cpus(cpufile) == [ALLOWED]  # the model's run, in a warm worker or a forked child
     assert [e["cpus"] for e in d.events("worker.ready")] == [ALLOWED, ALLOWED]
+
+
+def test_a_daemon_whose_cpu_another_process_takes_moves_to_a_free_one(daemon_factory, watch_dir):
+    """The kernel cannot move a pinned daemon off a CPU that something else keeps busy: the daemon moves itself,
+    within a few heartbeats, and still scores."""
+    d = daemon_factory(*fake_model_args("ok", runner="entry"), env={"MODELGEN_HEARTBEAT_INTERVAL": "0.5"})
+    assert d.proc is not None
+    (event,) = d.events("daemon.cpu")
+    crowded = event["cpu"]
+    spinner = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{crowded}}})\n"
+                                "while True: pass"])
+    before = read_cpu_times()
+    try:
+        try:
+            moved = wait_for(lambda: d.events("daemon.cpu_moved"), 30, interval=0.2, what="the daemon to move")
+        except AssertionError:
+            after = read_cpu_times()
+            assert before is not None and after is not None
+            others = [(after.cpus[n][0] - before.cpus[n][0]) / max(1, after.cpus[n][1] - before.cpus[n][1])
+                      for n in ALLOWED if n != crowded]
+            if min(others) > 0.5:  # staying is right then: there was no less busy CPU to move to
+                pytest.skip(f"every other CPU was busy ({min(others):.0%} at least): nowhere better to go")
+            raise
+        assert moved[0]["was"] == crowded and moved[0]["cpu"] != crowded and moved[0]["cpu"] in ALLOWED
+        assert _thread_cpus(d.proc.pid) == {(moved[0]["cpu"],)}  # every thread of the daemon
+    finally:
+        spinner.kill()
+        spinner.wait()
+    _score_one(watch_dir, "after")
 
 
 @pytest.mark.parametrize("args", [["--daemon-cpu", "off"], []], ids=["off", "process-per-request"])
