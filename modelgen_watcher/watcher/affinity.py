@@ -27,13 +27,18 @@ every heartbeat): when other processes kept its CPU at least half busy over two
 heartbeats in a row (a process pinned there, or a neighbour in a container that shares
 the machine's CPUs) while another CPU it may use was busy at least a quarter less, its
 threads go to the least busy one (``daemon.cpu_moved``). Two workers scoring on two
-CPUs load both alike: that moves nothing. Figures from ``/proc/stat`` (each CPU's busy
-time) and ``/proc/self/stat`` (the daemon's own, which is not "other").
+CPUs load both alike: that moves nothing. Figures from ``/proc/stat`` (each CPU's time
+in processes) and ``/proc/self/stat`` (the daemon's own, which is not "other"). After a
+move it rests 15 heartbeats; and if the CPU it left went quiet once it had gone, the
+load was one that follows it (its workers, woken where it writes to them), which no
+move escapes: it rests 150 (``daemon.cpu_stays``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..logs import get_logger
@@ -98,14 +103,18 @@ def _current_cpu() -> int | None:
 
 @dataclass(frozen=True)
 class CpuTimes:
-    """Clock ticks since boot: each CPU's (busy, total) from ``/proc/stat``, and this process's own CPU time."""
+    """Clock ticks since boot: each CPU's (busy, total) from ``/proc/stat``, and one process's own CPU time.
+
+    Busy is the time in processes (user, nice, system). Interrupts and steal are left
+    out: they grow where the daemon's own I/O completes, and a VM's idle vCPU has no
+    steal, so counting them would make the daemon chase load it brings with it."""
 
     cpus: dict[int, tuple[int, int]]
     own: int
 
 
-def read_cpu_times() -> CpuTimes | None:
-    """Now's ``CpuTimes``; None where ``/proc`` does not say (then nothing moves)."""
+def read_cpu_times(pid: int | str = "self") -> CpuTimes | None:
+    """Now's ``CpuTimes`` (``own``: process ``pid``'s); None where ``/proc`` does not say (then nothing moves)."""
     cpus: dict[int, tuple[int, int]] = {}
     try:
         with open("/proc/stat", "rb") as fh:
@@ -114,54 +123,94 @@ def read_cpu_times() -> CpuTimes | None:
                     continue
                 name, *fields = line.split()
                 ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
-                total = sum(ticks)
-                cpus[int(name[3:])] = (total - ticks[3] - ticks[4], total)
-        with open("/proc/self/stat", "rb") as fh:
+                cpus[int(name[3:])] = (ticks[0] + ticks[1] + ticks[2], sum(ticks))
+        with open(f"/proc/{pid}/stat", "rb") as fh:
             fields = fh.read().rsplit(b")", 1)[1].split()
-        own = int(fields[11]) + int(fields[12])  # utime, stime: the same ticks as /proc/stat's
+        own = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15): the same ticks as /proc/stat's
     except (OSError, ValueError, IndexError):
         return None
     return CpuTimes(cpus, own)
+
+
+def busy_share(before: CpuTimes, after: CpuTimes, cpu: int) -> float | None:
+    """The share of ``cpu``'s time spent in processes between two readings; None if a reading lacks it."""
+    if cpu not in before.cpus or cpu not in after.cpus:
+        return None
+    total = after.cpus[cpu][1] - before.cpus[cpu][1]
+    return (after.cpus[cpu][0] - before.cpus[cpu][0]) / total if total > 0 else None
+
+
+def busy_by_others(before: CpuTimes, after: CpuTimes, cpu: int) -> float | None:
+    """The share of ``cpu``'s time that processes other than the one read (``own``) took."""
+    ours = busy_share(before, after, cpu)
+    if ours is None:
+        return None
+    total = after.cpus[cpu][1] - before.cpus[cpu][1]
+    return ours - max(0, after.own - before.own) / total
 
 
 def better_cpu(before: CpuTimes, after: CpuTimes, cpu: int, allowed: frozenset[int]) -> int | None:
     """The CPU of ``allowed`` to move to from ``cpu``, the daemon's, judged on the time between two readings; None to
     stay. Moves when other processes took at least ``BUSY_BY_OTHERS`` of ``cpu``'s time and the least busy other CPU
     was busy at least ``LESS_BUSY_BY`` less than that."""
-    def busy(n: int) -> float | None:
-        if n not in before.cpus or n not in after.cpus:
-            return None
-        total = after.cpus[n][1] - before.cpus[n][1]
-        return (after.cpus[n][0] - before.cpus[n][0]) / total if total > 0 else None
-
-    ours = busy(cpu)
-    total = after.cpus.get(cpu, (0, 0))[1] - before.cpus.get(cpu, (0, 0))[1]
-    if ours is None or total <= 0:
+    by_others = busy_by_others(before, after, cpu)
+    if by_others is None or by_others < BUSY_BY_OTHERS:
         return None
-    by_others = ours - max(0, after.own - before.own) / total
-    if by_others < BUSY_BY_OTHERS:
-        return None
-    candidates = [(b, n) for n in sorted(allowed - {cpu}) if (b := busy(n)) is not None]
+    candidates = [(b, n) for n in sorted(allowed - {cpu}) if (b := busy_share(before, after, n)) is not None]
     if not candidates:
         return None
     least, target = min(candidates)
     return target if least + LESS_BUSY_BY <= by_others else None
 
 
+REST_AFTER_MOVE = 15
+"""Heartbeats after a move before the next may come (30 s at the default 2 s)."""
+REST_WHEN_FOLLOWED = 150
+"""Heartbeats without a move once the load of the CPU left went quiet with the daemon gone (5 minutes): it was
+load that follows the daemon (its workers, woken where it writes to them; its I/O), which no move escapes."""
+
+
 class Pin:
     """The CPU the daemon's threads run on, moved at a heartbeat when others crowd it (see the module docstring)."""
 
-    def __init__(self, cpu: int, allowed: frozenset[int]) -> None:
+    def __init__(self, cpu: int, allowed: frozenset[int], *,
+                 read: Callable[[], CpuTimes | None] = read_cpu_times,
+                 move: Callable[[int], None] | None = None,
+                 current: Callable[[], set[int]] | None = None) -> None:
+        """``read``, ``move`` and ``current`` (this process's CPU times, moving its threads, its CPUs now) are
+        ``/proc`` and the affinity calls, but for tests."""
         self.cpu = cpu
         self.allowed = allowed
-        self._last = read_cpu_times()
+        self._read = read
+        self._move = move or _move_all
+        self._current = current or (lambda: os.sched_getaffinity(0))
+        self._last = read()
         self._crowded = 0
+        self._rest = 0
+        self._left: int | None = None
+        """The CPU the last move left, watched at the next heartbeat: quiet then, the load had followed us."""
+        self._managed = True
 
     def check(self) -> int | None:
         """Called at every heartbeat; the new CPU when the daemon moved (logged), else None."""
-        now = read_cpu_times()
+        if not self._managed:
+            return None
+        now = self._read()
         before, self._last = self._last, now
         if before is None or now is None:
+            return None
+        if self._current() != {self.cpu}:  # its CPU went offline (the kernel unpinned it), or a person
+            self._managed = False
+            log.warning("daemon.cpu_unmanaged", cpu=self.cpu, reason="the daemon's CPUs were changed from outside")
+            return None
+        if self._left is not None:
+            left_busy = busy_share(before, now, self._left)
+            if left_busy is not None and left_busy < BUSY_BY_OTHERS:
+                self._rest = REST_WHEN_FOLLOWED
+                log.info("daemon.cpu_stays", cpu=self.cpu, reason="the load of the CPU it left followed it")
+            self._left = None
+        if self._rest:
+            self._rest -= 1
             return None
         target = better_cpu(before, now, self.cpu, self.allowed)
         self._crowded = self._crowded + 1 if target is not None else 0
@@ -169,11 +218,30 @@ class Pin:
             return None
         self._crowded = 0
         try:
-            _set_all({target})
-        except OSError as exc:  # a cpuset changed under us: stay, and say so
-            log.warning("daemon.cpu_unmoved", cpu=self.cpu, to=target, error=str(exc))
+            self._move(target)
+        except OSError as exc:  # a cpuset changed under us: every CPU allowed back, and no more moves
+            self._managed = False
+            log.warning("daemon.cpu_unpinned", cpu=self.cpu, to=target, error=str(exc))
+            with contextlib.suppress(OSError):
+                _set_all(set(self.allowed))
             return None
         log.info("daemon.cpu_moved", cpu=target, was=self.cpu,
                  reason="other processes kept its CPU busy while this one was less so")
-        self.cpu = target
+        self._left, self.cpu, self._rest = self.cpu, target, REST_AFTER_MOVE
         return target
+
+
+def _move_all(cpu: int, passes: int = 5) -> None:
+    """Every thread of this process onto ``cpu``, again while one is found elsewhere: a thread not yet moved may start
+    another, which inherits the old CPU, between the listing and its own move."""
+    for _ in range(passes):
+        _set_all({cpu})
+        if all(_affinity(tid) in (None, {cpu}) for tid in os.listdir("/proc/self/task")):
+            return
+
+
+def _affinity(tid: str) -> set[int] | None:
+    try:
+        return os.sched_getaffinity(int(tid))
+    except (ProcessLookupError, OSError):
+        return None

@@ -3,7 +3,7 @@ is clearly less busy. Readings are made up here: ticks of ``/proc/stat`` between
 
 from __future__ import annotations
 
-from modelgen_watcher.watcher.affinity import CpuTimes, better_cpu
+from modelgen_watcher.watcher.affinity import REST_AFTER_MOVE, REST_WHEN_FOLLOWED, CpuTimes, Pin, better_cpu
 
 ALL = frozenset({0, 1, 2})
 
@@ -41,3 +41,60 @@ def test_only_the_cpus_it_may_use_are_candidates():
 def test_a_cpu_missing_from_a_reading_is_not_a_candidate():
     after = CpuTimes({0: (100, 100), 1: (100, 100)}, 0)
     assert better_cpu(ZERO, after, 0, ALL) is None  # cpu2 went offline: no reading, no move
+
+
+class Machine:
+    """Made-up readings for ``Pin``: each check, 100 ticks pass on every CPU, busy as ``load`` says then."""
+
+    def __init__(self) -> None:
+        self.ticks = dict.fromkeys(ALL, (0, 0))
+        self.own = 0
+        self.pinned = {0}
+        self.moves: list[int] = []
+
+    def tick(self, own: int, load: dict[int, int]) -> None:
+        self.ticks = {n: (b + load.get(n, 0), t + 100) for n, (b, t) in self.ticks.items()}
+        self.own += own
+
+    def read(self) -> CpuTimes:
+        return CpuTimes(dict(self.ticks), self.own)
+
+    def move(self, cpu: int) -> None:
+        self.moves.append(cpu)
+        self.pinned = {cpu}
+
+
+def test_a_crowded_cpu_is_left_after_two_heartbeats_and_a_pinned_crowder_stays_behind():
+    m = Machine()
+    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned)
+    m.tick(5, {0: 100, 1: 10})
+    assert pin.check() is None  # once is not enough
+    m.tick(5, {0: 100, 1: 10})
+    assert pin.check() == 2 and m.moves == [2]  # the least busy
+    for _ in range(REST_AFTER_MOVE + 2):  # the spinner stays on 0: the daemon stays on 2
+        m.tick(5, {0: 100, 2: 5})
+        assert pin.check() is None
+    assert m.moves == [2]
+
+
+def test_load_that_follows_the_daemon_stops_the_moves():
+    m = Machine()
+    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned)
+    for _ in range(2):
+        m.tick(10, {0: 90, 1: 0, 2: 40})
+        pin.check()
+    assert m.moves == [1]
+    # its workers went with it: 1 now as 0 was, 0 quiet
+    for _ in range(REST_WHEN_FOLLOWED):
+        m.tick(10, {1: 90, 2: 40})
+        assert pin.check() is None
+    assert m.moves == [1]
+
+
+def test_a_daemon_whose_cpus_changed_from_outside_is_left_alone():
+    m = Machine()
+    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: {0, 1})
+    for _ in range(3):
+        m.tick(0, {0: 100})
+        assert pin.check() is None
+    assert m.moves == []
