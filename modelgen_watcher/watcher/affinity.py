@@ -199,7 +199,11 @@ class Pin:
         before, self._last = self._last, now
         if before is None or now is None:
             return None
-        if self._current() != {self.cpu}:  # its CPU went offline (the kernel unpinned it), or a person
+        try:
+            current = self._current()
+        except OSError:
+            current = set()
+        if current != {self.cpu}:  # its CPU went offline (the kernel unpinned it), or a person
             self._managed = False
             log.warning("daemon.cpu_unmanaged", cpu=self.cpu, reason="the daemon's CPUs were changed from outside")
             return None
