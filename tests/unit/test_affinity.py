@@ -30,8 +30,13 @@ def test_nowhere_less_busy_nothing_moves():
     assert better_cpu(ZERO, times(own=20, cpu0=90, cpu1=80, cpu2=75), 0, ALL) is None
 
 
-def test_others_under_half_of_its_time_nothing_moves():
-    assert better_cpu(ZERO, times(own=0, cpu0=45, cpu1=0, cpu2=0), 0, ALL) is None
+def test_others_under_a_third_of_its_time_nothing_moves():
+    assert better_cpu(ZERO, times(own=0, cpu0=25, cpu1=0, cpu2=0), 0, ALL) is None
+
+
+def test_a_busy_daemon_sharing_its_cpu_with_a_spinner_moves():
+    """The fair share: the daemon and a spinner take half each; another CPU runs its worker, a quarter busy."""
+    assert better_cpu(ZERO, times(own=50, cpu0=100, cpu1=25, cpu2=30), 0, ALL) == 1
 
 
 def test_only_the_cpus_it_may_use_are_candidates():
