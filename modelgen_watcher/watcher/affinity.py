@@ -41,6 +41,7 @@ move escapes: it rests 150 (``daemon.cpu_stays``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,16 +75,25 @@ def pin_threads(allowed: frozenset[int]) -> int | None:
     cpu = _current_cpu()
     if cpu not in allowed:
         cpu = min(allowed)
+    return cpu if _pin_all(cpu, allowed) else None
+
+
+def _pin_all(cpu: int, allowed: frozenset[int]) -> bool:
+    """Every thread of this process onto ``cpu``, again while one is found elsewhere (a thread not yet moved may
+    start another, which inherits the old CPU, between the listing and its own move); True when done. When the
+    system refuses (a cpuset changed under us, or no /proc), every thread gets ``allowed`` back (logged): the
+    daemon runs unpinned, as before it pinned itself."""
     try:
-        _set_all({cpu})
-    except OSError as exc:  # a cpuset changed under us, or no /proc: run unpinned, as before
+        for _ in range(5):
+            _set_all({cpu})
+            if all(_affinity(tid) in (None, {cpu}) for tid in os.listdir("/proc/self/task")):
+                break
+    except OSError as exc:
         log.warning("daemon.cpu_unpinned", cpu=cpu, error=str(exc))
-        try:
+        with contextlib.suppress(OSError):
             _set_all(set(allowed))
-        except OSError:
-            pass
-        return None
-    return cpu
+        return False
+    return True
 
 
 def _set_all(cpus: set[int]) -> None:
@@ -95,14 +105,28 @@ def _set_all(cpus: set[int]) -> None:
             continue  # that thread has ended
 
 
+def _affinity(tid: str) -> set[int] | None:
+    """A thread's CPUs; None once it has ended."""
+    try:
+        return os.sched_getaffinity(int(tid))
+    except OSError:
+        return None
+
+
 def _current_cpu() -> int | None:
     """The CPU this thread last ran on (field 39 of ``/proc/thread-self/stat``)."""
     try:
-        with open("/proc/thread-self/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        return int(fields[36])
+        return int(_stat_fields("/proc/thread-self/stat")[39])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _stat_fields(path: str) -> list[bytes]:
+    """The fields of a ``/proc/.../stat`` line, numbered as in proc(5) (from 1: ``[14]`` is utime). Split after
+    the command's closing bracket: the command itself may hold spaces and brackets."""
+    with open(path, "rb") as fh:
+        rest = fh.read().rpartition(b")")[2]
+    return [b"", b"", b"", *rest.split()]
 
 
 @dataclass(frozen=True)
@@ -128,36 +152,30 @@ def read_cpu_times(pid: int | str = "self") -> CpuTimes | None:
                 name, *fields = line.split()
                 ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
                 cpus[int(name[3:])] = (ticks[0] + ticks[1] + ticks[2], sum(ticks))
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        own = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15): the same ticks as /proc/stat's
+        fields = _stat_fields(f"/proc/{pid}/stat")
+        own = int(fields[14]) + int(fields[15])  # utime, stime: the same ticks as /proc/stat's
     except (OSError, ValueError, IndexError):
         return None
     return CpuTimes(cpus, own)
 
 
-def busy_share(before: CpuTimes, after: CpuTimes, cpu: int) -> float | None:
-    """The share of ``cpu``'s time spent in processes between two readings; None if a reading lacks it."""
+def busy_share(before: CpuTimes, after: CpuTimes, cpu: int, own: bool = False) -> float | None:
+    """The share of ``cpu``'s time spent in processes between two readings, less the process read's own
+    (``own``: the daemon is pinned there, and its own time is not crowding); None if a reading lacks it."""
     if cpu not in before.cpus or cpu not in after.cpus:
         return None
     total = after.cpus[cpu][1] - before.cpus[cpu][1]
-    return (after.cpus[cpu][0] - before.cpus[cpu][0]) / total if total > 0 else None
-
-
-def busy_by_others(before: CpuTimes, after: CpuTimes, cpu: int) -> float | None:
-    """The share of ``cpu``'s time that processes other than the one read (``own``) took."""
-    ours = busy_share(before, after, cpu)
-    if ours is None:
+    if total <= 0:
         return None
-    total = after.cpus[cpu][1] - before.cpus[cpu][1]
-    return ours - max(0, after.own - before.own) / total
+    busy = after.cpus[cpu][0] - before.cpus[cpu][0]
+    return (busy - (max(0, after.own - before.own) if own else 0)) / total
 
 
 def better_cpu(before: CpuTimes, after: CpuTimes, cpu: int, allowed: frozenset[int]) -> int | None:
     """The CPU of ``allowed`` to move to from ``cpu``, the daemon's, judged on the time between two readings; None to
     stay. Moves when other processes took at least ``BUSY_BY_OTHERS`` of ``cpu``'s time and the least busy other CPU
     was busy at least ``LESS_BUSY_BY`` less than that."""
-    by_others = busy_by_others(before, after, cpu)
+    by_others = busy_share(before, after, cpu, own=True)
     if by_others is None or by_others < BUSY_BY_OTHERS:
         return None
     candidates = [(b, n) for n in sorted(allowed - {cpu}) if (b := busy_share(before, after, n)) is not None]
@@ -179,14 +197,14 @@ class Pin:
 
     def __init__(self, cpu: int, allowed: frozenset[int], *,
                  read: Callable[[], CpuTimes | None] = read_cpu_times,
-                 move: Callable[[int], None] | None = None,
+                 move: Callable[[int], bool] | None = None,
                  current: Callable[[], set[int]] | None = None) -> None:
         """``read``, ``move`` and ``current`` (this process's CPU times, moving its threads, its CPUs now) are
-        ``/proc`` and the affinity calls, but for tests."""
+        ``/proc`` and the affinity calls (``_pin_all``: False when refused, and then unpinned), but for tests."""
         self.cpu = cpu
         self.allowed = allowed
         self._read = read
-        self._move = move or _move_all
+        self._move = move or functools.partial(_pin_all, allowed=allowed)
         self._current = current or (lambda: os.sched_getaffinity(0))
         self._last = read()
         self._crowded = 0
@@ -225,31 +243,10 @@ class Pin:
         if target is None or self._crowded < CHECKS_IN_A_ROW:
             return None
         self._crowded = 0
-        try:
-            self._move(target)
-        except OSError as exc:  # a cpuset changed under us: every CPU allowed back, and no more moves
+        if not self._move(target):  # refused, and unpinned: no more moves
             self._managed = False
-            log.warning("daemon.cpu_unpinned", cpu=self.cpu, to=target, error=str(exc))
-            with contextlib.suppress(OSError):
-                _set_all(set(self.allowed))
             return None
         log.info("daemon.cpu_moved", cpu=target, was=self.cpu,
                  reason="other processes kept its CPU busy while this one was less so")
         self._left, self.cpu, self._rest = self.cpu, target, REST_AFTER_MOVE
         return target
-
-
-def _move_all(cpu: int, passes: int = 5) -> None:
-    """Every thread of this process onto ``cpu``, again while one is found elsewhere: a thread not yet moved may start
-    another, which inherits the old CPU, between the listing and its own move."""
-    for _ in range(passes):
-        _set_all({cpu})
-        if all(_affinity(tid) in (None, {cpu}) for tid in os.listdir("/proc/self/task")):
-            return
-
-
-def _affinity(tid: str) -> set[int] | None:
-    try:
-        return os.sched_getaffinity(int(tid))
-    except (ProcessLookupError, OSError):
-        return None

@@ -64,9 +64,10 @@ class Machine:
     def read(self) -> CpuTimes:
         return CpuTimes(dict(self.ticks), self.own)
 
-    def move(self, cpu: int) -> None:
+    def move(self, cpu: int) -> bool:
         self.moves.append(cpu)
         self.pinned = {cpu}
+        return True
 
 
 def test_a_crowded_cpu_is_left_after_two_heartbeats_and_a_pinned_crowder_stays_behind():
