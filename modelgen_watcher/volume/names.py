@@ -157,8 +157,7 @@ class Names:
             return Request(None)
         if name.startswith("."):
             return None
-        stem, suffix = _split_suffix(self.input_name)
-        head = stem + "."
+        head, suffix = self._input_affixes
         if not (name.startswith(head) and name.endswith(suffix)) or len(name) <= len(head) + len(suffix):
             return None
         key = name[len(head) : len(name) - len(suffix)] if suffix else name[len(head) :]
@@ -169,14 +168,16 @@ class Names:
         return Request(key)
 
     @cached_property
-    def _input_head(self) -> str:
-        return _split_suffix(self.input_name)[0] + "."
+    def _input_affixes(self) -> tuple[str, str]:
+        """What comes before and after the key in a keyed input's name: ``gps_input_route.`` and ``.json``."""
+        stem, suffix = _split_suffix(self.input_name)
+        return stem + ".", suffix
 
     def may_be_input(self, name: str) -> bool:
         """False for a name ``parse`` answers None for, found with two string tests (True for a few more, which
         ``parse`` tells apart): what a scanner keeps of a directory of tens of thousands of results and
         statuses."""
-        return name.startswith(self._input_head) or name == self.input_name
+        return name.startswith(self._input_affixes[0]) or name == self.input_name
 
     def request_file(self, name: str) -> tuple[str | None, bool] | None:
         """(key, is_input) when ``name`` is a request's input (True) or its status (False), else None.
@@ -199,8 +200,7 @@ class Names:
     def _request_affixes(self) -> tuple[str, tuple[tuple[str, str, bool], ...]]:
         """The legacy status name, and (head, tail, is_input) around the key of a keyed status and input."""
         ostem, osuffix = _split_suffix(self.output_name)
-        istem, isuffix = _split_suffix(self.input_name)
-        return self.status(None), ((ostem + ".", ".status" + osuffix, False), (istem + ".", isuffix, True))
+        return self.status(None), ((ostem + ".", ".status" + osuffix, False), (*self._input_affixes, True))
 
     def output_key(self, name: str) -> str | None:
         """The key of a keyed result or status file name, else None."""
