@@ -23,12 +23,13 @@ __all__ = ["ModelJob", "ModelLoadError", "ModelRunner", "RunReport", "create"]
 
 
 def create(
-    settings: ModelSettings, workspace: Path, workers: int = 1, model_cpus: frozenset[int] | None = None
+    settings: ModelSettings, workspace: Path, workers: int = 1, model_cpus: frozenset[int] | None = None,
+    shared: bool = False,
 ) -> ModelRunner:
     """The runner these settings ask for: the one place where a strategy is picked.
 
     ``model_cpus``: the CPUs a warm worker takes back when the daemon runs on one of them
-    (``watcher/affinity.py``).
+    (``watcher/affinity.py``). ``shared``: one of several watchers of the watch dir (``--shared``).
 
     Strategies are imported here, not at the package's top: the settings (and so the
     server, which never runs a model) import ``runners.argv``, and must not load the
@@ -40,7 +41,7 @@ def create(
         return WarmRunner(
             worker_spec(settings), workspace=workspace, workers=workers, kill_grace=settings.kill_grace,
             start_timeout=settings.worker_start_timeout, max_requests=settings.worker_max_requests,
-            max_rss=settings.worker_max_rss, model_cpus=model_cpus,
+            max_rss=settings.worker_max_rss, model_cpus=model_cpus, shared=shared,
         )
     from .subprocess import SubprocessRunner
 

@@ -61,6 +61,15 @@ _EOF = "eof"
 """What the reader thread queues when the worker's reply pipe ends: the worker is gone."""
 SEND_CHECK_EVERY = 0.05
 """Seconds between a blocked send's checks for a stop (``_Worker.send``): its share of a stop's time."""
+SHARED_OVERLAP = 2
+"""``WarmRunner.overlap`` in shared mode, smaller: a request taken ahead is claimed, and a request claimed by a busy
+watcher is one an idle watcher cannot take (a burst of ten on three watchers of one worker each: three, three and
+three with two; five, five and none with four), nor anyone before its lease runs out if its watcher is killed."""
+READ_BYTES = 65536
+"""The most one read of a worker's pipes takes."""
+ONE_WRITE_BYTES = 64 * 1024
+"""An input up to this size goes to the worker in one write with its request line (copied once to join them:
+a route of a few KiB); a larger one is written as it is, after the line."""
 
 
 @dataclass(frozen=True)
@@ -119,9 +128,13 @@ class _Worker:
         replies = _Replies()
         try:
             while sel.get_map():
-                for key, _ in sel.select():
+                # The tails before the replies: what a request printed before its reply is in the tails first.
+                # Output written before a reply is ready whenever the reply is, so one select reports both.
+                ready = sorted(sel.select(), key=lambda event: event[0].fd == replies_fd)
+                more_output = False
+                for key, _ in ready:
                     try:
-                        chunk = os.read(key.fd, 65536)
+                        chunk = os.read(key.fd, READ_BYTES)
                     except OSError:
                         chunk = b""
                     if not chunk:
@@ -133,9 +146,10 @@ class _Worker:
                         continue
                     if key.fd != replies_fd:
                         tails[key.fd].feed(chunk)
+                        more_output = more_output or len(chunk) == READ_BYTES
                         continue
                     messages = replies.feed(chunk)
-                    if messages and quick.get_map():  # what the request printed before its reply is in the tails first
+                    if messages and more_output and quick.get_map():  # a read filled: there may be more before it
                         self._drain(quick, tails)
                     for message in messages:
                         self._replies.put(message)
@@ -149,16 +163,15 @@ class _Worker:
     @staticmethod
     def _drain(quick: selectors.BaseSelector, tails: dict[int, Tail], limit: int = 64) -> None:
         """Read what is already waiting on stdout and stderr (at most ``limit`` chunks, so a model printing without
-        end cannot hold a reply back). A forked child's output reaches these pipes before its parent replies, but
-        one ``select`` may report both at once. A tail found at its end leaves ``quick``; the main loop sees
-        its end too."""
+        end cannot hold a reply back), before a reply, when the select that reported the reply found more output
+        than one read takes. A tail found at its end leaves ``quick``; the main loop sees its end too."""
         for _ in range(limit):
             ready = quick.select(0)
             if not ready:
                 return
             for key, _ in ready:
                 try:
-                    chunk = os.read(key.fd, 65536)
+                    chunk = os.read(key.fd, READ_BYTES)
                 except OSError:
                     chunk = b""
                 if chunk:
@@ -176,9 +189,11 @@ class _Worker:
         otherwise hold the request, and the runner's stop, for ever. Its request then times out like a hung
         model, and the worker's group is killed.
         """
-        chunks = [memoryview(json.dumps(msg).encode() + b"\n")]
-        if payload:
-            chunks.append(memoryview(payload))
+        line = json.dumps(msg).encode() + b"\n"
+        if payload and len(payload) <= ONE_WRITE_BYTES:  # one write (one system call fewer) where copying is cheap
+            chunks = [memoryview(line + payload)]
+        else:
+            chunks = [memoryview(line), *([memoryview(payload)] if payload else [])]
         with self._send_lock:
             if self._requests_fd < 0:
                 return False
@@ -284,8 +299,10 @@ class WarmRunner:
 
     def __init__(self, spec: WorkerSpec, *, workspace: Path, workers: int = 1, kill_grace: float = 3.0,
                  start_timeout: float = 60.0, max_requests: int = 0, max_rss: int = 0,
-                 model_cpus: frozenset[int] | None = None) -> None:
+                 model_cpus: frozenset[int] | None = None, shared: bool = False) -> None:
         self.spec = spec
+        if shared:
+            self.overlap = SHARED_OVERLAP
         self.workspace = workspace
         self.kill_grace = kill_grace
         self.start_timeout = start_timeout
@@ -335,11 +352,15 @@ class WarmRunner:
         log.info("runner.workers_ready", workers=len(self._slots), entry=self.spec.entry)
         return stopped
 
-    overlap = 2
-    """Two requests beyond ``--workers`` wait here for a worker (see ``ModelRunner.overlap``): while the workers
-    score, one request is read and checked and another published. Two rather than one where publishing waits on
-    the disk (fsyncs on a journalled ext4: 301 to 373 requests a second with one worker in ``bench/drain.py``,
-    four gave 407 but cost a tmpfs a sixth of its 600), the same where it does not."""
+    overlap = 4
+    """Four requests beyond ``--workers`` wait here for a worker (see ``ModelRunner.overlap``): while the workers
+    score, the next requests are read and checked and the last ones published. Publishing waits on the disk
+    (two fsyncs a request, each a journal commit or a device flush on a journalled ext4), and there most of a
+    request's time in the daemon is its publication (2.3 of 4 threads publishing, 1.6 in fsync, with two).
+    Draining 3,000 requests on a journalled ext4, four gave 700 to 760 a second with two workers and 630 to
+    700 with one, against two's 700 and 630 (three runs each, interleaved; another such run: the same, 750);
+    eight or twelve no more, the fsyncs taking longer as more wait at once; a tmpfs the same with two, four or
+    eight. Two in shared mode (``SHARED_OVERLAP``)."""
 
     def run(self, job: ModelJob) -> RunReport:
         """Serve ``job`` on a worker once one is idle; the report says how it ended, as the subprocess runner's does.

@@ -76,7 +76,8 @@ def build_pipeline(
     readiness: Readiness | None = None, model_cpus: frozenset[int] | None = None,
 ) -> tuple[Pipeline, ModelRunner]:
     """The pipeline and runner one settings object describes (shared by ``run`` and ``score``)."""
-    runner = runners.create(settings, layout.workspace, settings.workers, model_cpus=model_cpus)
+    runner = runners.create(settings, layout.workspace, settings.workers, model_cpus=model_cpus,
+                            shared=settings.shared)
     pipeline = Pipeline(
         layout,
         runner,

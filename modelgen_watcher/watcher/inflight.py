@@ -96,7 +96,11 @@ def _write(path: Path, marker: _Marker) -> None:
 
 
 def _put(slot: Path, marker: _Marker | None) -> None:
-    """Rewrite a slot in place (made if missing, never through a symlink): the record's line, padded."""
+    """Rewrite a slot in place (made if missing, never through a symlink): the record's line, padded.
+
+    Opened for each write, not kept open (which would save two system calls each time): a file held open for
+    writing on the volume stops it from being remounted read-only (``EBUSY``), and on NFS a removed file still
+    open lingers as a ``.nfs*`` file."""
     line = (b"" if marker is None else marker.model_dump_json().encode()) + b"\n"
     data = line.ljust(SLOT_BYTES)
     fd = os.open(slot, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)

@@ -11,7 +11,7 @@ Counting ``request.done`` lines per key across the watchers' logs is how "each s
 watcher logs one when a request ends, so a key with two lines was scored twice. Only what the killed watcher had
 in flight may differ from one line: its run cut short and redone by another (one line), finished and published
 but killed before its line (none), or finished and logged but not marked done, then redone (two). One worker a
-watcher, and at most two more requests taken ahead by a warm runner (``WarmRunner.overlap``): at most 3 such keys,
+watcher, and at most two more requests taken ahead by a warm runner (``warm.SHARED_OVERLAP``): at most 3 such keys,
 none with 3 lines.
 """
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from modelgen_watcher.runners.warm import WarmRunner
+from modelgen_watcher.runners.warm import SHARED_OVERLAP
 from tests.helpers import (
     Daemon,
     DaemonFactory,
@@ -95,10 +95,10 @@ def test_three_watchers_score_500_requests_once_each_though_one_is_killed(daemon
     twice = {h for h, n in per_sha.items() if n > 1}
     assert max(per_sha.values()) <= 2
     # Only what the killed watcher had in flight can run twice: it ran there, and again elsewhere. With one warm
-    # worker and its overlap (two requests more) that is three at most: one at the model and two whose runs had
-    # ended and were being published.
+    # worker and its overlap in shared mode (two requests more) that is three at most: one at the model and two
+    # whose runs had ended and were being published.
     killed_pids = worker_pids(victim)
-    assert len(twice) <= 1 + WarmRunner.overlap, f"run twice: {twice}"
+    assert len(twice) <= 1 + SHARED_OVERLAP, f"run twice: {twice}"
     for h in twice:
         assert any(pid in killed_pids for hh, pid in runs(trace) if hh == h), f"{h} ran twice, not on the killed one"
     takeovers = sum(len(d.events("claim.takeover")) for d in watchers.values())

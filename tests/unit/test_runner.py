@@ -409,3 +409,16 @@ def test_the_sweep_kills_only_leftovers_of_model_runs(tmp_path: Path, leftovers:
         wait_for(lambda: not pid_alive(orphan), 10, what="the model's leftover killed")
     else:
         assert pid_alive(orphan), "a process that no model started was killed"
+
+
+def test_warm_runners_take_fewer_requests_ahead_in_shared_mode(tmp_path: Path) -> None:
+    """A request a shared watcher takes ahead is claimed, and one another watcher cannot take: fewer ahead."""
+    from modelgen_watcher.runners import create
+    from modelgen_watcher.runners.warm import SHARED_OVERLAP, WarmRunner
+    from modelgen_watcher.settings import WatcherSettings
+
+    settings = WatcherSettings(watch_dir=tmp_path, runner="entry")
+    alone, shared = create(settings, tmp_path), create(settings, tmp_path, shared=True)
+    assert isinstance(alone, WarmRunner) and isinstance(shared, WarmRunner)
+    assert (alone.overlap, shared.overlap) == (WarmRunner.overlap, SHARED_OVERLAP)
+    assert SHARED_OVERLAP < WarmRunner.overlap
