@@ -65,7 +65,7 @@ bench: $(BIN)/modelgen-watcher $(BENCH_VENV)/.installed
 bench-quick: $(BIN)/modelgen-watcher $(BENCH_VENV)/.installed
 	$(BIN)/python bench/latency.py --watchmedo $(BENCH_VENV)/bin/watchmedo --requests 20 --slow-requests 5
 	$(BIN)/python bench/upstream_shaped.py --bench-python $(BENCH_VENV)/bin/python --requests 5 --phase-runs 1
-	$(BIN)/python bench/drain.py --requests 200
+	$(BIN)/python bench/drain.py --requests 200 --min-seconds 2
 	$(BIN)/python bench/shared_drain.py --requests 200
 	$(BIN)/python bench/worker_memory.py --requests 1000
 	$(BIN)/python bench/idle.py --sizes 10,1000 --window 15
