@@ -128,11 +128,7 @@ class _Worker:
         replies = _Replies()
         try:
             while sel.get_map():
-                # The tails before the replies: what a request printed before its reply is in the tails first.
-                # Output written before a reply is ready whenever the reply is, so one select reports both.
-                ready = sorted(sel.select(), key=lambda event: event[0].fd == replies_fd)
-                more_output = False
-                for key, _ in ready:
+                for key, _ in sel.select():
                     try:
                         chunk = os.read(key.fd, READ_BYTES)
                     except OSError:
@@ -146,10 +142,9 @@ class _Worker:
                         continue
                     if key.fd != replies_fd:
                         tails[key.fd].feed(chunk)
-                        more_output = more_output or len(chunk) == READ_BYTES
                         continue
                     messages = replies.feed(chunk)
-                    if messages and more_output and quick.get_map():  # a read filled: there may be more before it
+                    if messages and quick.get_map():  # what the request printed before its reply is in the tails first
                         self._drain(quick, tails)
                     for message in messages:
                         self._replies.put(message)
@@ -163,8 +158,11 @@ class _Worker:
     @staticmethod
     def _drain(quick: selectors.BaseSelector, tails: dict[int, Tail], limit: int = 64) -> None:
         """Read what is already waiting on stdout and stderr (at most ``limit`` chunks, so a model printing without
-        end cannot hold a reply back), before a reply, when the select that reported the reply found more output
-        than one read takes. A tail found at its end leaves ``quick``; the main loop sees its end too."""
+        end cannot hold a reply back), before every reply. A forked child's output reaches these pipes before its
+        parent replies, but the select that reports the reply need not report the output too: epoll and poll look
+        at one descriptor after another, and output and reply written between two of those looks leave the reply
+        alone in that round (skipping this drain when no tail read filled its buffer was tried, and dropped for
+        that). A tail found at its end leaves ``quick``; the main loop sees its end too."""
         for _ in range(limit):
             ready = quick.select(0)
             if not ready:

@@ -1,8 +1,9 @@
 """The warm runners' overlap: the request that waits for a busy worker is not the model's.
 
-With ``--workers 1`` the daemon serves two requests at once; one of them only waits for
-the worker. If the watcher is killed meanwhile (by the other's model, or out of memory),
-the waiting request never reached the model: that stop must not count against it, or
+With ``--workers 1`` the daemon serves more requests than that at once (``WarmRunner.overlap``
+more): besides the one at the model, some wait for the worker. If the watcher is killed
+meanwhile (by the other's model, or out of memory), a waiting request never reached the
+model: that stop must not count against it, or
 three stops caused by other requests give it up as ``model_failed`` without it ever
 having been scored. Nor may it forget the stops it did cause: two poisonous requests
 taking turns at the one worker would then be counted once and forgotten once, for ever.
