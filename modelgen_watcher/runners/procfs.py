@@ -65,15 +65,23 @@ def _read(path: str, limit: int) -> bytes | None:
         os.close(fd)
 
 
-def read_stat(pid: int) -> ProcStat | None:
-    """The process's stat line, or None if it is gone (or there is no /proc)."""
-    raw = _read(f"{PROC}/{pid}/stat", 4096)
+def stat_fields(path: str) -> list[bytes] | None:
+    """The fields of a ``/proc/.../stat`` line (a process's or a thread's), numbered as in proc(5), from 1:
+    ``[3]`` is the state, ``[14]`` utime; None if it cannot be read. Split after the command's last ``)``: the
+    command (field 2) may hold spaces and brackets, and is left out."""
+    raw = _read(path, 4096)
     if raw is None:
         return None
+    return [b"", b"", b"", *raw.rpartition(b")")[2].split()]
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """The process's stat line, or None if it is gone (or there is no /proc)."""
+    fields = stat_fields(f"{PROC}/{pid}/stat")
+    if fields is None:
+        return None
     try:
-        # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-        fields = raw.rsplit(b")", 1)[1].split()
-        return ProcStat(pid, fields[0].decode("ascii"), int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
+        return ProcStat(pid, fields[3].decode("ascii"), int(fields[4]), int(fields[5]), int(fields[6]), int(fields[22]))
     except (IndexError, ValueError, UnicodeDecodeError):
         return None
 

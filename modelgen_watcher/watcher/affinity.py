@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..logs import get_logger
+from ..runners.procfs import stat_fields
 from ..settings import WatcherSettings
 
 log = get_logger(__name__)
@@ -115,18 +116,11 @@ def _affinity(tid: str) -> set[int] | None:
 
 def _current_cpu() -> int | None:
     """The CPU this thread last ran on (field 39 of ``/proc/thread-self/stat``)."""
+    fields = stat_fields("/proc/thread-self/stat")
     try:
-        return int(_stat_fields("/proc/thread-self/stat")[39])
-    except (OSError, IndexError, ValueError):
+        return None if fields is None else int(fields[39])
+    except (IndexError, ValueError):
         return None
-
-
-def _stat_fields(path: str) -> list[bytes]:
-    """The fields of a ``/proc/.../stat`` line, numbered as in proc(5) (from 1: ``[14]`` is utime). Split after
-    the command's closing bracket: the command itself may hold spaces and brackets."""
-    with open(path, "rb") as fh:
-        rest = fh.read().rpartition(b")")[2]
-    return [b"", b"", b"", *rest.split()]
 
 
 @dataclass(frozen=True)
@@ -152,7 +146,9 @@ def read_cpu_times(pid: int | str = "self") -> CpuTimes | None:
                 name, *fields = line.split()
                 ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
                 cpus[int(name[3:])] = (ticks[0] + ticks[1] + ticks[2], sum(ticks))
-        fields = _stat_fields(f"/proc/{pid}/stat")
+        fields = stat_fields(f"/proc/{pid}/stat")
+        if fields is None:
+            return None
         own = int(fields[14]) + int(fields[15])  # utime, stime: the same ticks as /proc/stat's
     except (OSError, ValueError, IndexError):
         return None
