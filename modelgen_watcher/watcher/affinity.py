@@ -146,10 +146,10 @@ def read_cpu_times(pid: int | str = "self") -> CpuTimes | None:
                 name, *fields = line.split()
                 ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
                 cpus[int(name[3:])] = (ticks[0] + ticks[1] + ticks[2], sum(ticks))
-        fields = stat_fields(f"/proc/{pid}/stat")
-        if fields is None:
+        stat = stat_fields(f"/proc/{pid}/stat")
+        if stat is None:
             return None
-        own = int(fields[14]) + int(fields[15])  # utime, stime: the same ticks as /proc/stat's
+        own = int(stat[14]) + int(stat[15])  # utime, stime: the same ticks as /proc/stat's
     except (OSError, ValueError, IndexError):
         return None
     return CpuTimes(cpus, own)
