@@ -187,11 +187,10 @@ class _Worker:
         otherwise hold the request, and the runner's stop, for ever. Its request then times out like a hung
         model, and the worker's group is killed.
         """
-        line = json.dumps(msg).encode() + b"\n"
-        if payload and len(payload) <= ONE_WRITE_BYTES:  # one write (one system call fewer) where copying is cheap
-            chunks = [memoryview(line + payload)]
-        else:
-            chunks = [memoryview(line), *([memoryview(payload)] if payload else [])]
+        line, payload = json.dumps(msg).encode() + b"\n", payload or b""
+        # One write (one system call fewer) where copying is cheap; an empty part writes nothing.
+        parts = [line + payload] if len(payload) <= ONE_WRITE_BYTES else [line, payload]
+        chunks = [memoryview(part) for part in parts]
         with self._send_lock:
             if self._requests_fd < 0:
                 return False
@@ -355,10 +354,9 @@ class WarmRunner:
     score, the next requests are read and checked and the last ones published. Publishing waits on the disk
     (two fsyncs a request, each a journal commit or a device flush on a journalled ext4), and there most of a
     request's time in the daemon is its publication (2.3 of 4 threads publishing, 1.6 in fsync, with two).
-    Draining 3,000 requests on a journalled ext4, four gave 700 to 760 a second with two workers and 630 to
-    700 with one, against two's 700 and 630 (three runs each, interleaved; another such run: the same, 750);
-    eight or twelve no more, the fsyncs taking longer as more wait at once; a tmpfs the same with two, four or
-    eight. Two in shared mode (``SHARED_OVERLAP``)."""
+    Draining 3,000 requests on a journalled ext4 (four drains each, interleaved), four rather than two took two
+    workers from 729 to 756 a second and one from 671 to 738; eight or twelve no more, the fsyncs taking longer
+    as more wait at once; a tmpfs the same with two, four or eight. Two in shared mode (``SHARED_OVERLAP``)."""
 
     def run(self, job: ModelJob) -> RunReport:
         """Serve ``job`` on a worker once one is idle; the report says how it ended, as the subprocess runner's does.
