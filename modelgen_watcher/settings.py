@@ -351,9 +351,9 @@ class WatcherSettings(ModelSettings, _WatcherIdentity):
     daemon_cpu: Literal["auto", "off"] = Field(
         default="auto",
         description="auto: with warm workers (`entry`, `fork`), more than one CPU and not `--shared`, the daemon's "
-        "own threads run on one CPU, which spares its interpreter lock a wake-up on another CPU at every system "
-        "call (1.5x the requests a second), while the model's processes keep every CPU; it moves to a less busy CPU "
-        "when other processes keep its own busy; off: wherever the kernel puts them",
+        "own threads run on one CPU, taking turns there (`SCHED_BATCH`), which spares its interpreter lock a wake-up "
+        "on another CPU at every system call (1.5x the requests a second), while the model's processes keep every "
+        "CPU; it moves to a less busy CPU when other processes keep its own busy; off: wherever the kernel puts them",
     )
     observer: Literal["auto", "native", "polling"] = Field(
         default="auto",

@@ -4,7 +4,7 @@ Started by the watcher as ``python3 host.py --entry MODULE_OR_PATH:FACTORY --wor
 --requests FD --replies FD [--cpus LIST] -- ARG...``, on the model's own interpreter.
 Standard library only, Python 3.7+: nothing of the watcher is imported here. ``--cpus``:
 the CPUs to take back before the model loads, when the watcher runs its own threads on
-one of them (``watcher/affinity.py``).
+one of them (``watcher/affinity.py``), and with them the ordinary scheduling policy.
 
 The entry is a factory, called once: ``factory(workspace, argv)`` returns a callable that
 scores one request, ``score(job)``, where ``job`` has ``input``, ``output``,
@@ -285,11 +285,20 @@ def _run(score: Score, msg: dict[str, Any], out: _Tail, err: _Tail, started: flo
 
 def _take_cpus(cpus: str) -> None:
     """Run on ``cpus``, not only on the one CPU the watcher runs its own threads on, which this process inherited:
-    before the model loads, so its threads (BLAS, its pools) and the processes it starts are not confined."""
+    before the model loads, so its threads (BLAS, its pools) and the processes it starts are not confined.
+
+    And with the ordinary scheduling policy, where it inherited ``SCHED_BATCH`` from those threads (which
+    take turns on their CPU that way): the model's processes are scheduled as any other."""
     try:
         os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
     except (AttributeError, OSError, ValueError) as exc:
         print("modelgen-host: cannot run on CPUs {}: {}".format(cpus, exc), file=sys.stderr, flush=True)
+    try:
+        if os.sched_getscheduler(0) == os.SCHED_BATCH:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError) as exc:
+        print("modelgen-host: cannot take the ordinary scheduling policy: {}".format(exc), file=sys.stderr,
+              flush=True)
 
 
 def _cpus() -> list[int] | None:

@@ -18,7 +18,7 @@ cwd, __file__, flags, stdin) into DIR, one file each per request, to compare run
 --sleep waits before reading the input, --linger after starting any descendants;
 --pidfile appends the model's pid and those of the processes it starts, one a line;
 --trace F appends "<sha256 of the input> <pid>" when a run starts, one line per run (to count runs).
---cpufile F appends the CPUs the run may use, one line per run.
+--cpufile F appends the CPUs the run may use and its scheduling policy, one line per run.
 """
 
 import argparse
@@ -76,11 +76,12 @@ def main(argv=None):
     p.add_argument("--keep", help="a directory: copies of the output and of how this run was started")
     p.add_argument("--drawfile", help="append draws of the random generators here")
     p.add_argument("--trace", help="append the input's sha256 and this pid here when a run starts")
-    p.add_argument("--cpufile", help="append the CPUs this run may use here, comma-separated, one line per run")
+    p.add_argument("--cpufile", help="append the CPUs this run may use here, comma-separated, and its scheduling policy "
+                   "(os.sched_getscheduler), one line per run")
     a = p.parse_args(argv)
     if a.cpufile:
         with open(a.cpufile, "a") as fh:
-            fh.write(",".join(map(str, sorted(os.sched_getaffinity(0)))) + "\n")
+            fh.write(",".join(map(str, sorted(os.sched_getaffinity(0)))) + f" {os.sched_getscheduler(0)}\n")
     if a.trace:
         with open(a.input, "rb") as fh:
             traced = f"{hashlib.sha256(fh.read()).hexdigest()} {os.getpid()}\n"

@@ -3,6 +3,12 @@ is clearly less busy. Readings are made up here: ticks of ``/proc/stat`` between
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import pytest
+
 from modelgen_watcher.watcher.affinity import REST_AFTER_MOVE, REST_WHEN_FOLLOWED, CpuTimes, Pin, better_cpu
 
 ALL = frozenset({0, 1, 2})
@@ -104,3 +110,29 @@ def test_a_daemon_whose_cpus_changed_from_outside_is_left_alone():
         m.tick(0, {0: 100})
         assert pin.check() is None
     assert m.moves == []
+
+
+_TURNS = """
+import os, sys, threading
+from modelgen_watcher.watcher import affinity
+if sys.argv[1] != "other":
+    os.sched_setscheduler(0, getattr(os, "SCHED_" + sys.argv[1].upper()), os.sched_param(0))
+affinity._take_turns(True)
+seen = []
+t = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))
+t.start(); t.join()
+print(os.sched_getscheduler(0), seen[0], end=" ")
+affinity._take_turns(False)
+print(os.sched_getscheduler(0))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="no scheduling policies here")
+@pytest.mark.parametrize(("start", "expected"), [
+    ("other", ["SCHED_BATCH", "SCHED_BATCH", "SCHED_OTHER"]),  # taking turns, inherited by a new thread, undone
+    ("idle", ["SCHED_IDLE", "SCHED_IDLE", "SCHED_IDLE"]),  # what an operator set (chrt) is left as it is
+])
+def test_the_daemon_takes_turns_only_from_the_ordinary_policy(start, expected):
+    """In a process of its own: a policy is the process's business, not this test runner's."""
+    out = subprocess.run([sys.executable, "-c", _TURNS, start], capture_output=True, text=True, check=True).stdout
+    assert [int(p) for p in out.split()] == [getattr(os, name) for name in expected]
