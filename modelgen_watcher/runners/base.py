@@ -76,8 +76,9 @@ class RunReport:
     output_error: str | None = None
     """Why the runner could not read the output (``NO_OUTPUT`` when there was none), for a run that exited 0."""
     reached_model: bool = True
-    """False for a run cancelled while it waited for a warm worker: the model never saw the request (nor was
-    ``on_start`` called)."""
+    """False for a run cancelled before the model saw the request: while it waited for a warm worker, or asked of
+    a runner already stopped. The pipeline then marks it waiting (``on_wait``), so the stop is not counted
+    against it."""
 
     @property
     def succeeded(self) -> bool:

@@ -330,8 +330,8 @@ class SubprocessRunner:
         """Start the model, registered as running under the lock; a report instead if it cannot start."""
         run_id = secrets.token_hex(16)
         with self._lock:
-            if self._stopped:
-                return RunReport(exit_code=None, duration_s=0.0, cancelled=True)
+            if self._stopped:  # the model never gets it: a stop that does not count against the request
+                return RunReport(exit_code=None, duration_s=0.0, cancelled=True, reached_model=False)
             try:
                 proc = subprocess.Popen(
                     argv,

@@ -355,8 +355,11 @@ class Pipeline:
             if report.cancelled:
                 # A stop with this request at its model counts, whoever sent the signal (its record, or its
                 # claim left to expire, says it was at the model); one that found it still waiting for a warm
-                # worker does not, and keeps its count (a record parked, or a claim that still says waiting).
+                # worker does not, and keeps its count (a record parked, or a claim that still says waiting),
+                # nor does one that came before its runner had started it (stopped first: marked waiting now).
                 keep_claim = True
+                if not report.reached_model:
+                    on_wait()
                 if record is not None:
                     record.keep()
                 self._leave_running(req, running, bound)
@@ -612,11 +615,14 @@ class Pipeline:
 
         def on_wait() -> None:
             nonlocal waiting
-            waiting = note(True)
+            if not waiting:
+                waiting = note(True)
 
         def on_start() -> None:
+            nonlocal waiting
             if waiting:
                 note(False)
+                waiting = False
 
         return on_wait, on_start
 

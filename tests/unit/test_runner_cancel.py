@@ -10,9 +10,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from modelgen_watcher import runners
 from modelgen_watcher.runners.base import ModelJob, ModelRunner, RunReport
 from modelgen_watcher.settings import WatcherSettings
+from modelgen_watcher.volume.names import Layout, Names, Request
+from modelgen_watcher.watcher import inflight
+from modelgen_watcher.watcher.outcomes import Outcome
+from modelgen_watcher.watcher.pipeline import Pipeline
 from tests.helpers import MODELS, encode, fake_model_cmd, pid_alive, route, wait_for
 
 
@@ -85,3 +91,22 @@ def test_a_cancelled_warm_request_ends_at_once_and_a_fresh_worker_serves_the_nex
         assert int(pids.read_text().split()[-1]) != worker
     finally:
         runner.stop()
+
+
+@pytest.mark.parametrize("kind", ["subprocess", "entry"])
+def test_a_request_that_comes_after_its_runner_stopped_is_not_counted_as_interrupted(tmp_path: Path, kind: str) -> None:
+    """A stop between a request's taking and its model (SIGTERM just then): the model never saw it, so the next
+    start must not count it against the request, as it does not count one that waited for a worker. Were it
+    counted, three such stops would give up a request that was never scored."""
+    runner, workspace = runner_for(tmp_path, kind)
+    runner.stop()
+    report = runner.run(make_job(tmp_path, workspace, "late"))
+    assert report.cancelled and not report.reached_model
+
+    watch_dir = tmp_path / "watch"
+    watch_dir.mkdir()
+    layout = Layout(watch_dir, Names())
+    layout.input("late").write_bytes(encode(route([""])))
+    pipe = Pipeline(layout, runner, model_label="fake", model_timeout=5, max_input_bytes=1 << 20, settle=0)
+    assert pipe.process(Request("late")).outcome is Outcome.cancelled
+    assert inflight.count_interruptions(layout) == []  # the next start: nothing counted
