@@ -114,7 +114,7 @@ def _take_turns(on: bool) -> None:
     requests with two warm workers, eight drains each, interleaved: on tmpfs, context
     switches 9.7 to 4.6 a request, the daemon's CPU a request 0.76 to 0.70 ms, 1,206 to
     1,292 requests a second (medians); on a journalled ext4, switches 15 to 9.4 and the
-    same rate (651 a second either way: there the fsyncs' waits set it). Only from or to the
+    same rate (651 a second either way). Only from or to the
     ordinary policy (``SCHED_OTHER``): a policy an operator set (``chrt``) is left alone. The
     model's processes take the ordinary policy back (``modelside/host.py``). Refused (a
     seccomp profile, say): logged, and the daemon stays pinned without it."""
