@@ -1,10 +1,10 @@
 """The model's side of a warm runner: load a model once, then score request after request.
 
 Started by the watcher as ``python3 host.py --entry MODULE_OR_PATH:FACTORY --workspace DIR
---requests FD --replies FD [--cpus LIST] -- ARG...``, on the model's own interpreter.
+--requests FD --replies FD [--cpus LIST] [--policy N] -- ARG...``, on the model's own interpreter.
 Standard library only, Python 3.7+: nothing of the watcher is imported here. ``--cpus``:
 the CPUs to take back before the model loads, when the watcher runs its own threads on
-one of them (``watcher/affinity.py``), and with them the ordinary scheduling policy.
+one of them (``watcher/affinity.py``); ``--policy``: the scheduling policy to take back with them.
 
 The entry is a factory, called once: ``factory(workspace, argv)`` returns a callable that
 scores one request, ``score(job)``, where ``job`` has ``input``, ``output``,
@@ -285,20 +285,21 @@ def _run(score: Score, msg: dict[str, Any], out: _Tail, err: _Tail, started: flo
 
 def _take_cpus(cpus: str) -> None:
     """Run on ``cpus``, not only on the one CPU the watcher runs its own threads on, which this process inherited:
-    before the model loads, so its threads (BLAS, its pools) and the processes it starts are not confined.
-
-    And with the ordinary scheduling policy, where it inherited ``SCHED_BATCH`` from those threads (which
-    take turns on their CPU that way): the model's processes are scheduled as any other."""
+    before the model loads, so its threads (BLAS, its pools) and the processes it starts are not confined."""
     try:
         os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
     except (AttributeError, OSError, ValueError) as exc:
         print("modelgen-host: cannot run on CPUs {}: {}".format(cpus, exc), file=sys.stderr, flush=True)
+
+
+def _take_policy(policy: int) -> None:
+    """Run with scheduling policy ``policy``, the watcher's before its threads took turns on their CPU
+    (``SCHED_BATCH``, which this process inherited): the model is scheduled as the watcher was."""
     try:
-        if os.sched_getscheduler(0) == os.SCHED_BATCH:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        if os.sched_getscheduler(0) != policy:
+            os.sched_setscheduler(0, policy, os.sched_param(0))
     except (AttributeError, OSError) as exc:
-        print("modelgen-host: cannot take the ordinary scheduling policy: {}".format(exc), file=sys.stderr,
-              flush=True)
+        print("modelgen-host: cannot take scheduling policy {}: {}".format(policy, exc), file=sys.stderr, flush=True)
 
 
 def _cpus() -> list[int] | None:
@@ -316,11 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, required=True, help="fd the watcher writes requests to")
     parser.add_argument("--replies", type=int, required=True, help="fd this host writes replies to")
     parser.add_argument("--cpus", help="the CPUs this worker takes back before the model loads, comma-separated")
+    parser.add_argument("--policy", type=int, help="the scheduling policy it takes back (os.SCHED_*)")
     parser.add_argument("argv", nargs="*", help="the model command, rendered for this worker")
     args = parser.parse_args(argv)
     faulthandler.enable()  # a crash in C code leaves its traceback on stderr, which the watcher keeps
     if args.cpus:
         _take_cpus(args.cpus)
+    if args.policy is not None:
+        _take_policy(args.policy)
     for fd in (args.requests, args.replies):  # a program the model starts must not inherit the protocol
         os.set_inheritable(fd, False)
     requests = os.fdopen(args.requests, "rb")

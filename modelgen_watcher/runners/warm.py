@@ -307,6 +307,9 @@ class WarmRunner:
         self.max_rss = max_rss
         self.model_cpus = model_cpus
         """The CPUs each worker takes back before it loads the model (the daemon's threads run on one of them)."""
+        self.model_policy = _policy() if model_cpus else None
+        """The scheduling policy each worker takes back with them: the daemon's now, before it pins itself and its
+        threads take turns (``watcher/affinity.py``)."""
         self._lock = threading.Lock()
         self._slots: list[_Worker | None] = [None] * workers
         self._idle: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -455,8 +458,9 @@ class WarmRunner:
             try:
                 worker = self._fill(n)
             except ModelLoadError as exc:
-                if self._stopped:
-                    return RunReport(exit_code=None, duration_s=time.monotonic() - start, cancelled=True), False
+                if self._stopped:  # stopped while its worker was (re)started: the model never had it
+                    return RunReport(exit_code=None, duration_s=time.monotonic() - start, cancelled=True,
+                                     reached_model=False), False
                 return RunReport(exit_code=None, duration_s=time.monotonic() - start, launch_error=str(exc),
                                  stderr_tail=exc.detail or ""), False
         try:  # made again if ``.modelgen`` was removed under the daemon; never followed through a symlink
@@ -566,7 +570,8 @@ class WarmRunner:
         run_id = secrets.token_hex(16)
         argv = [*self.spec.python, str(self.spec.host), "--entry", self.spec.entry, "--workspace", str(workspace),
                 "--requests", str(req_r), "--replies", str(rep_w),
-                *(["--cpus", ",".join(map(str, sorted(self.model_cpus)))] if self.model_cpus else []), "--",
+                *(["--cpus", ",".join(map(str, sorted(self.model_cpus)))] if self.model_cpus else []),
+                *(["--policy", str(self.model_policy)] if self.model_policy is not None else []), "--",
                 *render_for_worker(self.spec.template, workspace)]
         try:
             with self._lock:
@@ -675,6 +680,14 @@ def _exit_code(pid: int, deadline: float) -> int | object | None:
         if time.monotonic() >= deadline:
             return _STILL_RUNNING
         time.sleep(0.01)
+
+
+def _policy() -> int | None:
+    """This thread's scheduling policy; None where the system does not say."""
+    try:
+        return os.sched_getscheduler(0)
+    except (AttributeError, OSError):
+        return None
 
 
 def _output_of(reply: dict[str, Any]) -> tuple[bytes | None, str | None]:

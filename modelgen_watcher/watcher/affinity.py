@@ -101,9 +101,13 @@ def _pin_all(cpu: int, allowed: frozenset[int]) -> bool:
     return True
 
 
+_turned = False
+"""Whether ``_take_turns`` switched this process's threads to ``SCHED_BATCH``: only then are they switched back."""
+
+
 def _take_turns(on: bool) -> None:
-    """The daemon's threads switched to ``SCHED_BATCH`` (``on``) or back to the ordinary policy; threads started
-    later inherit it.
+    """The daemon's threads switched to ``SCHED_BATCH`` (``on``) or back to the ordinary policy (only if this
+    module switched them); threads started later inherit it.
 
     Why: a thread woken by the interpreter lock's release (every system call of another
     thread releases it) preempts the releasing thread on their one CPU, at once, and that
@@ -116,10 +120,11 @@ def _take_turns(on: bool) -> None:
     1,292 requests a second (medians); on a journalled ext4, switches 15 to 9.4 and the
     same rate (651 a second either way). Only from or to the
     ordinary policy (``SCHED_OTHER``): a policy an operator set (``chrt``) is left alone. The
-    model's processes take the ordinary policy back (``modelside/host.py``). Refused (a
-    seccomp profile, say): logged, and the daemon stays pinned without it."""
+    model's processes take back the policy the daemon had (``WarmRunner``, ``modelside/host.py``).
+    Refused (a seccomp profile, say): logged, and the daemon stays pinned without it."""
+    global _turned
     batch, other = getattr(os, "SCHED_BATCH", None), getattr(os, "SCHED_OTHER", None)
-    if batch is None or other is None:
+    if batch is None or other is None or on == _turned:
         return
     before, after = (other, batch) if on else (batch, other)
     try:
@@ -127,6 +132,7 @@ def _take_turns(on: bool) -> None:
             with contextlib.suppress(ProcessLookupError):  # that thread has ended
                 if os.sched_getscheduler(int(tid)) == before:
                     os.sched_setscheduler(int(tid), after, os.sched_param(0))
+                    _turned = on
     except OSError as exc:
         log.info("daemon.policy_unchanged", policy="batch" if on else "other", error=str(exc))
 
@@ -257,6 +263,7 @@ class Pin:
             current = set()
         if current != {self.cpu}:  # its CPU went offline (the kernel unpinned it), or a person
             self._managed = False
+            _take_turns(False)  # on several CPUs again: nothing to take turns on
             log.warning("daemon.cpu_unmanaged", cpu=self.cpu, reason="the daemon's CPUs were changed from outside")
             return None
         if self._left is not None:

@@ -169,7 +169,8 @@ class InFlight:
         return self._marker.given_up
 
     def park(self) -> None:
-        """It waits for a busy warm worker: a stop while it waits is not counted, and its count is kept."""
+        """It waits for a busy warm worker (or was stopped before the model got it): a stop while it waits is not
+        counted, and its count is kept."""
         self._mark(waiting=True)
 
     def unpark(self) -> None:

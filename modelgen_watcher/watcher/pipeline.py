@@ -597,7 +597,8 @@ class Pipeline:
     ) -> tuple[Callable[[], None], Callable[[], None]]:
         """What a runner calls when ``req`` must wait for a busy warm worker (``ModelJob.on_wait``) and when the
         model gets it (``on_start``): its in-flight record parked and back (``inflight``), or in shared mode its
-        claim marked, only around an actual wait (a request that need not wait costs nothing here)."""
+        claim marked, only around an actual wait (a request that need not wait costs nothing here). The
+        pipeline calls ``on_wait`` itself for a run cancelled before the model saw it (``reached_model``)."""
         waiting = False
 
         def note(waits: bool) -> bool:
@@ -620,8 +621,7 @@ class Pipeline:
 
         def on_start() -> None:
             nonlocal waiting
-            if waiting:
-                note(False)
+            if waiting and note(False):
                 waiting = False
 
         return on_wait, on_start

@@ -131,6 +131,7 @@ print(os.sched_getscheduler(0))
 @pytest.mark.parametrize(("start", "expected"), [
     ("other", ["SCHED_BATCH", "SCHED_BATCH", "SCHED_OTHER"]),  # taking turns, inherited by a new thread, undone
     ("idle", ["SCHED_IDLE", "SCHED_IDLE", "SCHED_IDLE"]),  # what an operator set (chrt) is left as it is
+    ("batch", ["SCHED_BATCH", "SCHED_BATCH", "SCHED_BATCH"]),  # and not undone: this module did not set it
 ])
 def test_the_daemon_takes_turns_only_from_the_ordinary_policy(start, expected):
     """In a process of its own: a policy is the process's business, not this test runner's."""
