@@ -173,6 +173,12 @@ class Names:
         stem, suffix = _split_suffix(self.input_name)
         return stem + ".", suffix
 
+    @cached_property
+    def _output_affixes(self) -> tuple[str, str]:
+        """What comes before and after the key in a keyed result's name: ``gps_scored_route.`` and ``.json``."""
+        stem, suffix = _split_suffix(self.output_name)
+        return stem + ".", suffix
+
     def may_be_input(self, name: str) -> bool:
         """False for a name ``parse`` answers None for, found with two string tests (True for a few more, which
         ``parse`` tells apart): what a scanner keeps of a directory of tens of thousands of results and
@@ -199,13 +205,12 @@ class Names:
     @cached_property
     def _request_affixes(self) -> tuple[str, tuple[tuple[str, str, bool], ...]]:
         """The legacy status name, and (head, tail, is_input) around the key of a keyed status and input."""
-        ostem, osuffix = _split_suffix(self.output_name)
-        return self.status(None), ((ostem + ".", ".status" + osuffix, False), (*self._input_affixes, True))
+        head, suffix = self._output_affixes
+        return self.status(None), ((head, ".status" + suffix, False), (*self._input_affixes, True))
 
     def output_key(self, name: str) -> str | None:
         """The key of a keyed result or status file name, else None."""
-        stem, suffix = _split_suffix(self.output_name)
-        head = stem + "."
+        head, suffix = self._output_affixes
         if not (name.startswith(head) and name.endswith(suffix)):
             return None
         middle = name[len(head) : len(name) - len(suffix)] if suffix else name[len(head) :]
