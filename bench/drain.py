@@ -168,11 +168,16 @@ class Setup:
     drains: list[Drain]
 
     @property
+    def first(self) -> Drain:
+        """The first drain: what the setup was (file system, runner, workers, requests) is every drain's."""
+        return self.drains[0]
+
+    @property
     def rate(self) -> float:
         return statistics.median(d.rate for d in self.drains)
 
     def cells(self) -> list[str]:
-        first, rates = self.drains[0], [d.rate for d in self.drains]
+        first, rates = self.first, [d.rate for d in self.drains]
         daemon = [d.daemon_peak_kib for d in self.drains if d.daemon_peak_kib is not None]
         children = max(self.drains, key=lambda d: d.children_peak_kib)
         notes = list(dict.fromkeys(note for d in self.drains for note in d.notes))
@@ -235,13 +240,11 @@ def bench_drain(
 
 def targets(setups: list[Setup]) -> list[str]:
     lines = []
-    drains = [d for setup in setups for d in setup.drains]
-    for fs, workers in sorted({(d.fs, d.workers) for d in drains}):
+    for fs, workers in sorted({(s.first.fs, s.first.workers) for s in setups}):
         rates: dict[str, list[float]] = {}
         for setup in setups:
-            d = setup.drains[0]
-            if (d.fs, d.workers) == (fs, workers):
-                rates.setdefault(d.runner, []).append(setup.rate)
+            if (setup.first.fs, setup.first.workers) == (fs, workers):
+                rates.setdefault(setup.first.runner, []).append(setup.rate)
         if "entry" in rates and "subprocess" in rates:
             ratio = statistics.median(rates["entry"]) / statistics.median(rates["subprocess"])
             lines.append(f"- {fs}, `--workers {workers}`: `entry` drains {ratio:.1f}x as fast as `subprocess` "

@@ -407,18 +407,16 @@ def safe_read(path: Path, max_bytes: int) -> Snapshot:
     fd, fst = _open_regular_fd(path)
     try:
         chunks: list[bytes] = []
-        remaining = max_bytes + 1
         # Reads sized by the file (and a byte more, to see its end), not 1 MiB each: a read allocates what it
         # asks for, and 1 MiB is an mmap and a munmap of its own for every file of a few KiB.
         size = min(fst.st_size + 1, 1 << 20)
         got = 0
-        while remaining > 0:
-            want = min(remaining, size)
+        while got <= max_bytes:
+            want = min(max_bytes + 1 - got, size)
             chunk = os.read(fd, want)
             if not chunk:
                 break
             chunks.append(chunk)
-            remaining -= len(chunk)
             got += len(chunk)
             if len(chunk) < want and got == fst.st_size:
                 break  # the size it had, and a short read: its end, without one more read to see nothing

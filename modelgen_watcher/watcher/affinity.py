@@ -122,28 +122,33 @@ def _take_turns(on: bool) -> None:
     ordinary policy (``SCHED_OTHER``): a policy an operator set (``chrt``) is left alone. The
     model's processes take back the policy the daemon had (``WarmRunner``, ``modelside/host.py``).
     Refused (a seccomp profile, say): logged, and the daemon stays pinned without it."""
-    global _turned
     batch, other = getattr(os, "SCHED_BATCH", None), getattr(os, "SCHED_OTHER", None)
     if batch is None or other is None or on == _turned:
         return
     before, after = (other, batch) if on else (batch, other)
+
+    def switch(tid: int) -> None:
+        global _turned
+        if os.sched_getscheduler(tid) == before:
+            os.sched_setscheduler(tid, after, os.sched_param(0))
+            _turned = on
+
     try:
-        for tid in os.listdir("/proc/self/task"):
-            with contextlib.suppress(ProcessLookupError):  # that thread has ended
-                if os.sched_getscheduler(int(tid)) == before:
-                    os.sched_setscheduler(int(tid), after, os.sched_param(0))
-                    _turned = on
+        _each_thread(switch)
     except OSError as exc:
         log.info("daemon.policy_unchanged", policy="batch" if on else "other", error=str(exc))
 
 
 def _set_all(cpus: set[int]) -> None:
     """The CPUs of every thread of this process."""
+    _each_thread(lambda tid: os.sched_setaffinity(tid, cpus))
+
+
+def _each_thread(action: Callable[[int], None]) -> None:
+    """``action(tid)`` for every thread of this process; a thread that has ended meanwhile is skipped."""
     for tid in os.listdir("/proc/self/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except ProcessLookupError:
-            continue  # that thread has ended
+        with contextlib.suppress(ProcessLookupError):
+            action(int(tid))
 
 
 def _affinity(tid: str) -> set[int] | None:

@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -20,14 +22,27 @@ from modelgen_watcher.watcher.affinity import better_cpu, read_cpu_times
 from modelgen_watcher.watcher.daemon import Daemon
 from tests.helpers import drop, fake_model_args, route, sha, wait_final, wait_for
 
+T = TypeVar("T")
+
 ALLOWED = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 pytestmark = pytest.mark.skipif(len(ALLOWED) < 2, reason="one CPU allowed here: there is nothing to pin")
 
 
+def _per_thread(pid: int, read: Callable[[int], T]) -> set[T]:
+    """The distinct values ``read`` gives for the process's threads (one that ends meanwhile is left out)."""
+    values = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            values.add(read(int(tid)))
+        except ProcessLookupError:
+            continue
+    return values
+
+
 def _thread_cpus(pid: int) -> set[tuple[int, ...]]:
     """The distinct CPU sets of the process's threads."""
-    return {tuple(sorted(os.sched_getaffinity(int(tid)))) for tid in os.listdir(f"/proc/{pid}/task")}
+    return _per_thread(pid, lambda tid: tuple(sorted(os.sched_getaffinity(tid))))
 
 
 ORDINARY = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
@@ -37,14 +52,8 @@ TAKING_TURNS = getattr(os, "SCHED_BATCH", None) if getattr(os, "SCHED_OTHER", No
 
 
 def _thread_policies(pid: int) -> set[int]:
-    """The distinct scheduling policies of the process's threads (one that ends meanwhile is left out)."""
-    policies = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            policies.add(os.sched_getscheduler(int(tid)))
-        except ProcessLookupError:
-            continue
-    return policies
+    """The distinct scheduling policies of the process's threads."""
+    return _per_thread(pid, os.sched_getscheduler)
 
 
 def _runs(cpufile: Path) -> list[tuple[list[int], int]]:
