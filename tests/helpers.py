@@ -96,6 +96,20 @@ def read_object(path: Path) -> dict[str, Any] | None:
     return doc
 
 
+def inflight_records(watch_dir: Path) -> list[dict[str, Any]]:
+    """The records in the watcher's in-flight slots (``watcher/inflight.py``: a record's line, padded); an empty
+    slot is left out, and so is one read while the daemon rewrites it (a torn read is "not yet")."""
+    records = []
+    for slot in (watch_dir / ".modelgen" / "inflight").glob("slot-*"):
+        try:
+            line = slot.read_bytes().split(b"\n", 1)[0]
+            if line:
+                records.append(json.loads(line))
+        except (OSError, ValueError):
+            continue
+    return records
+
+
 def status_of(watch_dir: Path, key: str | None = None) -> dict[str, Any] | None:
     return read_object(watch_dir / status_name(key))
 

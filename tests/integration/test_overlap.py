@@ -11,14 +11,24 @@ taking turns at the one worker would then be counted once and forgotten once, fo
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 from functools import partial
 from pathlib import Path
 
-from tests.helpers import Daemon, drop, fake_model_args, input_name, route, sha, status_of, wait_final, wait_for
+from tests.helpers import (
+    Daemon,
+    drop,
+    fake_model_args,
+    inflight_records,
+    input_name,
+    route,
+    sha,
+    status_of,
+    wait_final,
+    wait_for,
+)
 
 KILLER = ("ok", "--kill-marked", "--signal", "SIGKILL", "--sleep", "1.5")
 
@@ -38,14 +48,7 @@ def _running(watch_dir: Path, key: str) -> bool:
 
 def _parked_in_a_slot(watch_dir: Path, name: str) -> bool:
     """``name`` is recorded in flight, waiting for a worker (``watcher/inflight.py``'s slots)."""
-    for slot in (watch_dir / ".modelgen" / "inflight").glob("slot-*"):
-        try:  # read while the daemon may rewrite it: a torn read is "not yet"
-            record = json.loads(slot.read_bytes().split(b"\n", 1)[0])
-        except (OSError, ValueError):
-            continue
-        if record.get("name") == name and record.get("waiting"):
-            return True
-    return False
+    return any(r.get("name") == name and r.get("waiting") for r in inflight_records(watch_dir))
 
 
 def _died(proc: subprocess.Popen[bytes] | None) -> bool:

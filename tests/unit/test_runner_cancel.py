@@ -6,7 +6,6 @@ tests/models/fake_model.py through its entry.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from modelgen_watcher.volume.names import Layout, Names, Request
 from modelgen_watcher.watcher import inflight
 from modelgen_watcher.watcher.outcomes import Outcome
 from modelgen_watcher.watcher.pipeline import Pipeline
-from tests.helpers import MODELS, encode, fake_model_cmd, pid_alive, route, wait_for
+from tests.helpers import MODELS, encode, fake_model_cmd, inflight_records, pid_alive, route, wait_for
 
 
 def make_job(tmp_path: Path, workspace: Path, name: str, hang: bool = False) -> ModelJob:
@@ -110,7 +109,6 @@ def test_a_request_that_comes_after_its_runner_stopped_is_not_counted_as_interru
     layout.input("late").write_bytes(encode(route([""])))
     pipe = Pipeline(layout, runner, model_label="fake", model_timeout=5, max_input_bytes=1 << 20, settle=0)
     assert pipe.process(Request("late")).outcome is Outcome.cancelled
-    lines = [slot.read_bytes().split(b"\n", 1)[0] for slot in layout.inflight_dir.glob("slot-*")]
-    records = [json.loads(line) for line in lines if line]  # an empty slot is a blank line
+    records = inflight_records(watch_dir)
     assert [(r.get("name"), r.get("waiting")) for r in records] == [(layout.input("late").name, True)]
     assert inflight.count_interruptions(layout) == []  # the next start: nothing counted
