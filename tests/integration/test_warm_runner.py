@@ -13,6 +13,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from modelgen_watcher.modelside import REFERENCE
 from tests.helpers import (
     MODELS,
@@ -47,12 +49,21 @@ def test_a_factory_that_raises_is_a_clear_startup_error(daemon_factory, tmp_path
     assert "Traceback" in log and "broken_model.py" in log
 
 
-def test_a_worker_killed_between_requests_is_replaced(daemon_factory, watch_dir, tmp_path):
-    pidfile = tmp_path / "pids"
-    daemon_factory(*fake_model_args("ok", "--pidfile", str(pidfile), runner="entry"))
+def _children(pid: int) -> list[int]:
+    """The processes ``pid``'s threads started: the daemon's warm worker or fork server."""
+    task = Path(f"/proc/{pid}/task")
+    return [int(c) for t in task.iterdir() for c in (t / "children").read_text().split()]
+
+
+@pytest.mark.parametrize("runner", ["entry", "fork"])
+def test_a_worker_killed_between_requests_is_replaced(daemon_factory, watch_dir, runner):
+    """A warm worker or a fork server killed while idle (the OOM killer, say): the next request is served by a
+    fresh one."""
+    d = daemon_factory(*fake_model_args("ok", runner=runner))
     first = drop(watch_dir, route([""]), key="a")
     assert wait_final(watch_dir, "a", sha(first))["state"] == "ok"
-    (worker,) = _pids(pidfile)
+    assert d.proc is not None
+    (worker,) = _children(d.proc.pid)
     os.kill(worker, signal.SIGKILL)
     # Between requests means dead before the next arrives: a kill that lands while the daemon already sends the
     # next request is a death during that request (the test below), which a request a few ms later can meet.
@@ -60,7 +71,7 @@ def test_a_worker_killed_between_requests_is_replaced(daemon_factory, watch_dir,
     second = drop(watch_dir, route(["turn-left"]), key="b")
     st = wait_final(watch_dir, "b", sha(second))
     assert st["state"] == "ok", st["error"]
-    assert _pids(pidfile)[-1] != worker
+    assert worker not in _children(d.proc.pid)
 
 
 def test_a_hung_request_kills_its_worker_and_a_fresh_one_serves_the_next(daemon_factory, watch_dir, tmp_path):
@@ -316,3 +327,46 @@ def test_loading_a_worker_again_is_not_the_models_time(daemon_factory, watch_dir
     second = drop(watch_dir, route(["turn-left"]), key="b")
     st = wait_final(watch_dir, "b", sha(second), timeout=30)
     assert st["state"] == "ok", st["error"]
+
+
+def test_a_model_that_loads_past_the_start_timeout_is_a_clear_startup_error(daemon_factory, tmp_path):
+    """``--worker-start-timeout`` bounds the start: the daemon exits 1 saying why, the loading worker killed."""
+    pidfile = tmp_path / "loading"
+    entry = _entry_file(tmp_path, "def create(ws, argv):\n"
+                        f"    open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+                        "    time.sleep(600)")
+    d = daemon_factory("--runner", "entry", "--model-entry", entry, "--model-cmd", fake_model_cmd("ok"),
+                       "--worker-start-timeout", "2", wait_ready=False)
+    assert d.proc is not None and d.proc.wait(60) == 1
+    assert "the model's worker did not load within 2 s" in d.log_text()
+    worker = int(pidfile.read_text())
+    wait_for(lambda: not pid_alive(worker), 10, what="the loading worker killed")
+
+
+def test_each_worker_starts_from_the_shared_workspace_and_rewrites_only_its_own(daemon_factory, watch_dir, tmp_path):
+    """A cache in ``.modelgen/workspace`` before the start is every worker's; what a model appends to it in place
+    (upstream rewrites its pickle on every run) goes to its own worker's copy, never the shared one."""
+    shared = watch_dir / ".modelgen" / "workspace"
+    shared.mkdir(parents=True)
+    (shared / "cache.txt").write_text("trained\n")
+    entry = _entry_file(tmp_path, "def create(ws, argv):\n"
+                        "    cache = os.path.join(ws, 'cache.txt')\n"
+                        "    if not open(cache).read().startswith('trained'):\n"
+                        "        raise RuntimeError('the workspace was not seeded')\n"
+                        "    scored = fake_model.create(ws, argv)\n"
+                        "    def score(job):\n"
+                        "        with open(cache, 'a') as fh:\n"
+                        "            fh.write(job.key + '\\n')\n"
+                        "        scored(job)\n"
+                        "    return score")
+    daemon_factory("--runner", "entry", "--model-entry", entry, "--model-cmd", fake_model_cmd("ok"), "--workers", "2")
+    keys = [f"c{i}" for i in range(6)]
+    raws = {key: drop(watch_dir, route([""], lat0=30 + i / 100), key=key) for i, key in enumerate(keys)}
+    for key, raw in raws.items():
+        assert wait_final(watch_dir, key, sha(raw))["state"] == "ok"
+    copies = sorted(shared.glob("w*/cache.txt"))
+    assert [c.parent.name for c in copies] == ["w0", "w1"]
+    lines = [c.read_text().splitlines() for c in copies]
+    assert [first for first, *_ in lines] == ["trained", "trained"]
+    assert sorted(key for _, *served in lines for key in served) == keys
+    assert (shared / "cache.txt").read_text() == "trained\n"
