@@ -12,10 +12,7 @@ own CPU is the limit; more is the same model sleeping that long first
 the model is the limit and more watchers drain faster:
 
 1. The setups, in turns: the lone watcher with native events (the default) and polling
-   with its threads free to use every CPU (``--daemon-cpu off``): the same observer and
-   the same placement as a shared watcher's, so the pair isolates what the claims cost
-   (a lone watcher's threads on one CPU, its default, take turns there and need less
-   CPU a request than a shared one's, which are not pinned), then 1,
+   (the same observer as shared mode, so the pair isolates what the claims cost), then 1,
    2 and 3 shared watchers (``--shared``, each its own ``--watcher-id``). Polling is every
    ``POLL`` s in every polling row. The watchers are started and left to say they are
    ready.
@@ -71,7 +68,7 @@ POLL = 0.2
 """Seconds between polls in every polling row (the default, 1 s, would only delay the start of a drain)."""
 SETUPS: tuple[tuple[str, int, list[str]], ...] = (
     ("lone, native", 1, ["--observer", "native"]),
-    ("lone, polling", 1, ["--observer", "polling", "--poll-interval", str(POLL), "--daemon-cpu", "off"]),
+    ("lone, polling", 1, ["--observer", "polling", "--poll-interval", str(POLL)]),
     ("shared", 1, []),
     ("shared", 2, []),
     ("shared", 3, []),
@@ -210,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"From the first drop until the watchers logged `ok` for every request; warm workers (`--runner entry`, "
-        f"the reference model, sleeping first for the model time), `--workers 1` each, polling every {POLL:g} s but in the native row, the lone polling watcher with "
-        f"`--daemon-cpu off` as shared watchers run; runs are "
+        f"the reference model, sleeping first for the model time), `--workers 1` each, polling every {POLL:g} s but in the native row; runs are "
         f"`request.done ok` lines of all watchers; on {file_system(root)}. {os.cpu_count()} CPUs, load average {load_before:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after, Python {sys.version.split()[0]}, {time.monotonic() - t_start:.0f} s."
     )

@@ -350,7 +350,7 @@ class WatcherSettings(ModelSettings, _WatcherIdentity):
     workers: int = Field(default=1, ge=1, le=64, description="requests of different keys scored in parallel")
     daemon_cpu: Literal["auto", "off"] = Field(
         default="auto",
-        description="auto: with warm workers (`entry`, `fork`), more than one CPU and not `--shared`, the daemon's "
+        description="auto: with warm workers (`entry`, `fork`) and more than one CPU, the daemon's "
         "own threads run on one CPU, taking turns there (`SCHED_BATCH`), which spares its interpreter lock a wake-up "
         "on another CPU at every system call (1.5x the requests a second), while the model's processes keep every "
         "CPU; it moves to a less busy CPU when other processes keep its own busy; off: wherever the kernel puts them",

@@ -19,15 +19,22 @@ confined. A process per request (``subprocess``) would inherit the pin, so the d
 is not pinned then.
 
 Only a daemon that is its process (the ``run`` command): one run in a thread of another
-program (``Daemon.run``) leaves that program's threads alone. Not in shared mode: several
-watchers on one machine, each pinned where it started, could share one CPU for good.
-The CPU is the one the daemon was running on when it pinned itself, the kernel's choice.
+program (``Daemon.run``) leaves that program's threads alone. The CPU is the one the
+daemon was running on when it pinned itself, the kernel's choice. Shared watchers too:
+several on one machine start where the kernel put each, and one that finds another
+keeping its CPU busy moves (below). A shared watcher's requests make more system calls
+than a lone one's (its claims), and gain more: draining 1,000 on tmpfs with the
+reference model, 1.39-1.50 to 0.83-0.86 ms of CPU a request and 603-636 to 753-765 a
+second for one watcher; two and three on this 2-CPU machine drained faster in three of
+their four pairs of drains (``bench/RESULTS.md``, shared mode).
 
 A pinned daemon cannot be moved by the kernel, so it moves itself (``Pin.check``, at
 every heartbeat): when other processes took at least 30 % of its CPU over two
 heartbeats in a row (a process pinned there, or a neighbour in a container that shares
 the machine's CPUs) while another CPU it may use was busy at least 15 points less, its
-threads go to the least busy one (``daemon.cpu_moved``). A busy daemon shares its CPU
+threads go to the least busy one (``daemon.cpu_moved``), at that heartbeat or, by a coin
+toss at each, a later one: two watchers crowding each other on one CPU read the same
+figures, and would otherwise move together, to the same CPU. A busy daemon shares its CPU
 fairly with a spinner there, which then takes only about half of it: that case, a drain
 beside a crowder, is what the thresholds are set for (560-610 requests a second without
 the move, 690-770 with it, draining 8,000 on tmpfs with one worker). Two workers
@@ -36,7 +43,8 @@ scoring on two CPUs load both alike: that moves nothing (their drains showed oth
 processes) and ``/proc/self/stat`` (the daemon's own, which is not "other"). After a
 move it rests 15 heartbeats; and if the CPU it left went quiet once it had gone, the
 load was one that follows it (its workers, woken where it writes to them), which no
-move escapes: it rests 150 (``daemon.cpu_stays``).
+move escapes: it rests 15 to 150, drawn (``daemon.cpu_stays``; two watchers that moved
+together, each taken for the other's load, do not wake together).
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,9 +72,8 @@ CHECKS_IN_A_ROW = 2
 
 def model_cpus(settings: WatcherSettings) -> frozenset[int] | None:
     """The CPUs the model's processes keep when the daemon runs its own threads on one of them; None when it does not
-    (``--daemon-cpu off``, a process per request, shared mode, one CPU allowed, or no affinity calls here)."""
-    if (settings.daemon_cpu == "off" or settings.runner_kind == "subprocess" or settings.shared
-            or not hasattr(os, "sched_setaffinity")):
+    (``--daemon-cpu off``, a process per request, one CPU allowed, or no affinity calls here)."""
+    if settings.daemon_cpu == "off" or settings.runner_kind == "subprocess" or not hasattr(os, "sched_setaffinity"):
         return None
     allowed = frozenset(os.sched_getaffinity(0))
     return allowed if len(allowed) > 1 else None
@@ -229,8 +237,14 @@ def better_cpu(before: CpuTimes, after: CpuTimes, cpu: int, allowed: frozenset[i
 REST_AFTER_MOVE = 15
 """Heartbeats after a move before the next may come (30 s at the default 2 s)."""
 REST_WHEN_FOLLOWED = 150
-"""Heartbeats without a move once the load of the CPU left went quiet with the daemon gone (5 minutes): it was
-load that follows the daemon (its workers, woken where it writes to them; its I/O), which no move escapes."""
+"""Heartbeats without a move, at most, once the load of the CPU left went quiet with the daemon gone (5 minutes):
+it was load that follows the daemon (its workers, woken where it writes to them; its I/O), which no move escapes.
+The rest is drawn between ``REST_AFTER_MOVE`` and this: two shared watchers that moved together off one CPU, each
+taking the other for its own load, wake at different times, and the first to find the other there moves."""
+MOVE_CHANCE = 0.5
+"""A due move is made at a heartbeat with this chance, else considered again at the next one: two daemons crowding
+each other on one CPU (shared watchers on one machine) read the same figures, and would otherwise move together, to
+the same CPU."""
 
 
 class Pin:
@@ -239,14 +253,17 @@ class Pin:
     def __init__(self, cpu: int, allowed: frozenset[int], *,
                  read: Callable[[], CpuTimes | None] = read_cpu_times,
                  move: Callable[[int], bool] | None = None,
-                 current: Callable[[], set[int]] | None = None) -> None:
+                 current: Callable[[], set[int]] | None = None,
+                 draw: Callable[[], float] = random.random) -> None:
         """``read``, ``move`` and ``current`` (this process's CPU times, moving its threads, its CPUs now) are
-        ``/proc`` and the affinity calls (``_pin_all``: False when refused, and then unpinned), but for tests."""
+        ``/proc`` and the affinity calls (``_pin_all``: False when refused, and then unpinned), and ``draw`` a
+        number in [0, 1) for the coin and the rest (``MOVE_CHANCE``, ``REST_WHEN_FOLLOWED``), but for tests."""
         self.cpu = cpu
         self.allowed = allowed
         self._read = read
         self._move = move or functools.partial(_pin_all, allowed=allowed)
         self._current = current or (lambda: os.sched_getaffinity(0))
+        self._draw = draw
         self._last = read()
         self._crowded = 0
         self._rest = 0
@@ -274,15 +291,16 @@ class Pin:
         if self._left is not None:
             left_busy = busy_share(before, now, self._left)
             if left_busy is not None and left_busy < BUSY_BY_OTHERS:
-                self._rest = REST_WHEN_FOLLOWED
-                log.info("daemon.cpu_stays", cpu=self.cpu, reason="the load of the CPU it left followed it")
+                self._rest = REST_AFTER_MOVE + int(self._draw() * (REST_WHEN_FOLLOWED - REST_AFTER_MOVE + 1))
+                log.info("daemon.cpu_stays", cpu=self.cpu, heartbeats=self._rest,
+                         reason="the load of the CPU it left followed it")
             self._left = None
         if self._rest:
             self._rest -= 1
             return None
         target = better_cpu(before, now, self.cpu, self.allowed)
         self._crowded = self._crowded + 1 if target is not None else 0
-        if target is None or self._crowded < CHECKS_IN_A_ROW:
+        if target is None or self._crowded < CHECKS_IN_A_ROW or self._draw() >= MOVE_CHANCE:
             return None
         self._crowded = 0
         if not self._move(target):  # refused, and unpinned: no more moves

@@ -472,9 +472,12 @@ class Daemon:
         return next_rescan
 
     def _renewals(self) -> None:
-        """``--once`` in shared mode: the claims renewed at the heartbeat's pace until the run ends."""
+        """``--once`` in shared mode: the claims renewed, and the pinned daemon moved off a crowded CPU (several
+        jobs on one machine), at the heartbeat's pace until the run ends."""
         while not self._stop.wait(self.settings.heartbeat_interval):
             self._renew()
+            if self._pin is not None:
+                self._pin.check()
 
     def _renew(self) -> None:
         """Shared mode, first at every heartbeat: read the volume's clock and renew every claim held.

@@ -139,13 +139,22 @@ def test_otherwise_the_daemon_keeps_every_cpu(daemon_factory, watch_dir, tmp_pat
     assert _runs(cpufile) == [(ALLOWED, ORDINARY)]
 
 
-def test_shared_mode_keeps_every_cpu(daemon_factory, watch_dir, tmp_path):
-    """Several shared watchers on one machine, each pinned where it started, could share one CPU for good."""
-    d = daemon_factory(*fake_model_args("ok", runner="entry"), "--shared", "--watcher-id", "w1")
-    _score_one(watch_dir, "a")
-    assert d.proc is not None
-    assert _thread_cpus(d.proc.pid) == {tuple(ALLOWED)}
-    assert _thread_policies(d.proc.pid) == {ORDINARY}
+def test_shared_watchers_on_one_machine_each_run_on_one_cpu(daemon_factory, watch_dir, tmp_path):
+    """Two shared watchers on one directory: each runs its threads on one CPU, taking turns there, and the model
+    keeps every CPU (each request scored once, by either watcher)."""
+    cpufile = tmp_path / "cpus"
+    watchers = [daemon_factory(*fake_model_args("ok", "--cpufile", str(cpufile), runner="entry"),
+                               "--shared", "--watcher-id", f"w{n}", "--poll-interval", "0.2") for n in (1, 2)]
+    for key in ("a", "b", "c"):
+        _score_one(watch_dir, key)
+    for d in watchers:
+        assert d.proc is not None
+        (pinned,) = _thread_cpus(d.proc.pid)
+        assert len(pinned) == 1 and pinned[0] in ALLOWED, f"the watcher's threads may run on {pinned}"
+        assert (d.events("daemon.cpu_moved") or d.events("daemon.cpu"))[-1]["cpu"] == pinned[0]
+        assert d.events("daemon.cpu")[0]["model_cpus"] == ALLOWED
+        assert _thread_policies(d.proc.pid) == {TAKING_TURNS}
+    assert _runs(cpufile) == [(ALLOWED, ORDINARY)] * 3
 
 
 def test_a_daemon_run_in_a_thread_leaves_its_programs_cpus(watch_dir):

@@ -9,7 +9,14 @@ import sys
 
 import pytest
 
-from modelgen_watcher.watcher.affinity import REST_AFTER_MOVE, REST_WHEN_FOLLOWED, CpuTimes, Pin, better_cpu
+from modelgen_watcher.watcher.affinity import (
+    MOVE_CHANCE,
+    REST_AFTER_MOVE,
+    REST_WHEN_FOLLOWED,
+    CpuTimes,
+    Pin,
+    better_cpu,
+)
 
 ALL = frozenset({0, 1, 2})
 
@@ -76,9 +83,21 @@ class Machine:
         return True
 
 
+HEADS = 0.0
+"""A draw that makes a due move now, and the shortest rest."""
+TAILS = 0.999
+"""A draw that leaves a due move to the next heartbeat, and the longest rest."""
+
+
+def draws(*values: float):
+    """``Pin``'s draws, in turn; heads once they run out."""
+    it = iter(values)
+    return lambda: next(it, HEADS)
+
+
 def test_a_crowded_cpu_is_left_after_two_heartbeats_and_a_pinned_crowder_stays_behind():
     m = Machine()
-    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned)
+    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned, draw=draws())
     m.tick(5, {0: 100, 1: 10})
     assert pin.check() is None  # once is not enough
     m.tick(5, {0: 100, 1: 10})
@@ -91,7 +110,7 @@ def test_a_crowded_cpu_is_left_after_two_heartbeats_and_a_pinned_crowder_stays_b
 
 def test_load_that_follows_the_daemon_stops_the_moves():
     m = Machine()
-    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned)
+    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned, draw=draws(HEADS, TAILS))
     for _ in range(2):
         m.tick(10, {0: 90, 1: 0, 2: 40})
         pin.check()
@@ -101,6 +120,38 @@ def test_load_that_follows_the_daemon_stops_the_moves():
         m.tick(10, {1: 90, 2: 40})
         assert pin.check() is None
     assert m.moves == [1]
+
+
+def test_a_due_move_waits_for_the_coin():
+    """Two watchers crowding each other on one CPU read the same figures: each moves at a heartbeat only on a coin
+    toss, so that they do not move together, to the same CPU."""
+    assert 0 < MOVE_CHANCE < 1
+    m = Machine()
+    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned, draw=draws(TAILS, TAILS, HEADS))
+    moved = []
+    for _ in range(4):
+        m.tick(50, {0: 100, 1: 10, 2: 40})
+        moved.append(pin.check())
+    assert moved == [None, None, None, 1]  # due at the second, tails twice, heads
+    assert m.moves == [1]
+
+
+def test_the_rest_after_following_load_is_drawn():
+    """Two watchers that moved together, each taking the other for load that follows it, rest for different
+    times: the first to wake finds the other on its CPU, and moves."""
+    m = Machine()
+    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned, draw=draws(HEADS, HEADS))
+    for _ in range(2):
+        m.tick(50, {0: 100, 1: 10, 2: 40})
+        pin.check()
+    assert m.moves == [1]
+    checks = 0
+    while m.moves == [1] and checks < REST_WHEN_FOLLOWED:  # 1 crowded as 0 was, 0 quiet: "followed"
+        m.tick(50, {1: 100, 2: 40})
+        pin.check()
+        checks += 1
+    assert m.moves == [1, 0]
+    assert checks == REST_AFTER_MOVE + 2  # the shortest rest (from the check that saw 0 quiet), two crowded checks
 
 
 def test_a_daemon_whose_cpus_changed_from_outside_is_left_alone():
