@@ -477,7 +477,11 @@ class Daemon:
         while not self._stop.wait(self.settings.heartbeat_interval):
             self._renew()
             if self._pin is not None:
-                self._pin.check()
+                try:
+                    self._pin.check()
+                except Exception:  # the renewals must go on; the daemon stays where it is
+                    log.exception("daemon.cpu_check_failed")
+                    self._pin = None
 
     def _renew(self) -> None:
         """Shared mode, first at every heartbeat: read the volume's clock and renew every claim held.

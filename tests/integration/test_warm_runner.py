@@ -50,9 +50,15 @@ def test_a_factory_that_raises_is_a_clear_startup_error(daemon_factory, tmp_path
 
 
 def _children(pid: int) -> list[int]:
-    """The processes ``pid``'s threads started: the daemon's warm worker or fork server."""
-    task = Path(f"/proc/{pid}/task")
-    return [int(c) for t in task.iterdir() for c in (t / "children").read_text().split()]
+    """The processes ``pid``'s threads started: the daemon's warm worker or fork server (a thread that ends
+    meanwhile is left out)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
 
 
 @pytest.mark.parametrize("runner", ["entry", "fork"])
@@ -71,7 +77,8 @@ def test_a_worker_killed_between_requests_is_replaced(daemon_factory, watch_dir,
     second = drop(watch_dir, route(["turn-left"]), key="b")
     st = wait_final(watch_dir, "b", sha(second))
     assert st["state"] == "ok", st["error"]
-    assert worker not in _children(d.proc.pid)
+    (fresh,) = _children(d.proc.pid)
+    assert fresh != worker
 
 
 def test_a_hung_request_kills_its_worker_and_a_fresh_one_serves_the_next(daemon_factory, watch_dir, tmp_path):
@@ -336,9 +343,9 @@ def test_a_model_that_loads_past_the_start_timeout_is_a_clear_startup_error(daem
                         f"    open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
                         "    time.sleep(600)")
     d = daemon_factory("--runner", "entry", "--model-entry", entry, "--model-cmd", fake_model_cmd("ok"),
-                       "--worker-start-timeout", "2", wait_ready=False)
+                       "--worker-start-timeout", "5", wait_ready=False)
     assert d.proc is not None and d.proc.wait(60) == 1
-    assert "the model's worker did not load within 2 s" in d.log_text()
+    assert "the model's worker did not load within 5 s" in d.log_text()
     worker = int(pidfile.read_text())
     wait_for(lambda: not pid_alive(worker), 10, what="the loading worker killed")
 

@@ -124,7 +124,7 @@ def test_load_that_follows_the_daemon_stops_the_moves():
 
 def test_a_due_move_waits_for_the_coin():
     """Two watchers crowding each other on one CPU read the same figures: each moves at a heartbeat only on a coin
-    toss, so that they do not move together, to the same CPU."""
+    toss, so that they rarely move together, to the same CPU."""
     assert 0 < MOVE_CHANCE < 1
     m = Machine()
     pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned, draw=draws(TAILS, TAILS, HEADS))
