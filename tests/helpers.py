@@ -321,6 +321,18 @@ def metric(watch_dir: Path, name: str, **labels: str) -> float | None:
     return sample(text, name, **labels)
 
 
+def each_thread(pid: int, read: Callable[[int], T]) -> list[T]:
+    """``read(tid)`` for every thread of process ``pid``; a thread that ends meanwhile is left out (its /proc
+    entries gone, or the system call told it is no more)."""
+    values = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            values.append(read(int(tid)))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return values
+
+
 def proc_status(pid: int, field: str) -> int:
     """A number from /proc/<pid>/status (``VmHWM`` and ``VmRSS`` in kB, ``Threads``)."""
     with open(f"/proc/{pid}/status") as fh:

@@ -12,9 +12,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -22,29 +20,16 @@ from modelgen_watcher.settings import WatcherSettings
 from modelgen_watcher.watcher.affinity import better_cpu, read_cpu_times
 from modelgen_watcher.watcher.daemon import Daemon
 from tests.helpers import Daemon as RunningDaemon
-from tests.helpers import drop, fake_model_args, route, sha, wait_final, wait_for
-
-T = TypeVar("T")
+from tests.helpers import drop, each_thread, fake_model_args, route, sha, wait_final, wait_for
 
 ALLOWED = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 pytestmark = pytest.mark.skipif(len(ALLOWED) < 2, reason="one CPU allowed here: there is nothing to pin")
 
 
-def _per_thread(pid: int, read: Callable[[int], T]) -> set[T]:
-    """The distinct values ``read`` gives for the process's threads (one that ends meanwhile is left out)."""
-    values = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            values.add(read(int(tid)))
-        except ProcessLookupError:
-            continue
-    return values
-
-
 def _thread_cpus(pid: int) -> set[tuple[int, ...]]:
     """The distinct CPU sets of the process's threads."""
-    return _per_thread(pid, lambda tid: tuple(sorted(os.sched_getaffinity(tid))))
+    return set(each_thread(pid, lambda tid: tuple(sorted(os.sched_getaffinity(tid)))))
 
 
 ORDINARY = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
@@ -55,7 +40,7 @@ TAKING_TURNS = getattr(os, "SCHED_BATCH", None) if getattr(os, "SCHED_OTHER", No
 
 def _thread_policies(pid: int) -> set[int]:
     """The distinct scheduling policies of the process's threads."""
-    return _per_thread(pid, os.sched_getscheduler)
+    return set(each_thread(pid, os.sched_getscheduler))
 
 
 def _runs(cpufile: Path) -> list[tuple[list[int], int]]:

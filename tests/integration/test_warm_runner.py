@@ -20,6 +20,7 @@ from tests.helpers import (
     MODELS,
     PYTHON37,
     drop,
+    each_thread,
     fake_model_args,
     fake_model_cmd,
     pid_alive,
@@ -50,15 +51,9 @@ def test_a_factory_that_raises_is_a_clear_startup_error(daemon_factory, tmp_path
 
 
 def _children(pid: int) -> list[int]:
-    """The processes ``pid``'s threads started: the daemon's warm worker or fork server (a thread that ends
-    meanwhile is left out)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return found
+    """The processes ``pid``'s threads started: the daemon's warm worker or fork server."""
+    per_thread = each_thread(pid, lambda tid: Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
+    return [int(child) for children in per_thread for child in children]
 
 
 @pytest.mark.parametrize("runner", ["entry", "fork"])

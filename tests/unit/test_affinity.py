@@ -61,6 +61,12 @@ def test_a_cpu_missing_from_a_reading_is_not_a_candidate():
     assert better_cpu(ZERO, after, 0, ALL) is None  # cpu2 went offline: no reading, no move
 
 
+HEADS = 0.0
+"""A draw that makes a due move now, and the shortest rest."""
+TAILS = 0.999
+"""A draw that leaves a due move to the next heartbeat, and the longest rest."""
+
+
 class Machine:
     """Made-up readings for ``Pin``: each check, 100 ticks pass on every CPU, busy as ``load`` says then."""
 
@@ -82,43 +88,40 @@ class Machine:
         self.pinned = {cpu}
         return True
 
+    def pin(self, *draws: float) -> Pin:
+        """A daemon pinned to CPU 0 of this machine; its draws (coin tosses, rests) in turn, heads once they run
+        out."""
+        it = iter(draws)
+        return Pin(0, ALL, read=self.read, move=self.move, current=lambda: self.pinned, draw=lambda: next(it, HEADS))
 
-HEADS = 0.0
-"""A draw that makes a due move now, and the shortest rest."""
-TAILS = 0.999
-"""A draw that leaves a due move to the next heartbeat, and the longest rest."""
-
-
-def draws(*values: float):
-    """``Pin``'s draws, in turn; heads once they run out."""
-    it = iter(values)
-    return lambda: next(it, HEADS)
+    def checks(self, pin: Pin, own: int, load: dict[int, int], times: int) -> list[int | None]:
+        """``times`` heartbeats under the same load, ``pin`` checked at each: what each check answered."""
+        answers = []
+        for _ in range(times):
+            self.tick(own, load)
+            answers.append(pin.check())
+        return answers
 
 
 def test_a_crowded_cpu_is_left_after_two_heartbeats_and_a_pinned_crowder_stays_behind():
     m = Machine()
-    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned, draw=draws())
+    pin = m.pin()
     m.tick(5, {0: 100, 1: 10})
     assert pin.check() is None  # once is not enough
     m.tick(5, {0: 100, 1: 10})
     assert pin.check() == 2 and m.moves == [2]  # the least busy
-    for _ in range(REST_AFTER_MOVE + 2):  # the spinner stays on 0: the daemon stays on 2
-        m.tick(5, {0: 100, 2: 5})
-        assert pin.check() is None
+    stays = REST_AFTER_MOVE + 2  # the spinner stays on 0: the daemon stays on 2
+    assert m.checks(pin, 5, {0: 100, 2: 5}, stays) == [None] * stays
     assert m.moves == [2]
 
 
 def test_load_that_follows_the_daemon_stops_the_moves():
     m = Machine()
-    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned, draw=draws(HEADS, TAILS))
-    for _ in range(2):
-        m.tick(10, {0: 90, 1: 0, 2: 40})
-        pin.check()
+    pin = m.pin(HEADS, TAILS)
+    m.checks(pin, 10, {0: 90, 1: 0, 2: 40}, 2)
     assert m.moves == [1]
     # its workers went with it: 1 now as 0 was, 0 quiet
-    for _ in range(REST_WHEN_FOLLOWED):
-        m.tick(10, {1: 90, 2: 40})
-        assert pin.check() is None
+    assert m.checks(pin, 10, {1: 90, 2: 40}, REST_WHEN_FOLLOWED) == [None] * REST_WHEN_FOLLOWED
     assert m.moves == [1]
 
 
@@ -127,12 +130,8 @@ def test_a_due_move_waits_for_the_coin():
     toss, so that they rarely move together, to the same CPU."""
     assert 0 < MOVE_CHANCE < 1
     m = Machine()
-    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned, draw=draws(TAILS, TAILS, HEADS))
-    moved = []
-    for _ in range(4):
-        m.tick(50, {0: 100, 1: 10, 2: 40})
-        moved.append(pin.check())
-    assert moved == [None, None, None, 1]  # due at the second, tails twice, heads
+    pin = m.pin(TAILS, TAILS, HEADS)
+    assert m.checks(pin, 50, {0: 100, 1: 10, 2: 40}, 4) == [None, None, None, 1]  # due at the second, tails twice
     assert m.moves == [1]
 
 
@@ -140,18 +139,12 @@ def test_the_rest_after_following_load_is_drawn():
     """Two watchers that moved together, each taking the other for load that follows it, rest for different
     times: the first to wake finds the other on its CPU, and moves."""
     m = Machine()
-    pin = Pin(0, ALL, read=m.read, move=m.move, current=lambda: m.pinned, draw=draws(HEADS, HEADS))
-    for _ in range(2):
-        m.tick(50, {0: 100, 1: 10, 2: 40})
-        pin.check()
+    pin = m.pin(HEADS, HEADS)
+    m.checks(pin, 50, {0: 100, 1: 10, 2: 40}, 2)
     assert m.moves == [1]
-    checks = 0
-    while m.moves == [1] and checks < REST_WHEN_FOLLOWED:  # 1 crowded as 0 was, 0 quiet: "followed"
-        m.tick(50, {1: 100, 2: 40})
-        pin.check()
-        checks += 1
+    # 1 crowded as 0 was, 0 quiet: "followed"; the shortest rest (from the check that saw 0 quiet), two crowded checks
+    assert m.checks(pin, 50, {1: 100, 2: 40}, REST_AFTER_MOVE + 2) == [None] * (REST_AFTER_MOVE + 1) + [0]
     assert m.moves == [1, 0]
-    assert checks == REST_AFTER_MOVE + 2  # the shortest rest (from the check that saw 0 quiet), two crowded checks
 
 
 def test_a_daemon_whose_cpus_changed_from_outside_is_left_alone():
